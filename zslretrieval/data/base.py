@@ -1,0 +1,82 @@
+"""The in-memory form of a zero-shot benchmark, shared by every loader."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+SPLITS = ("trainval", "train", "val", "test_seen", "test_unseen")
+DEFAULT_DATA_ROOT = Path("~/.local/share/zslretrieval/data").expanduser()
+
+
+def resolve_data_root(cli_value: str | os.PathLike | None = None) -> Path:
+    """``--data-root``, else ``$ZSLR_DATA``, else ``~/.local/share/zslretrieval/data``."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    env = os.environ.get("ZSLR_DATA")
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_DATA_ROOT
+
+
+@dataclass
+class ZslDataset:
+    """Image features, class semantics and the proposed splits of one benchmark.
+
+    Shapes: ``features`` (N, D) float32; ``labels`` (N,) int64, 0-based indices into
+    ``class_names``; ``attributes`` (C, A) float32, one row per class, normalised as the
+    benchmark ships it (xlsa17: L2 per class); ``splits[name]`` 0-based row indices into
+    ``features`` for each name in :data:`SPLITS`.
+    """
+
+    name: str
+    features: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    attributes: np.ndarray
+    attribute_names: list[str]
+    splits: dict[str, np.ndarray]
+    # Other class-level semantic modalities, e.g. {"sent": (C, 1024)} for CUB; DEM can fuse them.
+    extra_semantics: dict[str, np.ndarray] = field(default_factory=dict)
+    # How ``attributes`` rows were normalised ("l2" for xlsa17) so queries can match it.
+    semantic_norm: str = "l2"
+    # How raw image features were turned into ``features`` (e.g. "hellinger"); recorded in model cards.
+    feature_transform: str = "none"
+    # Free-form provenance: paths read, how val was derived, seed, ...
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n, c = len(self.features), len(self.class_names)
+        if self.labels.shape != (n,):
+            raise InvalidInputError(f"{self.name}: labels shape {self.labels.shape} != ({n},)")
+        if self.attributes.shape[0] != c:
+            raise InvalidInputError(f"{self.name}: {self.attributes.shape[0]} attribute rows for {c} classes")
+        if len(self.attribute_names) != self.attributes.shape[1]:
+            raise InvalidInputError(
+                f"{self.name}: {len(self.attribute_names)} attribute names for {self.attributes.shape[1]} attributes")
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def semantic_dim(self) -> int:
+        return int(self.attributes.shape[1])
+
+    def split_classes(self, split: str) -> np.ndarray:
+        """Sorted unique class indices present in ``split``."""
+        return np.unique(self.labels[self.split_indices(split)])
+
+    def split_indices(self, split: str) -> np.ndarray:
+        if split not in self.splits:
+            raise InvalidInputError(f"{self.name}: unknown split {split!r}; have {sorted(self.splits)}")
+        return self.splits[split]
+
+    def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(features[idx], labels[idx])`` of one split: shapes (n, D), (n,)."""
+        idx = self.split_indices(split)
+        return self.features[idx], self.labels[idx]

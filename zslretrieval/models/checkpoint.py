@@ -1,0 +1,121 @@
+"""Checkpoints: tensors plus a JSON model card, loadable without unpickling code.
+
+File layout (one ``torch.save`` dict, read back with ``weights_only=True``, so only tensors,
+strings and plain containers are accepted -- never arbitrary objects)::
+
+    {"format": "zslr-checkpoint/1",
+     "card": "<JSON text>",               # see ModelCard
+     "state_dict": {name: Tensor},         # the model's parameters and buffers
+     "class_semantics": Tensor (C, A)}     # descriptors of the dataset's classes, for --class
+
+The card is also written beside the checkpoint as ``<file>.card.json`` for people to read;
+the copy inside the checkpoint is the one that counts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..errors import CheckpointError, DataNotFoundError
+from . import get_model_class
+from .base import ZslModel
+
+FORMAT = "zslr-checkpoint/1"
+
+
+@dataclasses.dataclass
+class ModelCard:
+    model: str
+    hparams: dict[str, Any]
+    feature_dim: int
+    semantic_dims: list[int]
+    dataset: str
+    split: str = "trainval"                      # the images it was trained on
+    seed: int = 0
+    metric: str = "ip"                           # how embeddings are compared (models.base)
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    seen_classes: list[str] = dataclasses.field(default_factory=list)
+    unseen_classes: list[str] = dataclasses.field(default_factory=list)
+    vocabulary: list[str] = dataclasses.field(default_factory=list)   # attribute names, in column order
+    semantic_norm: str = "l2"                    # how class descriptors were normalised ("l2", "none")
+    semantic_modalities: list[str] = dataclasses.field(default_factory=lambda: ["attributes"])
+    feature_source: str = ""                     # e.g. "xlsa17 res101", "efficientnet-lite0"
+    feature_transform: str = "none"              # e.g. "hellinger"
+    selection: dict[str, Any] = dataclasses.field(default_factory=dict)  # how hparams were chosen (val)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train_seconds: float = 0.0
+    created: str = dataclasses.field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    zslr_version: str = __version__
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCard":
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(fileobj)`` on a temp file beside ``path``, then ``os.replace`` it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(model: ZslModel, card: ModelCard, path: str | os.PathLike,
+                    class_semantics: torch.Tensor | None = None) -> Path:
+    """Write ``model`` and its card atomically; returns the path written."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "card": card.to_json(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if class_semantics is not None:
+        payload["class_semantics"] = torch.as_tensor(class_semantics, dtype=torch.float32).cpu()
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    atomic_write_bytes(path.with_name(path.name + ".card.json"), lambda f: f.write(card.to_json().encode()))
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple[ZslModel, ModelCard, torch.Tensor | None]:
+    """Load ``(model, card, class_semantics)``; raises CheckpointError on anything unexpected."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"checkpoint not found: {path} (create one with `zslr train ... --out {path}`)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt file, pickled objects, not a torch file at all
+        raise CheckpointError(f"{path}: not a readable zslr checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: checkpoint format {got!r}; expected {FORMAT!r}")
+    try:
+        card = ModelCard.from_json(payload["card"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: model card missing or invalid ({e})") from e
+    model = get_model_class(card.model)(card.feature_dim, card.semantic_dims, card.hparams)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: weights do not fit model {card.model!r} ({e})") from e
+    model.eval()
+    return model, card, payload.get("class_semantics")
