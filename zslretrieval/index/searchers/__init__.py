@@ -12,4 +12,11 @@ def list_searchers() -> list[str]:
     return SEARCHERS.names()
 
 
-__all__ = ["METRICS", "SEARCHERS", "NumpySearcher", "Searcher", "exact_scores", "list_searchers"]
+def make_searcher(name: str, dim: int, metric: str = "ip", **kwargs) -> Searcher:
+    """Create a searcher by name; ``"auto"`` picks the fastest exact backend available."""
+    if name == "auto":
+        name = "faiss" if "faiss" in SEARCHERS else "numpy"
+    return SEARCHERS.get(name)(dim, metric, **kwargs)
+
+
+__all__ = ["METRICS", "SEARCHERS", "NumpySearcher", "Searcher", "exact_scores", "list_searchers", "make_searcher"]
