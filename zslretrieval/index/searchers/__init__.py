@@ -1,22 +1,72 @@
-"""Searcher backends by name; see ``base.Searcher`` for the contract."""
+"""Searcher backends by name; see ``base.Searcher`` for the contract.
+
+    numpy  float64 brute force, the reference (CPU)
+    faiss  FAISS IndexIDMap2 over Flat (exact) or any index_factory string; GPU when FAISS sees one
+    torch  exact fp16/bf16 scan + fp32 re-rank on a torch device (CUDA; CPU for tests)
+    auto   faiss on GPU if faiss.get_num_gpus() > 0, else torch on CUDA if available, else faiss CPU
+"""
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
+import torch
+
+from ...errors import InvalidInputError
 from ...registry import Registry
 from .base import METRICS, NumpySearcher, Searcher, exact_scores
+from .faiss_searcher import FAISS_GPU_MAX_K, FaissSearcher, faiss_num_gpus
+from .torch_searcher import TorchSearcher
 
 SEARCHERS: Registry[type[Searcher]] = Registry("searcher")
 SEARCHERS.add("numpy", NumpySearcher)
+SEARCHERS.add("faiss", FaissSearcher)
+SEARCHERS.add("torch", TorchSearcher)
 
 
 def list_searchers() -> list[str]:
-    return SEARCHERS.names()
+    return ["auto", *SEARCHERS.names()]
+
+
+def resolve_auto(index_type: str = "Flat") -> tuple[str, dict]:
+    """The backend ``"auto"`` stands for on this machine: (name, extra kwargs).
+
+    FAISS on a GPU first (it also serves approximate index types), then the torch backend on CUDA
+    (exact only; e.g. CUDA 13 machines where faiss-gpu-cu12's CUDA 12 libraries are absent), else
+    FAISS on the CPU.
+    """
+    if faiss_num_gpus() > 0:
+        return "faiss", {"device": "cuda"}
+    if torch.cuda.is_available() and index_type.lower() == "flat":
+        return "torch", {"device": "cuda"}
+    return "faiss", {"device": "cpu"}
 
 
 def make_searcher(name: str, dim: int, metric: str = "ip", **kwargs) -> Searcher:
-    """Create a searcher by name; ``"auto"`` picks the fastest exact backend available."""
-    if name == "auto":
-        name = "faiss" if "faiss" in SEARCHERS else "numpy"
+    """Create a searcher by name (``"auto"``, ``"numpy"``, ``"faiss"``, ``"torch"``).
+
+    kwargs go to the backend (``index_type``, ``device``, and backend options such as ``dtype``
+    for torch or ``params`` for faiss). A ``device=None``/``"auto"`` lets ``"auto"`` decide.
+    """
+    if not isinstance(name, str):
+        raise InvalidInputError(f"searcher name {name!r}; accepted: {', '.join(list_searchers())}")
+    if name.lower() == "auto":
+        name, auto_kw = resolve_auto(kwargs.get("index_type", "Flat"))
+        if kwargs.get("device") in (None, "auto"):
+            kwargs = {**kwargs, **auto_kw}
     return SEARCHERS.get(name)(dim, metric, **kwargs)
 
 
-__all__ = ["METRICS", "SEARCHERS", "NumpySearcher", "Searcher", "exact_scores", "list_searchers", "make_searcher"]
+def searcher_factory(name: str = "auto", **kwargs) -> Callable[[int, str], Searcher]:
+    """A ``(dim, metric) -> Searcher`` callable, e.g. for ``AccuracyCalculator(searcher_factory=...)``."""
+    if name.lower() != "auto":
+        SEARCHERS.canonical(name)  # fail now on a bad name, not at the first evaluation
+    return functools.partial(_make_positional, name, kwargs)
+
+
+def _make_positional(name: str, kwargs: dict, dim: int, metric: str = "ip") -> Searcher:
+    return make_searcher(name, dim, metric, **kwargs)
+
+
+__all__ = ["FAISS_GPU_MAX_K", "METRICS", "SEARCHERS", "FaissSearcher", "NumpySearcher", "Searcher", "TorchSearcher",
+           "exact_scores", "list_searchers", "make_searcher", "resolve_auto", "searcher_factory"]

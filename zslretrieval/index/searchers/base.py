@@ -54,7 +54,24 @@ class Searcher(ABC):
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise InvalidInputError(f"{what} shape {x.shape}; expected (n, {self.dim})")
+        if not np.isfinite(x).all():
+            raise InvalidInputError(f"{what} contains NaN or inf; only finite vectors can be searched")
         return x
+
+    def _check_ids(self, ids: np.ndarray, n: int) -> np.ndarray:
+        ids = np.asarray(ids)
+        if ids.shape != (n,) or (n and not np.issubdtype(ids.dtype, np.integer)):
+            raise InvalidInputError(f"ids shape {ids.shape} dtype {ids.dtype}; expected ({n},) integers")
+        ids = ids.astype(np.int64, copy=False)
+        if n and ids.min() < 0:
+            raise InvalidInputError(f"negative id {int(ids.min())}; ids must be >= 0 (-1 marks padding)")
+        return ids
+
+    @staticmethod
+    def _check_k(k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidInputError(f"k={k!r}; expected an integer >= 1")
+        return int(k)
 
 
 def exact_scores(xq: np.ndarray, xb: np.ndarray, metric: str) -> np.ndarray:
@@ -71,8 +88,12 @@ class NumpySearcher(Searcher):
     Ties are broken by ascending id, so its order is fully deterministic.
     """
 
-    def __init__(self, dim: int, metric: str = "ip"):
+    def __init__(self, dim: int, metric: str = "ip", *, index_type: str = "Flat", device: str | None = None):
         super().__init__(dim, metric)
+        if index_type.lower() != "flat":
+            raise InvalidInputError(f"numpy searcher is exact only: index_type {index_type!r}; accepted: 'Flat'")
+        if device not in (None, "cpu", "auto"):
+            raise InvalidInputError(f"numpy searcher runs on the CPU: device {device!r}; accepted: 'cpu'")
         self._xb = np.zeros((0, self.dim), np.float32)
         self._ids = np.zeros(0, np.int64)
 
@@ -82,14 +103,13 @@ class NumpySearcher(Searcher):
 
     def add(self, xb: np.ndarray, ids: np.ndarray) -> None:
         xb = self._check(xb, "xb")
-        ids = np.asarray(ids, np.int64)
-        if ids.shape != (len(xb),):
-            raise InvalidInputError(f"ids shape {ids.shape}; expected ({len(xb)},)")
+        ids = self._check_ids(ids, len(xb))
         self._xb = np.concatenate([self._xb, xb])
         self._ids = np.concatenate([self._ids, ids])
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         xq = self._check(xq, "xq")
+        k = self._check_k(k)
         S = exact_scores(xq, self._xb, self.metric)
         # sort by (-score, id): lexsort's last key is primary
         order = np.stack([np.lexsort((np.broadcast_to(self._ids, row.shape), -row)) for row in S]) if len(S) else np.zeros((0, self.ntotal), np.int64)

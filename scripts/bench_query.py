@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""Latency of zslr's query path against a raw FAISS search of the same index, in one run.
+
+Engine path = what ``zslr query --attributes ...`` does after the index is open: parse the
+attribute list, build + normalise the descriptor, project it with the model, search the
+index through ``OpenIndex.search`` and fetch the catalog records of the hits. Baseline =
+``faiss.Index.search`` on the index file of the same folder with the already-projected query
+vectors. Their ratio is the engine's overhead. Measured for single queries (one call per
+query) and for a batch of 1,000 queries in one call.
+
+    python scripts/bench_query.py                      # synthetic gallery (100k), fresh temp index
+    python scripts/bench_query.py --index awa1-test --index-root indexes   # an existing index
+
+Prints markdown tables (latency percentiles in ms per call, queries/s).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+from zslretrieval.query import QueryEngine, QuerySpec
+
+
+def build_synthetic_index(root: Path, n_gallery: int, feature_dim: int, n_attributes: int, model_name: str,
+                          seed: int) -> object:
+    """Fit ``model_name`` on a small synthetic benchmark, then index ``n_gallery`` generated images."""
+    from zslretrieval.data.synthetic import make_synthetic
+    from zslretrieval.index.writer import index_features
+    from zslretrieval.models import create_model
+    from zslretrieval.models.checkpoint import ModelCard, save_checkpoint
+
+    n_classes = 40
+    ds = make_synthetic(n_classes=n_classes, n_unseen=8, n_val=6, n_attributes=n_attributes,
+                        images_per_class=max(20, -(-n_gallery // n_classes)), feature_dim=feature_dim, seed=seed)
+    tr = ds.split_indices("trainval")
+    seen = np.unique(ds.labels[tr])
+    remap = {int(c): i for i, c in enumerate(seen)}
+    model = create_model(model_name, ds.feature_dim, [ds.semantic_dim])
+    x = torch.from_numpy(ds.features[tr][:20000])
+    y = torch.tensor([remap[int(c)] for c in ds.labels[tr][:20000]])
+    model.fit(x, y, torch.from_numpy(ds.attributes[seen]), seed=seed)
+    card = ModelCard(model=model.name, hparams=model.hparams.to_dict(), feature_dim=ds.feature_dim,
+                     semantic_dims=[ds.semantic_dim], dataset=ds.name, metric=model.metric,
+                     class_names=list(ds.class_names), vocabulary=list(ds.attribute_names), semantic_norm="l2")
+    ckpt = save_checkpoint(model, card, root / "model.pt", torch.from_numpy(ds.attributes))
+    rows = np.arange(n_gallery) % len(ds.features)
+    paths = [f"synthetic/{i}" for i in range(n_gallery)]
+    labels = [ds.class_names[int(ds.labels[r])] for r in rows]
+    return index_features("bench", ds.features[rows], paths, labels, model_checkpoint=ckpt, root=root / "indexes")
+
+
+def raw_faiss_index(folder: Path) -> faiss.Index:
+    """The FAISS index file of an index folder, read on its own (the baseline searches it directly)."""
+    files = sorted(folder.glob("index-*.faiss"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        sys.exit(f"no index-*.faiss in {folder}")
+    return faiss.read_index(str(files[-1]))
+
+
+def random_specs(vocab: list[str], n: int, seed: int) -> list[QuerySpec]:
+    """Queries like ``black, water=0.7, -stripes`` drawn from the vocabulary."""
+    rng = random.Random(seed)
+    specs = []
+    for _ in range(n):
+        names = rng.sample(vocab, min(len(vocab), rng.randint(2, 5)))
+        items = [names[0], f"{names[1]}={rng.uniform(0.2, 1.0):.2f}"] + [f"-{x}" for x in names[2:3]] + names[3:]
+        specs.append(QuerySpec("attributes", ", ".join(items)))
+    return specs
+
+
+def timed(fn, repeats: int) -> np.ndarray:
+    """Wall-clock seconds of ``repeats`` calls (one warm-up call first)."""
+    fn()
+    out = np.empty(repeats)
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - t0
+    return out
+
+
+def row(mode: str, path: str, secs: np.ndarray, per_call: int, base_p50: float | None) -> str:
+    p50, p95 = np.percentile(secs, 50), np.percentile(secs, 95)
+    qps = per_call / secs.mean()
+    ratio = f"{p50 / base_p50:.1f}x" if base_p50 else "1.0x (baseline)"
+    return f"| {mode} | {path} | {p50 * 1e3:.3f} | {p95 * 1e3:.3f} | {qps:,.0f} | {ratio} |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--index", help="bench an existing index (name or folder) instead of a synthetic one")
+    ap.add_argument("--index-root", default=None)
+    ap.add_argument("--n-gallery", type=int, default=100_000)
+    ap.add_argument("--feature-dim", type=int, default=512)
+    ap.add_argument("--n-attributes", type=int, default=85)
+    ap.add_argument("--model", default="eszsl", help="model fitted for the synthetic index")
+    ap.add_argument("--top-k", type=int, default=10)
+    ap.add_argument("--single", type=int, default=200, help="single queries timed (one call each)")
+    ap.add_argument("--batch", type=int, default=1000, help="queries in the batched call")
+    ap.add_argument("--repeats", type=int, default=10, help="timed repeats of the batched call")
+    ap.add_argument("--threads", type=int, default=None, help="torch + faiss threads (default: library default)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
+
+    from zslretrieval.index import open_index
+    from zslretrieval.index.layout import index_folder
+
+    tmp = None
+    if args.index:
+        index = open_index(args.index, root=args.index_root)
+        folder = index_folder(args.index, args.index_root)
+        source = f"index {args.index}"
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="zslr-bench-")
+        t0 = time.perf_counter()
+        index = build_synthetic_index(Path(tmp.name), args.n_gallery, args.feature_dim, args.n_attributes,
+                                      args.model, args.seed)
+        folder = Path(tmp.name) / "indexes" / "bench"
+        source = (f"synthetic gallery, {args.model} fitted on synthetic data (seed {args.seed}), "
+                  f"built in {time.perf_counter() - t0:.0f} s")
+    try:
+        engine = QueryEngine(index)
+        raw = raw_faiss_index(folder)
+        k = args.top_k
+        specs = random_specs(engine.vocabulary.names, max(args.single, args.batch), args.seed)
+        # The baseline gets the exact vectors the engine would search with, computed outside the clock.
+        xq = engine.embed([engine.prepare(s) for s in specs])
+
+        # sanity: both paths return the same ids (exact Flat index)
+        ids_engine = np.array([[h.id for h in r.hits] for r in engine.run(specs[:20], k)])
+        _, ids_raw = raw.search(xq[:20], k)
+        same = bool((ids_engine == ids_raw).all())
+
+        it = iter(range(10**9))
+        single_engine = timed(lambda: engine.run([specs[next(it) % args.single]], k), args.single)
+        it2 = iter(range(10**9))
+        single_raw = timed(lambda: raw.search(xq[next(it2) % args.single][None], k), args.single)
+        batch_specs, batch_xq = specs[:args.batch], np.ascontiguousarray(xq[:args.batch])
+        batch_engine = timed(lambda: engine.run(batch_specs, k), args.repeats)
+        batch_raw = timed(lambda: raw.search(batch_xq, k), args.repeats)
+
+        # where the single-query time goes
+        s0 = specs[0]
+        prep = timed(lambda: engine.prepare(s0), args.single)
+        p = engine.prepare(s0)
+        emb = timed(lambda: engine.embed([p]), args.single)
+        q = engine.embed([p])
+        srch = timed(lambda: engine.search_vectors(q, k), args.single)
+        D, I = engine.search_vectors(q, k)
+        coll = timed(lambda: engine.collect([p], D, I), args.single)
+
+        print(f"# zslr query latency vs raw FAISS ({source})\n")
+        print(f"gallery {raw.ntotal:,} vectors, dim {raw.d}, metric {engine.metric}, "
+              f"index type {getattr(engine.manifest, 'index_type', '?')}, top-k {k}; torch threads "
+              f"{torch.get_num_threads()}, faiss threads {faiss.omp_get_max_threads()}; {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cpus; engine ids == raw FAISS ids on 20 queries: {same}\n")
+        print("| queries per call | path | p50 ms/call | p95 ms/call | queries/s | p50 vs raw |")
+        print("|---|---|---|---|---|---|")
+        print(row("1", "raw faiss.search (pre-embedded)", single_raw, 1, None))
+        print(row("1", "zslr engine (parse+build+project+search+records)", single_engine, 1, np.percentile(single_raw, 50)))
+        print(row(f"{args.batch:,}", "raw faiss.search (pre-embedded)", batch_raw, args.batch, None))
+        print(row(f"{args.batch:,}", "zslr engine (parse+build+project+search+records)", batch_engine, args.batch,
+                  np.percentile(batch_raw, 50)))
+        print("\nSingle-query breakdown of the engine path (p50 ms): "
+              f"parse+build {np.percentile(prep, 50) * 1e3:.3f}, project {np.percentile(emb, 50) * 1e3:.3f}, "
+              f"search {np.percentile(srch, 50) * 1e3:.3f}, records {np.percentile(coll, 50) * 1e3:.3f}")
+    finally:
+        close = getattr(index, "close", None)
+        if close:
+            close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

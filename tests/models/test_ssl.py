@@ -1,0 +1,144 @@
+"""Semantic softmax loss (ssl): training, zero-shot transfer, ablation, checkpoints, determinism."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zslretrieval.errors import InvalidInputError
+from zslretrieval.models import create_model, list_models
+from zslretrieval.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+
+SEEN, UNSEEN = np.arange(18), np.arange(18, 24)
+
+
+def toy_zsl(seed: int = 0, n_classes: int = 24, n_attr: int = 16, dim: int = 40, per_class: int = 25):
+    """Images generated from class attributes by a fixed nonlinear map plus noise, so the
+    attribute->image relation learnt on classes 0-17 transfers to classes 18-23.
+    Returns x (N, dim) float32, labels (N,) int64, attributes (C, A) float32 (L2 rows)."""
+    g = np.random.default_rng(seed)
+    att = g.random((n_classes, n_attr)) ** 2
+    att /= np.linalg.norm(att, axis=1, keepdims=True)
+    w = g.normal(size=(n_attr, dim)) * 2.0
+    labels = np.repeat(np.arange(n_classes), per_class)
+    x = np.tanh(att[labels] @ w) + 0.3 * g.normal(size=(len(labels), dim))
+    return x.astype(np.float32), labels.astype(np.int64), att.astype(np.float32)
+
+
+def seen_subset(x, labels, att):
+    """Training tensors restricted to the seen classes, labels re-indexed into att[SEEN]."""
+    m = np.isin(labels, SEEN)
+    return torch.from_numpy(x[m]), torch.from_numpy(labels[m]), torch.from_numpy(att[SEEN])
+
+
+def unseen_top1(model, x, labels, att) -> float:
+    m = np.isin(labels, UNSEEN)
+    pred = UNSEEN[model.scores(torch.from_numpy(x[m]), torch.from_numpy(att[UNSEEN])).argmax(1).numpy()]
+    return float(np.mean([(pred[labels[m] == c] == c).mean() for c in UNSEEN]))
+
+
+SMALL = {"hidden_dim": 64, "embed_dim": 32, "semantic_hidden_dim": 32, "batch_size": 64, "epochs": 15}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_zsl()
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    model = create_model("ssl", 40, 16, SMALL)
+    losses = model.fit(*seen_subset(*data), seed=0)
+    return model, losses
+
+
+def test_registered():
+    assert "ssl" in list_models()
+
+
+def test_loss_falls(trained):
+    _, losses = trained
+    assert len(losses) == SMALL["epochs"]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_beats_chance_on_unseen_classes(trained, data):
+    model, _ = trained
+    # 6 unseen classes: chance is 1/6.
+    assert unseen_top1(model, *data) > 0.5
+
+
+def test_l2_constraint_ablation_changes_loss(data):
+    x, y, s = seen_subset(*data)
+    on = create_model("ssl", 40, 16, {**SMALL, "l2_weight": 0.5})
+    off = create_model("ssl", 40, 16, {**SMALL, "l2_weight": 0.5, "use_l2_constraint": False})
+    off.load_state_dict(on.state_dict())
+    on.eval(), off.eval()
+    t_on, t_off = on.loss_terms(x, y, s), off.loss_terms(x, y, s)
+    assert torch.equal(t_on["ce"], t_off["ce"])
+    assert t_on["l2"] > 0
+    torch.testing.assert_close(t_on["loss"] - t_off["loss"], 0.5 * t_on["l2"])
+    # The l2 term equals 2 - 2 cos(f(x), g(s_y)) on normalised vectors.
+    f = torch.nn.functional.normalize(on.embed_images(x), dim=1)
+    w = torch.nn.functional.normalize(on.embed_classes(s), dim=1)
+    torch.testing.assert_close(t_on["l2"], (2 - 2 * (f * w[y]).sum(1)).mean())
+
+
+def test_ablation_trains_differently(data):
+    args = seen_subset(*data)
+    a = create_model("ssl", 40, 16, {**SMALL, "epochs": 2})
+    b = create_model("ssl", 40, 16, {**SMALL, "epochs": 2, "use_l2_constraint": False})
+    a.fit(*args, seed=0), b.fit(*args, seed=0)
+    assert not torch.equal(a.image_net[0].weight, b.image_net[0].weight)
+
+
+def test_checkpoint_roundtrip(trained, data, tmp_path):
+    model, _ = trained
+    x, labels, att = data
+    card = ModelCard(model="ssl", hparams=model.hparams.to_dict(), feature_dim=40, semantic_dims=[16],
+                     dataset="toy", metric=model.metric)
+    path = save_checkpoint(model, card, tmp_path / "ssl.pt", torch.from_numpy(att))
+    loaded, card2, sem = load_checkpoint(path)
+    assert card2.hparams == model.hparams.to_dict()
+    xt, st = torch.from_numpy(x), torch.from_numpy(att)
+    with torch.no_grad():
+        assert torch.equal(loaded.embed_images(xt), model.eval().embed_images(xt))
+        assert torch.equal(loaded.embed_classes(st), model.embed_classes(st))
+    assert torch.equal(loaded.scores(xt, st), model.scores(xt, st))
+    assert torch.equal(sem, st)
+
+
+def test_fit_is_deterministic_and_epochs_are_a_prefix(data):
+    args = seen_subset(*data)
+    a = create_model("ssl", 40, 16, SMALL)
+    torch.manual_seed(123)  # the global RNG must not matter
+    la = a.fit(*args, seed=7, epochs=3)
+    b = create_model("ssl", 40, 16, SMALL)
+    snap = {}
+
+    def grab(e):
+        if e == 3:
+            snap.update({k: v.clone() for k, v in b.state_dict().items()})
+        torch.rand(5)  # a callback drawing random numbers must not change training
+
+    lb = b.fit(*args, seed=7, epochs=5, on_epoch=grab)
+    assert la == lb[:3]
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, snap[k]), k
+
+
+def test_bad_inputs():
+    model = create_model("ssl", 40, 16, SMALL)
+    x, y, s = torch.zeros(10, 40), torch.zeros(10, dtype=torch.long), torch.rand(3, 16)
+    with pytest.raises(InvalidInputError, match=r"expected \(N, 40\)"):
+        model.fit(torch.zeros(10, 39), y, s)
+    with pytest.raises(InvalidInputError, match=r"\[0, 2\]"):
+        model.fit(x, torch.full((10,), 3), s)
+    with pytest.raises(InvalidInputError, match=r"expected \(C, 16\)"):
+        model.fit(x, y, torch.rand(3, 15))
+    with pytest.raises(InvalidInputError, match="unknown hyper-parameter"):
+        create_model("ssl", 40, 16, {"hiden_dim": 3})
+    with pytest.raises(InvalidInputError, match="epochs"):
+        model.fit(x, y, s, epochs=-1)
+    with pytest.raises(InvalidInputError, match=r"expected \(N, 16\)"):
+        model.embed_classes(torch.rand(3, 4))

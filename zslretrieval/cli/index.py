@@ -1,0 +1,116 @@
+"""``zslr index`` (images or benchmark features -> FAISS + catalog) and ``zslr check``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ConsistencyError, InvalidInputError
+
+MAX_LISTED = 50
+
+
+def _echo_err(msg: str) -> None:
+    import sys
+
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg, file=sys.stderr)  # keeps the progress bar intact
+
+
+@click.command("index")
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--file-list", type=click.Path(path_type=Path), help="Text file of image paths (one per line, optional TAB label).")
+@click.option("--name", default="default", show_default=True, help="Index name (folder under the index root) or a folder path.")
+@click.option("--index-root", type=click.Path(path_type=Path), help="Where indexes live [default: $ZSLR_INDEXES or ./indexes].")
+@click.option("--db", help="SQLAlchemy URL of the catalog [default: sqlite file catalog.sqlite in the index folder].")
+@click.option("--backbone", help="Feature extractor (efficientnet-lite0, resnet101) [default: the index's, else efficientnet-lite0].")
+@click.option("--weights", type=click.Path(path_type=Path), help="Backbone weight file instead of the default offline weights.")
+@click.option("--model", type=click.Path(path_type=Path), help="Embedding model checkpoint (zslr train): index its embeddings.")
+@click.option("--no-model", is_flag=True, help="Drop the embedding model and index raw backbone features.")
+@click.option("--index-type", help="FAISS factory string: Flat (exact, default), IVF256,Flat, IVF256,PQ32, HNSW32 ...")
+@click.option("--search-params", help="FAISS search parameters, e.g. nprobe=32 or efSearch=128.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--workers", type=int, help="Decoder processes [default: cores - 1, at most 8].")
+@click.option("--chunk-size", default=256, show_default=True, type=int, help="Images per catalog commit (a crash loses at most one chunk).")
+@click.option("--prune", is_flag=True, help="Remove catalog images whose files vanished.")
+@click.option("--rehash", is_flag=True, help="Hash every file, not only those whose size or mtime changed.")
+@click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
+@click.option("--rebuild", is_flag=True, help="Rebuild the FAISS index from the stored features (no decoding).")
+@click.option("--dataset", help="Index a benchmark's features instead of images (e.g. awa1-lampert, AWA2).")
+@click.option("--split", default="test", show_default=True, help="Benchmark rows: test (seen+unseen), test_unseen, test_seen, trainval, all.")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Benchmark data root [default: $ZSLR_DATA].")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-chunk messages.")
+def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model, no_model, index_type, search_params,
+              device, batch_size, workers, chunk_size, prune, rehash, retry_failed, rebuild, dataset, split, data_root,
+              seed, quiet):
+    """Index images (folders, recursively, or --file-list) or a benchmark's features (--dataset).
+
+    Re-runs add only new or changed files; --prune removes vanished ones. With no input,
+    re-indexes the stored features (e.g. --model CKPT, --index-type, --rebuild).
+    """
+    from ..index.writer import DatasetIndexConfig, IndexConfig, index_dataset, index_images
+
+    if dataset:
+        if inputs or file_list:
+            raise InvalidInputError("--dataset indexes benchmark features; do not also give image folders or --file-list")
+        cfg = DatasetIndexConfig(dataset=dataset, split=split, name=name, root=index_root, db=db, data_root=data_root,
+                                 model=model, index_type=index_type or "Flat", search_params=search_params, seed=seed)
+        ix = index_dataset(cfg)
+        m = ix.manifest
+        click.echo(f"indexed {m.n_ok} {dataset} {split} feature rows into {m.folder} "
+                   f"({m.dim}-d {m.metric}, {m.index_type}{', model ' + m.model_checkpoint if m.model_checkpoint else ''})")
+        ix.close()
+        return
+    cfg = IndexConfig(inputs=list(inputs), file_list=file_list, name=name, root=index_root, db=db, backbone=backbone,
+                      weights=weights, model=model, no_model=no_model, index_type=index_type, search_params=search_params,
+                      device=device, batch_size=batch_size, workers=workers, chunk_size=chunk_size, prune=prune,
+                      rehash=rehash, retry_failed=retry_failed, rebuild=rebuild, progress=not quiet,
+                      log=None if quiet else _echo_err)
+    r = index_images(cfg)
+    if r.debris_removed:
+        click.echo(f"removed {len(r.debris_removed)} uncommitted shard file(s) left by an interrupted run")
+    if r.scanned:
+        click.echo(f"scanned {r.scanned} file(s): {r.added} added, {r.replaced} replaced, {r.touched} touched (same content), "
+                   f"{r.unchanged} unchanged, {len(r.failures)} failed")
+    if r.failures:
+        click.echo(f"skipped {len(r.failures)} file(s) that could not be decoded:")
+        for path, why in r.failures[:MAX_LISTED]:
+            click.echo(f"  {path}: {why}")
+        if len(r.failures) > MAX_LISTED:
+            click.echo(f"  ... and {len(r.failures) - MAX_LISTED} more (status 'failed' in the catalog)")
+    if r.vanished:
+        verb = "removed" if r.pruned else "kept (use --prune to remove)"
+        click.echo(f"{len(r.vanished)} indexed file(s) no longer exist: {verb}")
+    if r.encoded:
+        click.echo(f"encoded {r.encoded} image(s) in {r.encode_seconds:.1f} s ({r.images_per_s:.1f} img/s)")
+    click.echo(f"index {r.name!r} at {r.folder}: {r.n_ok} image(s) ok, {r.n_failed} failed, {r.n_entries} vector(s) "
+               f"in {r.index_file}{' (rebuilt)' if r.index_rebuilt else ''}")
+
+
+@click.command("check")
+@click.option("--name", default="default", show_default=True, help="Index name or folder path.")
+@click.option("--index-root", type=click.Path(path_type=Path), help="Where indexes live [default: $ZSLR_INDEXES or ./indexes].")
+@click.option("--db", help="SQLAlchemy URL of the catalog, if not the one recorded in the index folder.")
+def check_cmd(name, index_root, db):
+    """Verify catalog, feature store and FAISS index agree; exit 3 listing the problems otherwise."""
+    from ..index.check import check_index
+
+    rep = check_index(name, index_root, db=db)
+    for note in rep.notes:
+        click.echo(f"note: {note}")
+    if not rep.ok:
+        for p in rep.problems:
+            click.echo(f"problem: {p}")
+        raise ConsistencyError(f"index {rep.name!r} at {rep.folder}: {len(rep.problems)} consistency problem(s)")
+    s = rep.summary
+    click.echo(f"ok: index {rep.name!r} at {rep.folder}: {s['n_ok']} image(s) ok ({s['n_failed']} failed, "
+               f"{s['n_removed']} removed), {s['n_entries']} entries = {s['ntotal']} vectors, "
+               f"{s['feature_dim']}-d {s['backbone']} features -> {s['dim']}-d {s['metric']} {s['index_type']}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(index_cmd)
+    group.add_command(check_cmd)

@@ -1,0 +1,225 @@
+"""``zslr demo``: the whole engine, offline, on generated images.
+
+Steps (each one is the library call a user's own run would make):
+
+1. :func:`~zslretrieval.demo.generator.generate_dataset` writes class folders, a class-attribute
+   CSV and the unseen-class list.
+2. :func:`~zslretrieval.index.index_images` ingests every image (decode, backbone features,
+   catalog, feature store) -- the backbone runs here, once.
+3. :func:`~zslretrieval.data.custom.load_custom_dataset` builds the zero-shot dataset, as
+   ``zslr train --images ... --class-attributes ... --unseen ...`` does, taking each image's
+   features from the index's feature store instead of running the backbone a second time.
+4. :func:`~zslretrieval.protocol.select_and_train` picks hyper-parameters and training length
+   on validation classes (a class-disjoint part of the seen classes) and trains on the seen ones.
+5. ``index_images`` again with the checkpoint: unchanged files are not decoded; the stored
+   features are re-embedded with the model.
+6. One attribute query per unseen class (``--attributes circle,red,stripes,water``) through
+   the query engine, ranking the whole gallery (every indexed image, seen and unseen classes);
+   AP per class, mAP next to chance, top results, and an HTML gallery.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConsistencyError, InvalidInputError
+from ..metrics import average_precision
+from .generator import generate_dataset
+
+INDEX_NAME = "demo"
+
+
+@dataclass
+class DemoConfig:
+    """Options of ``zslr demo``."""
+
+    out: Path = Path("zslr-demo")
+    seed: int = 0
+    device: str = "auto"
+    images_per_class: int = 30
+    image_size: int = 224
+    backbone: str = "efficientnet-lite0"
+    model: str = "dem"
+    show_top: int = 5              # results printed per query
+    html_top: int = 24             # results per query in the HTML gallery
+    log: Callable[[str], None] | None = None
+
+
+@dataclass
+class ClassResult:
+    name: str
+    query: str                     # the --attributes text
+    ap: float
+    n_relevant: int
+    top: list                      # query.engine.Hit, best first (up to show_top)
+
+
+@dataclass
+class DemoReport:
+    out: Path
+    n_images: int
+    n_classes: int
+    seen: list[str]
+    unseen: list[str]
+    val_classes: list[str]
+    gallery: str
+    per_class: list[ClassResult]
+    mean_ap: float
+    chance: float
+    selection: dict
+    checkpoint: Path
+    index_folder: Path
+    html: Path
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.mean_ap / self.chance if self.chance > 0 else float("nan")
+
+
+def run_demo(cfg: DemoConfig) -> DemoReport:
+    """Run steps 1-6 under ``cfg.out``; returns per-class AP, mAP, chance and where things were written."""
+    from ..data.custom import load_custom_dataset
+    from ..index import IndexConfig, index_images, open_index
+    from ..models.checkpoint import save_checkpoint
+    from ..protocol import select_and_train
+    from ..query import QueryConfig, QuerySpec, run_query, write_html
+
+    if cfg.show_top < 1 or cfg.html_top < 1:
+        raise InvalidInputError(f"show_top={cfg.show_top}, html_top={cfg.html_top}; both must be >= 1")
+    log = cfg.log or (lambda msg: None)
+    out = Path(cfg.out)
+    secs: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    log(f"[1/6] generating images under {out} (seed {cfg.seed}, {cfg.images_per_class} per class)")
+    gen = generate_dataset(out, seed=cfg.seed, images_per_class=cfg.images_per_class, image_size=cfg.image_size)
+    secs["generate"] = _lap(t0)
+
+    index_root = out / "indexes"
+    log(f"[2/6] indexing {gen.images_dir} with {cfg.backbone} (the backbone runs once, here)")
+    t = time.perf_counter()
+    rep = index_images(IndexConfig(inputs=[gen.images_dir], name=INDEX_NAME, root=index_root, backbone=cfg.backbone,
+                                   device=cfg.device, no_model=True, prune=True, workers=0))
+    secs["index_images"] = _lap(t)
+    log(f"      {rep.n_ok} images indexed ({rep.encoded} encoded, {rep.unchanged} unchanged, "
+        f"{len(rep.failures)} failed)")
+
+    log("[3/6] loading the custom dataset (class folders + class_attributes.csv + unseen.txt)")
+    t = time.perf_counter()
+    with open_index(INDEX_NAME, root=index_root) as ix:
+        store_fn = index_feature_fn(ix)
+        backbone = ix.manifest.backbone or cfg.backbone
+    ds = load_custom_dataset(gen.images_dir, gen.class_attributes_csv, gen.unseen_file, backbone=backbone,
+                             seed=cfg.seed, device=cfg.device, feature_fn=store_fn, name="zslr-demo")
+    secs["load_dataset"] = _lap(t)
+
+    log(f"[4/6] training {cfg.model} on {len(ds.split_classes('trainval'))} seen classes "
+        f"(hyper-parameters chosen on val classes {ds.meta['val_classes']})")
+    t = time.perf_counter()
+    result = select_and_train(ds, cfg.model, seed=cfg.seed)
+    card = result.card
+    if not card.feature_source:
+        card.feature_source = backbone
+    ckpt = save_checkpoint(result.model, card, out / f"{cfg.model}.pt",
+                           class_semantics=np.asarray(ds.attributes, np.float32))
+    secs["train"] = _lap(t)
+
+    log(f"[5/6] re-indexing with the model {ckpt}")
+    t = time.perf_counter()
+    index_images(IndexConfig(inputs=[gen.images_dir], name=INDEX_NAME, root=index_root, model=ckpt,
+                             device=cfg.device, prune=True, workers=0))
+    secs["index_model"] = _lap(t)
+
+    log("[6/6] querying the unseen classes by their attributes")
+    t = time.perf_counter()
+    unseen = [ds.class_names[c] for c in ds.split_classes("test_unseen")]
+    queries = {c: ",".join(a for a, v in zip(ds.attribute_names, ds.attributes[ds.class_names.index(c)]) if v > 0)
+               for c in unseen}
+    run = run_query(QueryConfig([QuerySpec("attributes", queries[c], "demo") for c in unseen],
+                                index=str(index_root / INDEX_NAME), top_k=None))
+    with open_index(INDEX_NAME, root=index_root) as ix:
+        gallery = [r.label for r in ix.all_records()]
+    per_class = []
+    for c, res in zip(unseen, run.results):
+        if len(res.hits) != len(gallery):
+            raise ConsistencyError(f"query for {c!r} ranked {len(res.hits)} of {len(gallery)} gallery images")
+        rel = np.array([h.label == c for h in res.hits])
+        n_rel = sum(lab == c for lab in gallery)
+        per_class.append(ClassResult(c, queries[c], average_precision(rel, n_rel), n_rel, res.hits[:cfg.show_top]))
+    chance = float(np.mean([r.n_relevant / len(gallery) for r in per_class]))
+    html_results = [type(res)(res.query, res.resolved, res.hits[:cfg.html_top]) for res in run.results]
+    html = write_html(html_results, out / "gallery.html", index=run.index, metric=run.metric)
+    secs["query"] = _lap(t)
+    secs["total"] = _lap(t0)
+    return DemoReport(
+        out=out, n_images=len(gallery), n_classes=len(ds.class_names), seen=[c for c in ds.class_names if c not in unseen],
+        unseen=unseen, val_classes=list(ds.meta["val_classes"]),
+        gallery=f"all {len(gallery)} indexed images ({len(ds.class_names)} classes, seen and unseen)",
+        per_class=per_class, mean_ap=float(np.mean([r.ap for r in per_class])), chance=chance,
+        selection=dict(result.selection) if isinstance(result.selection, dict) else {"selection": result.selection},
+        checkpoint=ckpt, index_folder=index_root / INDEX_NAME, html=html,
+        failures=[(str(p), w) for p, w in rep.failures], seconds=secs)
+
+
+def index_feature_fn(ix) -> Callable[[Sequence[Path]], tuple[np.ndarray, list, list]]:
+    """A ``load_custom_dataset`` feature function that reads raw backbone features from an index.
+
+    ix: an open index built from images (``source == "images"``). Paths the catalog does not
+    hold as indexed images are reported as failures with the catalog's reason.
+    """
+    from ..index.catalog import entries_table
+    from ..index.layout import FEATURES_DIR
+    from ..index.store import FeatureStore
+
+    _, img, shards, rows = (np.asarray(a, np.int64) for a in entries_table(ix.catalog.session()))
+    raw = FeatureStore(ix.folder / FEATURES_DIR).gather(shards, rows, ix.manifest.feature_dim)
+    row_of = {os.path.abspath(r.path): k for k, r in zip(range(len(img)), ix.records(img))}
+    why = {os.path.abspath(r.path): r.error or r.status for r in ix.all_records(status=None) if r.status != "ok"}
+
+    def lookup(paths: Sequence[Path]):
+        ok, failures, pick = [], [], []
+        for p in paths:
+            k = row_of.get(os.path.abspath(p))
+            if k is None:
+                failures.append((p, why.get(os.path.abspath(p), "not in the index")))
+            else:
+                ok.append(p)
+                pick.append(k)
+        return raw[pick].astype(np.float32), ok, failures
+
+    return lookup
+
+
+def format_report(r: DemoReport) -> str:
+    """The text ``zslr demo`` prints: per-class AP, mAP vs chance, top results, timings."""
+    lines = [f"gallery: {r.gallery}",
+             f"unseen classes queried by their attributes (never trained on): {len(r.unseen)}",
+             "", f"{'unseen class':<34} {'AP':>6}  {'relevant':>8}  query (--attributes)"]
+    for c in r.per_class:
+        lines.append(f"{c.name:<34} {c.ap:6.3f}  {c.n_relevant:>8}  {c.query}")
+    lines += ["", f"mAP {r.mean_ap:.3f}   chance {r.chance:.3f}   ({r.ratio:.1f}x chance)", ""]
+    for c in r.per_class:
+        lines.append(f"top {len(c.top)} for '{c.query}' (class {c.name}):")
+        for h in c.top:
+            mark = "+" if h.label == c.name else " "
+            lines.append(f"  {mark} #{h.rank:<3} {h.score:9.4f}  {h.label}  {Path(h.path).name}")
+    sel = r.selection
+    if sel:
+        lines += ["", "selection on validation classes " + ", ".join(r.val_classes) + ": "
+                  + ", ".join(f"{k}={v}" for k, v in sel.items() if not isinstance(v, (list, dict)))]
+    if r.failures:
+        lines.append(f"{len(r.failures)} image(s) skipped, first: {r.failures[0][0]} ({r.failures[0][1]})")
+    lines += ["", f"checkpoint: {r.checkpoint}", f"index:      {r.index_folder}", f"gallery:    {r.html}",
+              "time (s):   " + ", ".join(f"{k} {v:.1f}" for k, v in r.seconds.items())]
+    return "\n".join(lines)
+
+
+def _lap(t: float) -> float:
+    return time.perf_counter() - t

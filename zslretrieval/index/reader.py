@@ -1,0 +1,261 @@
+"""Reading an index: ``open_index(name) -> OpenIndex`` (search, records, model), used by query/ and demo/."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from ..errors import DataNotFoundError, InvalidInputError
+from .catalog import Catalog, ImageRow, entries_table
+from .faiss_index import GPU_MAX_K, apply_search_params, index_ids, read_index, to_search_device
+from .layout import FEATURES_DIR, WriteLock, catalog_url, index_folder, require_index
+from .space import to_index_space
+from .store import FeatureStore
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One catalog image. ``path`` is a file path, or ``<dataset>/<split>/<row>`` for benchmark features."""
+
+    id: int
+    path: str
+    label: str | None
+    status: str
+    sha256: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    """What an index holds and how it searches (a snapshot of the catalog's manifest row)."""
+
+    name: str
+    folder: Path
+    db_url: str
+    source: str                     # "images", or "dataset:<name>/<split>"
+    backbone: str | None
+    backbone_weights: str | None
+    feature_dim: int                # raw feature dimension in the store
+    dim: int                        # dimension of the indexed vectors (= query vectors)
+    metric: str                     # "ip" (vectors L2-normalised) or "l2" (scores = -squared distance)
+    index_type: str                 # FAISS factory string (always wrapped in IDMap2)
+    search_params: str | None
+    model_checkpoint: str | None    # path the model was given as; a copy lives in the folder
+    model_sha256: str | None
+    model_card: object | None       # models.checkpoint.ModelCard, or None for raw features
+    model_card_json: str | None
+    n_images: int
+    n_ok: int
+    n_failed: int
+    n_removed: int
+    n_entries: int
+    index_file: str
+    created: _dt.datetime
+    updated: _dt.datetime
+
+
+class OpenIndex:
+    """A searchable index. ``search`` returns catalog image ids; ``k=None`` is the exact full ranking."""
+
+    def __init__(self, folder: Path, name: str | None = None, db: str | None = None, *, repair: bool = True):
+        self.folder, self.name = Path(folder), name or Path(folder).name
+        require_index(self.folder, self.name)
+        if repair:
+            self._repair_if_needed(db)
+        self.catalog = Catalog(catalog_url(self.folder, db), create=False)
+        self._load(db)
+        self._model = None
+        self._exact = None
+        self._device_index = None
+
+    # ------------------------------------------------------------------ loading
+    def _repair_if_needed(self, db: str | None) -> None:
+        """Re-sync the FAISS file with the catalog when a crash left it behind (if no writer is active)."""
+        from .writer import IndexWriter
+
+        cat = Catalog(catalog_url(self.folder, db), create=False)
+        try:
+            m = cat.manifest()
+            if m is None:
+                raise DataNotFoundError(f"index {self.name!r} has no manifest (interrupted before its first commit?); "
+                                        f"re-run `zslr index ... --name {self.name}`")
+            from .faiss_index import fingerprint, index_file_name
+
+            path = self.folder / index_file_name(fingerprint(m.index_type, m.dim, m.metric, m.model_sha256, m.backbone_weights))
+            fids = np.asarray(entries_table(cat.session())[0], np.int64)
+            current = False
+            if path.is_file():
+                try:
+                    have = index_ids(read_index(path))
+                    current = len(have) == len(fids) and np.array_equal(np.sort(have), fids)
+                except RuntimeError:
+                    current = False
+        finally:
+            cat.close()
+        if current:
+            return
+        probe = WriteLock(self.folder)
+        if not probe.acquire(blocking=False):
+            return  # a writer is running and will sync the index itself
+        probe.release()
+        with IndexWriter(self.folder, self.name, db, create=False) as w:
+            w.sync_index()
+
+    def _load(self, db: str | None) -> None:
+        from ..models.checkpoint import ModelCard
+
+        m = self.catalog.manifest()
+        if m is None:
+            raise DataNotFoundError(f"index {self.name!r} has no manifest; re-run `zslr index ... --name {self.name}`")
+        from .faiss_index import fingerprint, index_file_name
+
+        index_file = index_file_name(fingerprint(m.index_type, m.dim, m.metric, m.model_sha256, m.backbone_weights))
+        self.manifest = IndexManifest(
+            name=self.name, folder=self.folder, db_url=self.catalog.url, source=m.source, backbone=m.backbone,
+            backbone_weights=m.backbone_weights, feature_dim=m.feature_dim, dim=m.dim, metric=m.metric,
+            index_type=m.index_type, search_params=m.search_params, model_checkpoint=m.model_checkpoint,
+            model_sha256=m.model_sha256, model_card=ModelCard.from_json(m.model_card) if m.model_card else None,
+            model_card_json=m.model_card, n_images=m.n_images, n_ok=m.n_ok, n_failed=m.n_failed,
+            n_removed=m.n_removed, n_entries=m.n_entries, index_file=index_file, created=m.created, updated=m.updated)
+        self._row = m
+        path = self.folder / index_file
+        if not path.is_file():
+            raise DataNotFoundError(f"index file missing: {path}; rebuild it with `zslr index --name {self.name} --rebuild`")
+        self.index = read_index(path)
+        apply_search_params(self.index, m.search_params)
+        fids, img, shard_ids, rows = (np.asarray(a, np.int64) for a in entries_table(self.catalog.session()))
+        self._fids, self._img, self._shards, self._rows = fids, img, shard_ids, rows
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def close(self) -> None:
+        self.catalog.close()
+        self._exact = self._device_index = None
+
+    def __enter__(self) -> "OpenIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"OpenIndex({self.name!r}, n={self.ntotal}, dim={m.dim}, metric={m.metric!r}, type={m.index_type!r})"
+
+    # ------------------------------------------------------------------ search
+    def _to_image_ids(self, fid: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(self._fids, fid), 0, max(len(self._fids) - 1, 0))
+        ok = (fid >= 0) & (len(self._fids) > 0)
+        if len(self._fids):
+            ok &= self._fids[pos] == fid
+        return np.where(ok, self._img[pos] if len(self._img) else -1, -1).astype(np.int64)
+
+    def _check_queries(self, xq: np.ndarray) -> np.ndarray:
+        xq = np.asarray(xq, dtype=np.float32)
+        if xq.ndim == 1:
+            xq = xq[None, :]
+        if xq.ndim != 2 or xq.shape[1] != self.manifest.dim:
+            raise InvalidInputError(f"query shape {xq.shape}; index {self.name!r} expects (nq, {self.manifest.dim}) "
+                                    f"vectors in its {'model embedding' if self.manifest.model_sha256 else 'raw feature'} space")
+        return np.ascontiguousarray(xq)
+
+    def search(self, xq: np.ndarray, k: int | None = 10) -> tuple[np.ndarray, np.ndarray]:
+        """(nq, dim) float32 queries -> D (nq, k) scores descending, I (nq, k) catalog image ids (-1 pads).
+
+        Scores: inner product for "ip" (cosine when the queries are L2-normalised), negative
+        squared distance for "l2". ``k=None``: exact ranking of every entry, computed from the
+        stored features (no FAISS k cap, exact even for approximate index types).
+        """
+        xq = self._check_queries(xq)
+        if k is None:
+            return self._search_exact(xq)
+        if int(k) < 1:
+            raise InvalidInputError(f"k={k}; expected a positive number of results or None for the full ranking")
+        k = int(k)
+        if self.ntotal == 0:
+            return np.full((len(xq), k), -np.inf, np.float32), np.full((len(xq), k), -1, np.int64)
+        index = self.index
+        if k <= GPU_MAX_K:
+            if self._device_index is None:
+                self._device_index = to_search_device(self.index)
+            index = self._device_index
+        D, fid = index.search(xq, k)
+        if self.manifest.metric == "l2":
+            D = -D
+        D = np.where(fid < 0, -np.inf, D).astype(np.float32)
+        return D, self._to_image_ids(fid)
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every entry in index space: image ids (n,) int64 and vectors (n, dim) float32."""
+        from .writer import load_index_model
+
+        store = FeatureStore(self.folder / FEATURES_DIR)
+        raw = store.gather(self._shards, self._rows, self.manifest.feature_dim)
+        model = load_index_model(self.folder, self._row)[0] if self._row.model_sha256 else None
+        return self._img.copy(), to_index_space(raw, model, self.manifest.metric)
+
+    def _search_exact(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from .searchers import make_searcher
+
+        if self._exact is None:
+            ids, x = self.vectors()
+            searcher = make_searcher("auto", self.manifest.dim, self.manifest.metric)
+            if len(ids):
+                searcher.add(x, ids)
+            self._exact = searcher
+        if self._exact.ntotal == 0:
+            return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
+        D, I = self._exact.rank_all(xq)
+        return np.asarray(D, np.float32), np.asarray(I, np.int64)
+
+    # ------------------------------------------------------------------ catalog
+    def records(self, ids) -> list[ImageRecord]:
+        """Catalog records for image ids, in the given order (-1 padding is skipped)."""
+        want = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel() if i >= 0]
+        found: dict[int, ImageRow] = {}
+        uniq = sorted(set(want))
+        with self.catalog.session() as s:
+            for i in range(0, len(uniq), 500):
+                for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(uniq[i:i + 500]))):
+                    found[r.id] = r
+        missing = [i for i in uniq if i not in found]
+        if missing:
+            raise InvalidInputError(f"image id(s) {missing[:5]} not in the catalog of index {self.name!r}")
+        return [ImageRecord(r.id, r.path, r.label, r.status, r.sha256, r.error) for r in (found[i] for i in want)]
+
+    def all_records(self, status: str | None = "ok") -> list[ImageRecord]:
+        """Every catalog image (with ``status``; None = all), by id."""
+        with self.catalog.session() as s:
+            q = select(ImageRow).order_by(ImageRow.id)
+            if status is not None:
+                q = q.where(ImageRow.status == status)
+            return [ImageRecord(r.id, r.path, r.label, r.status, r.sha256, r.error) for r in s.scalars(q)]
+
+    def model(self):
+        """(ZslModel, ModelCard, class_semantics) of the index's embedding model, or None (raw features)."""
+        from .writer import load_index_model
+
+        if not self._row.model_sha256:
+            return None
+        if self._model is None:
+            self._model = load_index_model(self.folder, self._row)
+        return self._model
+
+
+def open_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, *, db: str | None = None) -> OpenIndex:
+    """Open an index by name (under ``root`` / $ZSLR_INDEXES / ./indexes) or folder path.
+
+    A FAISS file left behind by a crash is brought up to date from the feature store first.
+    Missing index -> DataNotFoundError naming the folder and how to create it.
+    """
+    folder = index_folder(name_or_path, root)
+    if not folder.is_dir():
+        raise DataNotFoundError(f"index {str(name_or_path)!r} not found: {folder.absolute()} does not exist; "
+                                f"create it with `zslr index DIR --name {folder.name}` or `zslr index --dataset D --name {folder.name}`")
+    return OpenIndex(folder, folder.name, db)

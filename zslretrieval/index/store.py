@@ -1,0 +1,101 @@
+"""Append-only feature store: raw backbone features in immutable shard files.
+
+Each committed chunk of images writes one ``features/shard-<id>.npy`` holding a float32 matrix
+(rows, feature_dim), written to a temp file, fsynced and ``os.replace``d into place *before*
+the catalog transaction that lists it commits. So after a crash a shard is either listed in the
+catalog (and complete) or debris that :meth:`FeatureStore.remove_unlisted` deletes. The catalog's
+``index_entries`` say which (shard, row) holds each faiss id's vector; rows of replaced or
+removed images simply stop being referenced.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConsistencyError
+
+
+def fsync_dir(folder: Path) -> None:
+    # make the rename itself durable (POSIX); not possible / needed on Windows
+    if os.name == "posix":
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """``write(fileobj)`` to a temp file in ``path``'s folder, fsync, ``os.replace``, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FeatureStore:
+    """Shard files under ``folder``; shard ids are allocated by the catalog's manifest."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    @staticmethod
+    def file_name(shard_id: int) -> str:
+        return f"shard-{shard_id:08d}.npy"
+
+    def path(self, shard_id: int) -> Path:
+        return self.folder / self.file_name(shard_id)
+
+    def write(self, shard_id: int, x: np.ndarray) -> str:
+        """Write (rows, dim) float32 as a new shard; returns its file name."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        atomic_write(self.path(shard_id), lambda f: np.save(f, x, allow_pickle=False))
+        return self.file_name(shard_id)
+
+    def read(self, shard_id: int, mmap: bool = True) -> np.ndarray:
+        p = self.path(shard_id)
+        try:
+            return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            raise ConsistencyError(f"feature shard missing: {p} (listed in the catalog)") from None
+        except ValueError as e:
+            raise ConsistencyError(f"feature shard unreadable: {p} ({e})") from e
+
+    def gather(self, shard_ids: Sequence[int], rows: Sequence[int], dim: int) -> np.ndarray:
+        """Vectors at (shard_ids[i], rows[i]) -> (n, dim) float32, in the given order."""
+        shard_ids, rows = np.asarray(shard_ids, np.int64), np.asarray(rows, np.int64)
+        out = np.empty((len(rows), dim), np.float32)
+        for sid in np.unique(shard_ids):
+            sel = np.flatnonzero(shard_ids == sid)
+            data = self.read(int(sid))
+            if data.ndim != 2 or data.shape[1] != dim:
+                raise ConsistencyError(f"feature shard {self.path(int(sid))} has shape {data.shape}; expected (rows, {dim})")
+            if rows[sel].max(initial=-1) >= len(data):
+                raise ConsistencyError(f"feature shard {self.path(int(sid))} has {len(data)} rows; catalog points at row {rows[sel].max()}")
+            out[sel] = data[rows[sel]]
+        return out
+
+    def files(self) -> set[str]:
+        """Every shard or temp file present in the folder."""
+        if not self.folder.is_dir():
+            return set()
+        return {p.name for p in self.folder.iterdir() if p.name.startswith(("shard-", ".shard-"))}
+
+    def remove_unlisted(self, listed: set[str]) -> list[str]:
+        """Delete shard files the catalog does not list (uncommitted chunks, temp files)."""
+        gone = sorted(self.files() - set(listed))
+        for name in gone:
+            (self.folder / name).unlink(missing_ok=True)
+        return gone

@@ -1,0 +1,43 @@
+"""``zslr query`` as one library call: a typed config in, ranked results out."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InvalidInputError
+from .engine import QueryResult, open_engine
+from .spec import QuerySpec
+
+
+@dataclass
+class QueryConfig:
+    """What to ask (``specs``, in order) of which index, and how many results per query."""
+
+    specs: list[QuerySpec]
+    index: str = "default"
+    index_root: str | None = None
+    top_k: int | None = 10          # None ranks the whole catalog
+    weights: str | None = None      # backbone weight file, for --image on an index built with --weights
+
+
+@dataclass
+class QueryRun:
+    results: list[QueryResult]
+    index: str
+    metric: str
+
+
+def run_query(cfg: QueryConfig) -> QueryRun:
+    """Open the index, answer every spec in one batched search, return the ranked results."""
+    if not cfg.specs:
+        raise InvalidInputError("no query given; use --attributes, --class, --attribute-file, --image or --batch")
+    if cfg.top_k is not None and cfg.top_k < 1:
+        raise InvalidInputError(f"--top-k must be >= 1, got {cfg.top_k}")
+    engine = open_engine(cfg.index, cfg.index_root, backbone_weights=cfg.weights)
+    try:
+        results = engine.run(cfg.specs, cfg.top_k)
+    finally:
+        close = getattr(engine.index, "close", None)
+        if close is not None:
+            close()
+    name = str(getattr(engine.manifest, "name", cfg.index))
+    return QueryRun(results, name, engine.metric)

@@ -1,0 +1,239 @@
+"""The query path: specs -> descriptors -> embeddings in the index's space -> search -> records.
+
+Every kind of query goes through :meth:`QueryEngine.run`, so the benchmark evaluation
+(:func:`zslretrieval.query.evaluate.engine_map`) measures exactly what users get.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
+from .spec import QuerySpec
+from .vocab import (Vocabulary, build_attribute_vector, normalise_semantics, parse_attribute_terms,
+                    parse_vector_text, read_attribute_file)
+
+
+@dataclass
+class Hit:
+    """One ranked catalog entry."""
+
+    rank: int
+    id: int
+    score: float
+    path: str
+    label: str | None
+    status: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "id": self.id, "score": self.score, "path": self.path,
+                "label": self.label, "status": self.status}
+
+
+@dataclass
+class QueryResult:
+    """A query, how it was understood (``resolved``), and its ranked hits."""
+
+    query: QuerySpec
+    resolved: dict[str, Any]
+    hits: list[Hit] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": {"kind": self.query.kind, "text": self.query.text}, "resolved": self.resolved,
+                "results": [h.to_dict() for h in self.hits]}
+
+
+@dataclass
+class _Prepared:
+    spec: QuerySpec
+    resolved: dict[str, Any]
+    descriptor: np.ndarray | None = None   # (S,) class-semantic vector, already normalised
+    image: Path | None = None
+
+
+class QueryEngine:
+    """Answers queries against one open index (see ``zslretrieval.index.open_index``).
+
+    The index's model (if any) is loaded once; ``vocabulary`` and ``classes`` come from its card.
+    """
+
+    def __init__(self, index: Any, *, backbone_weights: str | os.PathLike | None = None):
+        self.index = index
+        self.backbone_weights = backbone_weights
+        self.manifest = index.manifest
+        self.metric: str = self.manifest.metric
+        loaded = index.model()
+        self.model, self.card, self.class_semantics = loaded if loaded is not None else (None, None, None)
+        if self.model is not None:
+            self.model.eval()
+        self._backbone = None
+        self.vocabulary = Vocabulary(self.card.vocabulary, "attribute") if self.card is not None else None
+        self.classes = Vocabulary(self.card.class_names, "class") if self.card is not None else None
+
+    # -- resolution -------------------------------------------------------------------
+    def _need_model(self, spec: QuerySpec) -> None:
+        if self.model is None:
+            raise IncompatibleError(
+                f"{spec.kind} queries need an index built with a model, but index "
+                f"{getattr(self.manifest, 'name', '?')!r} holds raw features; rebuild it with `zslr index --model "
+                "CHECKPOINT` or query it by --image")
+
+    def _attribute_width(self, spec: QuerySpec) -> int:
+        """Descriptor width for attribute queries; refuses models fusing other modalities."""
+        self._need_model(spec)
+        if not self.vocabulary or len(self.vocabulary) == 0:
+            raise IncompatibleError(f"model {self.card.model!r} has no attribute vocabulary; use --class or --image")
+        if self.model.semantic_dim != len(self.vocabulary):
+            raise IncompatibleError(
+                f"model {self.card.model!r} expects {self.model.semantic_dim}-d descriptors "
+                f"({'+'.join(self.card.semantic_modalities)}) but only the {len(self.vocabulary)} attributes can "
+                "be typed; use --class, or a model trained on attributes alone")
+        return len(self.vocabulary)
+
+    def prepare(self, spec: QuerySpec) -> _Prepared:
+        """Resolve one spec into a normalised descriptor (or an image path) plus what was understood."""
+        if spec.kind == "image":
+            p = Path(spec.text).expanduser()
+            if not p.is_file():
+                raise DataNotFoundError(f"query image not found: {p}")
+            return _Prepared(spec, {"image": str(p)}, image=p)
+        if spec.kind == "class":
+            self._need_model(spec)
+            if self.class_semantics is None:
+                raise IncompatibleError(f"checkpoint of model {self.card.model!r} stores no class descriptors; "
+                                        "use --attributes or --attribute-file")
+            i = self.classes.resolve(spec.text.strip())
+            # Stored rows are the descriptors the model was trained/evaluated with, already normalised.
+            d = np.asarray(self.class_semantics[i], np.float32)
+            return _Prepared(spec, {"class": self.classes.names[i]}, descriptor=d)
+        width = self._attribute_width(spec)
+        norm = self.card.semantic_norm
+        if spec.kind == "attributes":
+            v, pairs = build_attribute_vector(parse_attribute_terms(spec.text), self.vocabulary, norm)
+            return _Prepared(spec, {"attributes": [{"name": n, "weight": w} for n, w in pairs]}, descriptor=v)
+        if spec.kind == "attribute-file":
+            raw = read_attribute_file(spec.text, width)
+        else:  # inline vector
+            raw = parse_vector_text(spec.text, spec.origin or "vector")
+            if raw.shape != (width,):
+                raise InvalidInputError(f"vector has {raw.size} values but the vocabulary has {width} attributes")
+        nz = np.flatnonzero(raw)
+        v = normalise_semantics(raw, norm)
+        return _Prepared(spec, {"attributes": [{"name": self.vocabulary.names[i], "weight": float(raw[i])} for i in nz]},
+                         descriptor=v)
+
+    # -- embedding --------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, prepared: list[_Prepared]) -> np.ndarray:
+        """Prepared queries -> (Q, E) float32 in the index's space, L2-normalised when metric is "ip".
+
+        Descriptors are projected in one ``embed_classes`` call and images in one backbone batch.
+        """
+        dim = int(self.manifest.dim)
+        out = np.zeros((len(prepared), dim), np.float32)
+        sem = [i for i, p in enumerate(prepared) if p.descriptor is not None]
+        img = [i for i, p in enumerate(prepared) if p.image is not None]
+        if sem:
+            s = torch.from_numpy(np.stack([prepared[i].descriptor for i in sem]))
+            out[sem] = self._check_dim(self.model.embed_classes(s).float().cpu().numpy(), "class embedding")
+        if img:
+            feats = self._image_features([prepared[i].image for i in img])
+            if self.model is not None:
+                feats = self.model.embed_images(torch.from_numpy(feats)).float().cpu().numpy()
+            out[img] = self._check_dim(feats, "image embedding")
+        if self.metric == "ip":
+            n = np.linalg.norm(out, axis=1, keepdims=True)
+            if np.any(n == 0):
+                bad = prepared[int(np.flatnonzero(n[:, 0] == 0)[0])].spec
+                raise InvalidInputError(f"query {str(bad)!r} embeds to the zero vector; it cannot rank images by cosine")
+            out /= n
+        return out
+
+    def _check_dim(self, x: np.ndarray, what: str) -> np.ndarray:
+        if x.shape[1] != int(self.manifest.dim):
+            raise IncompatibleError(f"{what} has {x.shape[1]} dimensions but the index holds {self.manifest.dim}-d vectors")
+        return x
+
+    def _image_features(self, paths: list[Path]) -> np.ndarray:
+        """(n, feature_dim) raw backbone features of the query images, decoded exactly like indexed images."""
+        from ..features.images import ImageDecodeError, load_image
+
+        backbone = self._load_backbone()
+        batch = []
+        for p in paths:
+            try:
+                batch.append(backbone.transform(load_image(p)))
+            except ImageDecodeError as e:
+                raise InvalidInputError(f"query image {p} cannot be decoded ({e}); expected a JPEG/PNG/WebP/... file") from e
+        with torch.no_grad():
+            feats = backbone.forward(torch.stack(batch).to(backbone.device))
+        return np.asarray(feats.float().cpu().numpy(), np.float32)
+
+    def _load_backbone(self):
+        if self._backbone is None:
+            from ..features.backbones import BACKBONES, load_backbone
+
+            name = getattr(self.manifest, "backbone", None)
+            if not name or name not in BACKBONES:
+                raise IncompatibleError(
+                    f"index {getattr(self.manifest, 'name', '?')!r} was built from precomputed features "
+                    f"(source {name!r}), so there is no backbone to embed a query image; query it by "
+                    "--attributes/--class, or index images with `zslr index DIR`")
+            bb = load_backbone(name, self.backbone_weights)
+            want = getattr(self.manifest, "backbone_weights", None)
+            if want and bb.weights_id != want:
+                raise IncompatibleError(
+                    f"index {getattr(self.manifest, 'name', '?')!r} was built with {name} weights {want!r} but "
+                    f"{bb.weights_id!r} were loaded; pass the same weight file with --weights")
+            self._backbone = bb
+        return self._backbone
+
+    # -- search -----------------------------------------------------------------------
+    def run(self, specs: list[QuerySpec], k: int | None = 10) -> list[QueryResult]:
+        """Resolve, embed and search all ``specs`` in one batched index call; ``k=None`` ranks everything."""
+        if k is not None and k < 1:
+            raise InvalidInputError(f"top-k must be >= 1, got {k}")
+        prepared = [self.prepare(s) for s in specs]
+        D, I = self.search_vectors(self.embed(prepared), k)
+        return self.collect(prepared, D, I)
+
+    def search_vectors(self, xq: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, E) -> D, I of shape (Q, k') catalog ids, -1 padded."""
+        return self.index.search(xq, k)
+
+    def collect(self, prepared: list[_Prepared], D: np.ndarray, I: np.ndarray) -> list[QueryResult]:
+        """Attach catalog records (one catalog lookup for all queries) to the ranked ids."""
+        ids = np.unique(I[I >= 0])
+        recs = {int(r.id): r for r in self.index.records([int(i) for i in ids])}
+        results = []
+        for p, drow, irow in zip(prepared, D, I):
+            hits = []
+            for rank, (d, i) in enumerate(zip(drow, irow), 1):
+                if i < 0:
+                    break
+                r = recs.get(int(i))
+                hits.append(Hit(rank, int(i), float(d), str(getattr(r, "path", "")) if r else "",
+                                _label(getattr(r, "label", None)) if r else None,
+                                getattr(r, "status", None) if r else "missing from catalog"))
+            results.append(QueryResult(p.spec, p.resolved, hits))
+        return results
+
+
+def _label(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def open_engine(index: str | os.PathLike = "default", index_root: str | os.PathLike | None = None, *,
+                backbone_weights: str | os.PathLike | None = None) -> QueryEngine:
+    """Open an index by name or folder and wrap it in a :class:`QueryEngine`.
+
+    ``backbone_weights``: the weight file the index's backbone was built with, for --image
+    queries on an index made with ``zslr index --weights FILE``.
+    """
+    from ..index import open_index
+    return QueryEngine(open_index(index, root=index_root), backbone_weights=backbone_weights)

@@ -1,0 +1,116 @@
+"""Query results for people (table, HTML gallery) and for programs (JSON)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..models.checkpoint import atomic_write_bytes
+from .engine import QueryResult
+
+THUMB_PX = 160
+
+
+def describe_resolved(result: QueryResult) -> str:
+    """One line saying how the query was understood, e.g. ``stripes=1, water=0.7``."""
+    r = result.resolved
+    if "attributes" in r:
+        return ", ".join(f"{a['name']}={a['weight']:g}" for a in r["attributes"]) or "(all zero)"
+    if "class" in r:
+        return f"class {r['class']}"
+    if "image" in r:
+        return f"image {r['image']}"
+    return ""
+
+
+def format_table(results: list[QueryResult]) -> str:
+    """Plain-text table per query: rank, score, path, known label."""
+    blocks = []
+    for res in results:
+        lines = [f"query: {res.query}", f"resolved: {describe_resolved(res)}"]
+        rows = [("rank", "score", "label", "path")] + [
+            (str(h.rank), f"{h.score:.4f}", h.label if h.label is not None else "-", h.path) for h in res.hits]
+        widths = [max(len(r[c]) for r in rows) for c in range(3)]
+        for r in rows:
+            lines.append(f"{r[0]:>{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip())
+        if not res.hits:
+            lines.append("(no results: the index is empty)")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def results_to_json(results: list[QueryResult], *, index: str, metric: str, batch: bool) -> str:
+    """One JSON object: the query, its resolved attributes/class with weights, and the results list.
+
+    For a batch, one object ``{"index", "metric", "queries": [...]}`` holding one such object per query.
+    """
+    head: dict[str, Any] = {"index": index, "metric": metric}
+    if batch:
+        body = {**head, "queries": [r.to_dict() for r in results]}
+    else:
+        body = {**head, **results[0].to_dict()}
+    return json.dumps(body, indent=2)
+
+
+def thumbnail_data_uri(path: str | os.PathLike, size: int = THUMB_PX) -> str | None:
+    """A JPEG thumbnail as a ``data:`` URI, or None when ``path`` is not a readable image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=80)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
+h1{font-size:1.3em} h2{font-size:1.05em;margin:1.6em 0 .2em} .resolved{color:#555;margin:0 0 .6em}
+.grid{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:0;width:170px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:5px}
+figure img,.ph{width:160px;height:160px;object-fit:contain;display:block;border-radius:4px}
+.ph{background:#e4e4e4;color:#777;display:flex;align-items:center;justify-content:center;font-size:.8em;text-align:center}
+figcaption{font-size:.75em;word-break:break-all;margin-top:4px} .lab{font-weight:600}
+"""
+
+
+def render_html(results: list[QueryResult], *, index: str, metric: str) -> str:
+    """A self-contained gallery page: inline base64 thumbnails, placeholders for entries without an image file."""
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>zslr query: {e(index)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>zslr query &mdash; index {e(index)} (metric {e(metric)})</h1>"]
+    for res in results:
+        parts.append(f"<section><h2>{e(str(res.query))}</h2>")
+        parts.append(f'<p class="resolved">resolved: {e(describe_resolved(res))}</p><div class="grid">')
+        for h in res.hits:
+            uri = thumbnail_data_uri(h.path) if h.path else None
+            pic = (f'<img src="{uri}" alt="{e(h.path)}">' if uri
+                   else f'<div class="ph">no image file<br>id {h.id}</div>')
+            label = e(h.label) if h.label is not None else "&ndash;"
+            parts.append(f"<figure>{pic}<figcaption>#{h.rank} &middot; {h.score:.4f} &middot; "
+                         f'<span class="lab">{label}</span><br>{e(h.path)}</figcaption></figure>')
+        if not res.hits:
+            parts.append("<p>(no results)</p>")
+        parts.append("</div></section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_html(results: list[QueryResult], path: str | os.PathLike, *, index: str, metric: str) -> Path:
+    """Write :func:`render_html` atomically to ``path``."""
+    p = Path(path)
+    page = render_html(results, index=index, metric=metric).encode("utf-8")
+    atomic_write_bytes(p, lambda f: f.write(page))
+    return p

@@ -1,0 +1,200 @@
+"""Names a user types, resolved against a model's vocabulary, and turned into query vectors.
+
+A query describes a class the way the benchmark's class descriptors do. xlsa17 descriptors
+are continuous, non-negative and L2-normalised per class, so the natural analogue of
+"stripes, water" is a vector with weight 1 on the named attributes and 0 elsewhere,
+normalised the same way (``card.semantic_norm``).
+
+Absence (``-name``): the attribute gets a *negative* weight (``-1``, or ``-w`` for
+``-name=w``). A zero would be indistinguishable from "not mentioned", and for the models
+whose class embedding is linear in the descriptor (ESZSL, SAE, the first layer of DEM) a
+negative weight subtracts exactly that attribute's direction from the query, which is what
+"not striped" means for a compatibility score. It lies outside the training range
+(descriptors are >= 0), so for non-linear models it is a push away rather than a calibrated
+value; the resolved weights are always reported back to the user.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataNotFoundError, InvalidInputError, UnknownNameError
+
+# Characters users vary freely when typing a name: case, spaces and the separators used by
+# the benchmarks (AwA ``killer+whale``, CUB ``has_bill_shape::curved_(up_or_down)``).
+_IGNORED = re.compile(r"[\s_+\-]+")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def normalise_name(name: str) -> str:
+    """Case-, space- and ``_``/``-``/``+``-insensitive key of a name."""
+    return _IGNORED.sub("", name.strip().lower())
+
+
+class UnknownQueryNameError(UnknownNameError):
+    """An attribute or class name that the index's model does not know.
+
+    Suggestions combine difflib matches on the raw names and on their normalised forms, so
+    ``Killer Whle`` still suggests ``killer+whale``.
+    """
+
+    def __init__(self, kind: str, name: str, valid: Iterable[str], suggestions: list[str]):
+        super().__init__(kind, name, valid, suggest_only=True)
+        self.suggestions = suggestions
+        hint = (f"did you mean: {', '.join(suggestions)}?" if suggestions
+                else f"none of the {len(self.valid)} valid names is close")
+        if len(self.valid) <= 40:
+            hint += f" (valid: {', '.join(self.valid)})"
+        self.args = (f"unknown {kind} {name!r}; {hint}",)
+
+
+class Vocabulary:
+    """An ordered list of names (attribute columns or classes) with forgiving lookup."""
+
+    def __init__(self, names: Sequence[str], kind: str = "attribute"):
+        self.names = [str(n) for n in names]
+        self.kind = kind
+        self._exact = {n: i for i, n in enumerate(self.names)}
+        self._norm: dict[str, list[int]] = {}
+        for i, n in enumerate(self.names):
+            self._norm.setdefault(normalise_name(n), []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def resolve(self, name: str) -> int:
+        """Column index of ``name``; UnknownQueryNameError (with suggestions) when unknown."""
+        if name in self._exact:
+            return self._exact[name]
+        hits = self._norm.get(normalise_name(name), [])
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise InvalidInputError(
+                f"{self.kind} {name!r} is ambiguous: it matches {', '.join(self.names[i] for i in hits)}; "
+                "type one of them exactly")
+        raise UnknownQueryNameError(self.kind, name, self.names, self.suggest(name))
+
+    def suggest(self, name: str, n: int = 5) -> list[str]:
+        """Closest valid names, best first: difflib on raw names, then on normalised forms."""
+        out = difflib.get_close_matches(name.strip(), self.names, n=n, cutoff=0.6)
+        norm_keys = list(self._norm)
+        for key in difflib.get_close_matches(normalise_name(name), norm_keys, n=n, cutoff=0.6):
+            for i in self._norm[key]:
+                if self.names[i] not in out:
+                    out.append(self.names[i])
+        return out[:n]
+
+
+@dataclass(frozen=True)
+class AttributeTerm:
+    """One ``name``, ``name=0.7`` or ``-name`` item of an ``--attributes`` list."""
+
+    name: str
+    weight: float  # already signed: ``-name`` gives a negative weight
+
+
+def parse_attribute_terms(text: str) -> list[AttributeTerm]:
+    """``"stripes, water=0.7, -domestic"`` -> terms; InvalidInputError on malformed items."""
+    terms: list[AttributeTerm] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        negate = item.startswith("-")
+        if negate:
+            item = item[1:].strip()
+        name, sep, w = item.partition("=")
+        name = name.strip()
+        if not name:
+            raise InvalidInputError(f"attribute item {raw.strip()!r} has no name; expected name, name=0.7 or -name")
+        weight = 1.0
+        if sep:
+            w = w.strip()
+            if not _NUMBER.match(w):
+                raise InvalidInputError(
+                    f"weight {w!r} of attribute {name!r} is not a number; expected e.g. {name}=0.7")
+            weight = float(w)
+        terms.append(AttributeTerm(name, -weight if negate else weight))
+    if not terms:
+        raise InvalidInputError(f"no attributes in {text!r}; expected e.g. 'stripes,water=0.7,-domestic'")
+    return terms
+
+
+def normalise_semantics(v: np.ndarray, norm: str) -> np.ndarray:
+    """Normalise descriptor rows (C, A) or one (A,) the way training semantics were.
+
+    ``norm``: "l2" (xlsa17) or "none". A zero vector cannot be L2-normalised and is an error:
+    it would match every image equally.
+    """
+    v = np.asarray(v, dtype=np.float32)
+    if norm in ("none", "", None):
+        return v
+    if norm != "l2":
+        raise InvalidInputError(f"unknown semantic normalisation {norm!r}; valid: l2, none")
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    if np.any(n == 0):
+        raise InvalidInputError("the query descriptor is all zeros; give at least one non-zero weight")
+    return (v / n).astype(np.float32)
+
+
+def build_attribute_vector(terms: Sequence[AttributeTerm], vocab: Vocabulary,
+                           norm: str = "l2") -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """Terms -> descriptor (A,) float32 in vocabulary order, normalised per ``norm``.
+
+    Returns the vector and the resolved ``(vocabulary name, weight)`` pairs in the order given.
+    A name given twice keeps its last weight.
+    """
+    v = np.zeros(len(vocab), np.float32)
+    resolved: dict[int, float] = {}
+    for t in terms:
+        i = vocab.resolve(t.name)
+        resolved.pop(i, None)
+        resolved[i] = t.weight
+    for i, w in resolved.items():
+        v[i] = w
+    return normalise_semantics(v, norm), [(vocab.names[i], w) for i, w in resolved.items()]
+
+
+def parse_vector_text(text: str, where: str) -> np.ndarray:
+    """A vector written as a JSON list, CSV, or one number per line -> (A,) float32."""
+    text = text.strip()
+    if not text:
+        raise InvalidInputError(f"{where}: empty; expected numbers (JSON list, CSV or one per line)")
+    if text.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidInputError(f"{where}: invalid JSON list ({e})") from e
+        if not isinstance(data, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in data):
+            raise InvalidInputError(f"{where}: expected a flat JSON list of numbers")
+        return np.asarray(data, np.float32)
+    items = [t for t in re.split(r"[,\s;]+", text) if t]
+    bad = [t for t in items if not _NUMBER.match(t)]
+    if bad:
+        raise InvalidInputError(f"{where}: {bad[0]!r} is not a number; expected numbers (JSON list, CSV or one per line)")
+    return np.asarray([float(t) for t in items], np.float32)
+
+
+def read_attribute_file(path: str | os.PathLike, size: int) -> np.ndarray:
+    """Read a descriptor of exactly ``size`` numbers from a file; returns (size,) float32 (unnormalised)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataNotFoundError(f"attribute file not found: {p}")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"attribute file {p} is not readable text ({e})") from e
+    v = parse_vector_text(text, str(p))
+    if v.shape != (size,):
+        raise InvalidInputError(f"attribute file {p} has {v.size} values but the vocabulary has {size} attributes")
+    if not np.all(np.isfinite(v)):
+        raise InvalidInputError(f"attribute file {p} contains non-finite values (nan/inf)")
+    return v
