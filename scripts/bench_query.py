@@ -4,11 +4,11 @@
 Engine path = what ``zslr query --attributes ...`` does after the index is open: parse the
 attribute list, build + normalise the descriptor, project it with the model, search the
 index through ``OpenIndex.search`` and fetch the catalog records of the hits. Baseline =
-``faiss.Index.search`` on the index file of the same folder with the already-projected query
+``faiss.Index.search`` on the very FAISS index the engine searches, with the already-projected query
 vectors. Their ratio is the engine's overhead. Measured for single queries (one call per
 query) and for a batch of 1,000 queries in one call.
 
-    python scripts/bench_query.py                      # synthetic gallery (100k), fresh temp index
+    python scripts/bench_query.py                      # synthetic gallery (50k), fresh temp index
     python scripts/bench_query.py --index awa1-test --index-root indexes   # an existing index
 
 Prints markdown tables (latency percentiles in ms per call, queries/s).
@@ -59,12 +59,15 @@ def build_synthetic_index(root: Path, n_gallery: int, feature_dim: int, n_attrib
     return index_features("bench", ds.features[rows], paths, labels, model_checkpoint=ckpt, root=root / "indexes")
 
 
-def raw_faiss_index(folder: Path) -> faiss.Index:
-    """The FAISS index file of an index folder, read on its own (the baseline searches it directly)."""
-    files = sorted(folder.glob("index-*.faiss"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        sys.exit(f"no index-*.faiss in {folder}")
-    return faiss.read_index(str(files[-1]))
+def raw_faiss_index(index) -> faiss.Index:
+    """The FAISS index the OpenIndex searches (its ``index`` attribute), else its file read on its own."""
+    if isinstance(getattr(index, "index", None), faiss.Index):
+        return index.index
+    folder = Path(index.manifest.folder)
+    path = folder / index.manifest.index_file
+    if not path.is_file():
+        sys.exit(f"no FAISS file {path}")
+    return faiss.read_index(str(path))
 
 
 def random_specs(vocab: list[str], n: int, seed: int) -> list[QuerySpec]:
@@ -78,15 +81,26 @@ def random_specs(vocab: list[str], n: int, seed: int) -> list[QuerySpec]:
     return specs
 
 
-def timed(fn, repeats: int) -> np.ndarray:
-    """Wall-clock seconds of ``repeats`` calls (one warm-up call first)."""
-    fn()
-    out = np.empty(repeats)
+def timed_pair(fa, fb, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wall-clock seconds of ``repeats`` calls of ``fa`` and of ``fb``, interleaved call by call.
+
+    Interleaving matters on a shared machine: a burst of load from other processes then hits
+    both paths alike instead of skewing one measurement. One warm-up call of each first.
+    """
+    fa(), fb()
+    ta, tb = np.empty(repeats), np.empty(repeats)
     for i in range(repeats):
         t0 = time.perf_counter()
-        fn()
-        out[i] = time.perf_counter() - t0
-    return out
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ta[i], tb[i] = t1 - t0, t2 - t1
+    return ta, tb
+
+
+def timed(fn, repeats: int) -> np.ndarray:
+    return timed_pair(fn, lambda: None, repeats)[0]
 
 
 def row(mode: str, path: str, secs: np.ndarray, per_call: int, base_p50: float | None) -> str:
@@ -100,7 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--index", help="bench an existing index (name or folder) instead of a synthetic one")
     ap.add_argument("--index-root", default=None)
-    ap.add_argument("--n-gallery", type=int, default=100_000)
+    ap.add_argument("--n-gallery", type=int, default=50_000)
     ap.add_argument("--feature-dim", type=int, default=512)
     ap.add_argument("--n-attributes", type=int, default=85)
     ap.add_argument("--model", default="eszsl", help="model fitted for the synthetic index")
@@ -108,7 +122,9 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=200, help="single queries timed (one call each)")
     ap.add_argument("--batch", type=int, default=1000, help="queries in the batched call")
     ap.add_argument("--repeats", type=int, default=10, help="timed repeats of the batched call")
-    ap.add_argument("--threads", type=int, default=None, help="torch + faiss threads (default: library default)")
+    # One thread by default: on a loaded machine OpenMP spin-waiting makes multi-threaded single-query
+    # FAISS searches 50x slower and the numbers meaningless; 0 keeps the libraries' defaults.
+    ap.add_argument("--threads", type=int, default=1, help="torch + faiss threads (0: library defaults)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.threads:
@@ -116,41 +132,43 @@ def main() -> None:
         faiss.omp_set_num_threads(args.threads)
 
     from zslretrieval.index import open_index
-    from zslretrieval.index.layout import index_folder
 
     tmp = None
     if args.index:
         index = open_index(args.index, root=args.index_root)
-        folder = index_folder(args.index, args.index_root)
         source = f"index {args.index}"
     else:
         tmp = tempfile.TemporaryDirectory(prefix="zslr-bench-")
         t0 = time.perf_counter()
         index = build_synthetic_index(Path(tmp.name), args.n_gallery, args.feature_dim, args.n_attributes,
                                       args.model, args.seed)
-        folder = Path(tmp.name) / "indexes" / "bench"
         source = (f"synthetic gallery, {args.model} fitted on synthetic data (seed {args.seed}), "
                   f"built in {time.perf_counter() - t0:.0f} s")
     try:
         engine = QueryEngine(index)
-        raw = raw_faiss_index(folder)
+        raw = raw_faiss_index(index)
         k = args.top_k
         specs = random_specs(engine.vocabulary.names, max(args.single, args.batch), args.seed)
         # The baseline gets the exact vectors the engine would search with, computed outside the clock.
         xq = engine.embed([engine.prepare(s) for s in specs])
 
-        # sanity: both paths return the same ids (exact Flat index)
-        ids_engine = np.array([[h.id for h in r.hits] for r in engine.run(specs[:20], k)])
-        _, ids_raw = raw.search(xq[:20], k)
-        same = bool((ids_engine == ids_raw).all())
+        # sanity: both paths find the same neighbours (exact Flat index): same scores, same catalog ids
+        res = engine.run(specs[:20], k)
+        D_raw, fid_raw = raw.search(xq[:20], k)
+        if engine.metric == "l2":
+            D_raw = -D_raw
+        same = bool(np.allclose([[h.score for h in r.hits] for r in res], D_raw, atol=1e-4))
+        to_ids = getattr(index, "_to_image_ids", None)
+        if to_ids is not None:
+            same &= bool((np.array([[h.id for h in r.hits] for r in res]) == to_ids(fid_raw)).all())
 
         it = iter(range(10**9))
-        single_engine = timed(lambda: engine.run([specs[next(it) % args.single]], k), args.single)
         it2 = iter(range(10**9))
-        single_raw = timed(lambda: raw.search(xq[next(it2) % args.single][None], k), args.single)
+        single_raw, single_engine = timed_pair(lambda: raw.search(xq[next(it2) % args.single][None], k),
+                                               lambda: engine.run([specs[next(it) % args.single]], k), args.single)
         batch_specs, batch_xq = specs[:args.batch], np.ascontiguousarray(xq[:args.batch])
-        batch_engine = timed(lambda: engine.run(batch_specs, k), args.repeats)
-        batch_raw = timed(lambda: raw.search(batch_xq, k), args.repeats)
+        batch_raw, batch_engine = timed_pair(lambda: raw.search(batch_xq, k), lambda: engine.run(batch_specs, k),
+                                             args.repeats)
 
         # where the single-query time goes
         s0 = specs[0]
@@ -166,7 +184,7 @@ def main() -> None:
         print(f"gallery {raw.ntotal:,} vectors, dim {raw.d}, metric {engine.metric}, "
               f"index type {getattr(engine.manifest, 'index_type', '?')}, top-k {k}; torch threads "
               f"{torch.get_num_threads()}, faiss threads {faiss.omp_get_max_threads()}; {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cpus; engine ids == raw FAISS ids on 20 queries: {same}\n")
+              f"{os.cpu_count()} cpus; engine results == raw FAISS results on 20 queries: {same}\n")
         print("| queries per call | path | p50 ms/call | p95 ms/call | queries/s | p50 vs raw |")
         print("|---|---|---|---|---|---|")
         print(row("1", "raw faiss.search (pre-embedded)", single_raw, 1, None))

@@ -79,6 +79,10 @@ def test_reads_hand_built_v73(tmp_path):
             names.append(d.ref)
         cell = f.create_dataset("allclasses_names", data=np.array([names], dtype=h5py.ref_dtype))  # MATLAB 2 x 1
         cell.attrs["MATLAB_class"] = np.bytes_("cell")
+        rows = np.array([[ord(c) for c in "cat"], [ord(c) for c in "dog"]], dtype=np.uint16)  # MATLAB 2 x 3 char
+        m = f.create_dataset("char_matrix", data=rows.T)
+        m.attrs["MATLAB_class"] = np.bytes_("char")
+        m.attrs["MATLAB_int_decode"] = np.int32(2)
         e = f.create_dataset("nothing", data=np.array([0, 0], dtype=np.uint64))
         e.attrs["MATLAB_class"] = np.bytes_("double")
         e.attrs["MATLAB_empty"] = np.uint8(1)
@@ -89,6 +93,7 @@ def test_reads_hand_built_v73(tmp_path):
     r = read_mat(path)
     np.testing.assert_array_equal(r["features"], np.arange(6, dtype=np.float64).reshape(3, 2).T)
     assert r["allclasses_names"].shape == (2, 1) and cellstr(r["allclasses_names"]) == ["cat", "dog"]
+    assert r["char_matrix"] == ["cat", "dog"] and cellstr(r["char_matrix"]) == ["cat", "dog"]
     assert r["nothing"].size == 0
     assert r["opts"] == {"k": np.array([[7.0]])}
 

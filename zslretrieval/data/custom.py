@@ -139,6 +139,29 @@ def default_cache_dir(images_dir: Path) -> Path:
     return base / hashlib.sha1(str(images_dir.resolve()).encode()).hexdigest()[:16]
 
 
+def cache_file(cache_dir: Path, backbone: str) -> Path:
+    return Path(cache_dir) / f"features-{_safe(backbone)}.npz"
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return dict(zip(z["keys"].tolist(), z["features"]))
+    except (OSError, ValueError, KeyError) as e:  # a damaged cache is only a slowdown
+        log.warning("ignoring unreadable feature cache %s (%s)", path, e)
+        return {}
+
+
+def _write_cache(path: Path, known: dict[str, np.ndarray]) -> None:
+    keys = np.array(sorted(known))
+    mat = np.stack([known[k] for k in keys]).astype(np.float32)
+    buf = io.BytesIO()
+    np.savez(buf, keys=keys, features=mat)
+    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+
+
 def cached_features(paths: Sequence[Path], backbone: str, extract: FeatureFn, cache_dir: Path
                     ) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]], int]:
     """Features of ``paths`` (n, D) float32 from the cache, extracting only files whose content is new.
@@ -146,14 +169,8 @@ def cached_features(paths: Sequence[Path], backbone: str, extract: FeatureFn, ca
     Returns (features of the readable images in input order, those paths, failures, n extracted).
     The cache file ``features-<backbone>.npz`` maps sha1 of file content -> feature row.
     """
-    cache_file = cache_dir / f"features-{_safe(backbone)}.npz"
-    known: dict[str, np.ndarray] = {}
-    if cache_file.is_file():
-        try:
-            with np.load(cache_file, allow_pickle=False) as z:
-                known = dict(zip(z["keys"].tolist(), z["features"]))
-        except (OSError, ValueError, KeyError) as e:  # a damaged cache is only a slowdown
-            log.warning("ignoring unreadable feature cache %s (%s)", cache_file, e)
+    path = cache_file(cache_dir, backbone)
+    known = _read_cache(path)
     digests = [file_digest(p) for p in paths]
     todo = sorted({d: p for p, d in zip(paths, digests) if d not in known}.items())
     failures: list[tuple[Path, str]] = []
@@ -165,16 +182,33 @@ def cached_features(paths: Sequence[Path], backbone: str, extract: FeatureFn, ca
             known[by_path[str(p)]] = f
         failures = [(Path(p), str(why)) for p, why in failures]
         if len(ok):
-            keys = np.array(sorted(known))
-            mat = np.stack([known[k] for k in keys]).astype(np.float32)
-            buf = io.BytesIO()
-            np.savez(buf, keys=keys, features=mat)
-            atomic_write_bytes(cache_file, lambda f: f.write(buf.getvalue()))
+            _write_cache(path, known)
     bad = {str(p) for p, _ in failures}
     rows = [(p, known[d]) for p, d in zip(paths, digests) if d in known and str(p) not in bad]
     if not rows:
         return np.zeros((0, 0), np.float32), [], failures, len(todo)
     return np.stack([f for _, f in rows]).astype(np.float32), [p for p, _ in rows], failures, len(todo)
+
+
+def prime_feature_cache(images_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], features: np.ndarray, *,
+                        backbone: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Store features computed elsewhere (e.g. by ``zslr index``) so :func:`load_custom_dataset` reuses them.
+
+    paths (n,) image files, features (n, D) float32 from the backbone named ``backbone``; the
+    entries are keyed by file content like extracted ones. Returns the cache file.
+    """
+    x = np.asarray(features, np.float32)
+    if x.ndim != 2 or len(x) != len(paths):
+        raise InvalidInputError(f"features shape {x.shape} does not match {len(paths)} paths; expected (n, D)")
+    path = cache_file(Path(cache_dir) if cache_dir is not None else default_cache_dir(Path(images_dir)), backbone)
+    known = _read_cache(path)
+    if known and next(iter(known.values())).shape != x.shape[1:]:
+        raise InvalidInputError(f"{path} holds {next(iter(known.values())).shape[0]}-d features of {backbone!r}, "
+                                f"not {x.shape[1]}-d; use another cache_dir or delete the file")
+    known.update((file_digest(Path(p)), row) for p, row in zip(paths, x))
+    if len(known):
+        _write_cache(path, known)
+    return path
 
 
 def backbone_feature_fn(backbone: str, device: str = "auto", batch_size: int = 32,

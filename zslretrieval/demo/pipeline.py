@@ -6,11 +6,13 @@ Steps (each one is the library call a user's own run would make):
    CSV and the unseen-class list.
 2. :func:`~zslretrieval.index.index_images` ingests every image (decode, backbone features,
    catalog, feature store) -- the backbone runs here, once.
-3. :func:`~zslretrieval.data.custom.load_custom_dataset` builds the zero-shot dataset, as
-   ``zslr train --images ... --class-attributes ... --unseen ...`` does, taking each image's
-   features from the index's feature store instead of running the backbone a second time.
-4. :func:`~zslretrieval.protocol.select_and_train` picks hyper-parameters and training length
-   on validation classes (a class-disjoint part of the seen classes) and trains on the seen ones.
+3. The index's stored features are put in the custom-dataset feature cache
+   (:func:`~zslretrieval.data.custom.prime_feature_cache`, keyed by file content), so the next
+   step finds every image already encoded instead of running the backbone a second time.
+4. :func:`~zslretrieval.protocol.train_from_config` -- exactly ``zslr train --images ...
+   --class-attributes ... --unseen ...``: ``load_custom_dataset`` builds the zero-shot dataset,
+   hyper-parameters and training length are chosen on validation classes (a class-disjoint
+   part of the seen classes), the model is refit on all seen classes and saved.
 5. ``index_images`` again with the checkpoint: unchanged files are not decoded; the stored
    features are re-embedded with the model.
 6. One attribute query per unseen class (``--attributes circle,red,stripes,water``) through
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,8 @@ from ..metrics import average_precision
 from .generator import generate_dataset
 
 INDEX_NAME = "demo"
+# Values the demo fixes on top of the model's own search grid (the rest is still chosen on val).
+DEMO_HPARAMS: dict[str, dict] = {}
 
 
 @dataclass
@@ -85,10 +89,10 @@ class DemoReport:
 
 def run_demo(cfg: DemoConfig) -> DemoReport:
     """Run steps 1-6 under ``cfg.out``; returns per-class AP, mAP, chance and where things were written."""
-    from ..data.custom import load_custom_dataset
+    from ..data.custom import prime_feature_cache, read_class_attributes
+    from ..features import resolve_device
     from ..index import IndexConfig, index_images, open_index
-    from ..models.checkpoint import save_checkpoint
-    from ..protocol import select_and_train
+    from ..protocol import DataConfig, TrainConfig, train_from_config
     from ..query import QueryConfig, QuerySpec, run_query, write_html
 
     if cfg.show_top < 1 or cfg.html_top < 1:
@@ -111,24 +115,24 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
     log(f"      {rep.n_ok} images indexed ({rep.encoded} encoded, {rep.unchanged} unchanged, "
         f"{len(rep.failures)} failed)")
 
-    log("[3/6] loading the custom dataset (class folders + class_attributes.csv + unseen.txt)")
+    log("[3/6] handing the index's features to the custom-dataset loader (no second backbone pass)")
     t = time.perf_counter()
     with open_index(INDEX_NAME, root=index_root) as ix:
-        store_fn = index_feature_fn(ix)
+        paths, feats = index_raw_features(ix)
         backbone = ix.manifest.backbone or cfg.backbone
-    ds = load_custom_dataset(gen.images_dir, gen.class_attributes_csv, gen.unseen_file, backbone=backbone,
-                             seed=cfg.seed, device=cfg.device, feature_fn=store_fn, name="zslr-demo")
-    secs["load_dataset"] = _lap(t)
+    prime_feature_cache(gen.images_dir, paths, feats, backbone=backbone)
+    secs["share_features"] = _lap(t)
 
-    log(f"[4/6] training {cfg.model} on {len(ds.split_classes('trainval'))} seen classes "
-        f"(hyper-parameters chosen on val classes {ds.meta['val_classes']})")
+    log(f"[4/6] zslr train --images {gen.images_dir} --class-attributes {gen.class_attributes_csv} "
+        f"--unseen {gen.unseen_file} --model {cfg.model}")
     t = time.perf_counter()
-    result = select_and_train(ds, cfg.model, seed=cfg.seed)
-    card = result.card
-    if not card.feature_source:
-        card.feature_source = backbone
-    ckpt = save_checkpoint(result.model, card, out / f"{cfg.model}.pt",
-                           class_semantics=np.asarray(ds.attributes, np.float32))
+    device = str(resolve_device(cfg.device))
+    data = DataConfig(images=str(gen.images_dir), class_attributes=str(gen.class_attributes_csv),
+                      unseen=str(gen.unseen_file), backbone=backbone, seed=cfg.seed, device=device)
+    hparams = dict(DEMO_HPARAMS.get(cfg.model, {}))
+    trained = train_from_config(TrainConfig(model=cfg.model, data=data, out=str(out / f"{cfg.model}.pt"),
+                                            hparams=hparams), log=lambda msg: log("      " + msg))
+    ckpt, card = trained.checkpoint, trained.card
     secs["train"] = _lap(t)
 
     log(f"[5/6] re-indexing with the model {ckpt}")
@@ -139,9 +143,9 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
 
     log("[6/6] querying the unseen classes by their attributes")
     t = time.perf_counter()
-    unseen = [ds.class_names[c] for c in ds.split_classes("test_unseen")]
-    queries = {c: ",".join(a for a, v in zip(ds.attribute_names, ds.attributes[ds.class_names.index(c)]) if v > 0)
-               for c in unseen}
+    class_names, attr_names, raw = read_class_attributes(gen.class_attributes_csv)
+    unseen = list(card.unseen_classes)
+    queries = {c: ",".join(a for a, v in zip(attr_names, raw[class_names.index(c)]) if v > 0) for c in unseen}
     run = run_query(QueryConfig([QuerySpec("attributes", queries[c], "demo") for c in unseen],
                                 index=str(index_root / INDEX_NAME), top_k=None))
     with open_index(INDEX_NAME, root=index_root) as ix:
@@ -159,42 +163,29 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
     secs["query"] = _lap(t)
     secs["total"] = _lap(t0)
     return DemoReport(
-        out=out, n_images=len(gallery), n_classes=len(ds.class_names), seen=[c for c in ds.class_names if c not in unseen],
-        unseen=unseen, val_classes=list(ds.meta["val_classes"]),
-        gallery=f"all {len(gallery)} indexed images ({len(ds.class_names)} classes, seen and unseen)",
+        out=out, n_images=len(gallery), n_classes=len(class_names), seen=list(card.seen_classes),
+        unseen=unseen, val_classes=list(trained.selection.get("val_classes", [])),
+        gallery=f"all {len(gallery)} indexed images ({len(class_names)} classes, seen and unseen)",
         per_class=per_class, mean_ap=float(np.mean([r.ap for r in per_class])), chance=chance,
-        selection=dict(result.selection) if isinstance(result.selection, dict) else {"selection": result.selection},
+        selection=_selection_summary(trained.selection),
         checkpoint=ckpt, index_folder=index_root / INDEX_NAME, html=html,
         failures=[(str(p), w) for p, w in rep.failures], seconds=secs)
 
 
-def index_feature_fn(ix) -> Callable[[Sequence[Path]], tuple[np.ndarray, list, list]]:
-    """A ``load_custom_dataset`` feature function that reads raw backbone features from an index.
-
-    ix: an open index built from images (``source == "images"``). Paths the catalog does not
-    hold as indexed images are reported as failures with the catalog's reason.
-    """
+def index_raw_features(ix) -> tuple[list[str], np.ndarray]:
+    """Paths and raw backbone features (n, feature_dim) float32 of every indexed image of ``ix``."""
     from ..index.catalog import entries_table
     from ..index.layout import FEATURES_DIR
     from ..index.store import FeatureStore
 
     _, img, shards, rows = (np.asarray(a, np.int64) for a in entries_table(ix.catalog.session()))
     raw = FeatureStore(ix.folder / FEATURES_DIR).gather(shards, rows, ix.manifest.feature_dim)
-    row_of = {os.path.abspath(r.path): k for k, r in zip(range(len(img)), ix.records(img))}
-    why = {os.path.abspath(r.path): r.error or r.status for r in ix.all_records(status=None) if r.status != "ok"}
+    return [r.path for r in ix.records(img)], raw
 
-    def lookup(paths: Sequence[Path]):
-        ok, failures, pick = [], [], []
-        for p in paths:
-            k = row_of.get(os.path.abspath(p))
-            if k is None:
-                failures.append((p, why.get(os.path.abspath(p), "not in the index")))
-            else:
-                ok.append(p)
-                pick.append(k)
-        return raw[pick].astype(np.float32), ok, failures
 
-    return lookup
+def _selection_summary(sel: dict) -> dict:
+    keep = {"chosen": sel.get("chosen"), "epochs": sel.get("epochs"), "val_top1": sel.get("val_top1")}
+    return {k: v for k, v in keep.items() if v is not None}
 
 
 def format_report(r: DemoReport) -> str:
@@ -212,8 +203,8 @@ def format_report(r: DemoReport) -> str:
             lines.append(f"  {mark} #{h.rank:<3} {h.score:9.4f}  {h.label}  {Path(h.path).name}")
     sel = r.selection
     if sel:
-        lines += ["", "selection on validation classes " + ", ".join(r.val_classes) + ": "
-                  + ", ".join(f"{k}={v}" for k, v in sel.items() if not isinstance(v, (list, dict)))]
+        lines += ["", f"chosen on validation classes ({', '.join(r.val_classes)}): "
+                  + ", ".join(f"{k}={v}" for k, v in sel.items())]
     if r.failures:
         lines.append(f"{len(r.failures)} image(s) skipped, first: {r.failures[0][0]} ({r.failures[0][1]})")
     lines += ["", f"checkpoint: {r.checkpoint}", f"index:      {r.index_folder}", f"gallery:    {r.html}",

@@ -28,10 +28,15 @@ from torchvision.transforms.v2 import functional as F
 
 from ..errors import IncompatibleError, InvalidInputError
 
-# torchvision 0.29 deprecates its codecs in favour of TorchCodec; decode_jpeg(device="cuda") is still
-# the batched nvJPEG entry point we rely on, so keep the notice out of every ingestion run.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
+
+
+def _decode_jpeg(data: torch.Tensor | list[torch.Tensor], device: torch.device) -> Any:
+    # torchvision 0.29 deprecates its codecs in favour of TorchCodec; decode_jpeg(device="cuda") is
+    # still the batched nvJPEG entry point we rely on, so keep the notice out of every ingestion run.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                                category=DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -136,7 +141,10 @@ class GpuJpegDecoder:
     """
 
     def __init__(self, spec: PreprocessSpec, device: str | torch.device = "cuda"):
-        self.spec = spec
+        # any object with PreprocessSpec's fields works (e.g. features.backbones.PreprocessSpec)
+        self.spec = spec if isinstance(spec, PreprocessSpec) else PreprocessSpec(
+            int(spec.resize), int(spec.crop), tuple(spec.mean), tuple(spec.std),
+            str(getattr(spec, "interpolation", "bilinear")))
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise IncompatibleError(f"device {device!r} but torch sees no CUDA GPU; use device 'cpu'")
@@ -161,13 +169,13 @@ class GpuJpegDecoder:
         images: list[tuple[int, torch.Tensor]] = []
         if good:
             try:
-                out = decode_jpeg([t for _, t in good], mode=ImageReadMode.RGB, device=self.device)
+                out = _decode_jpeg([t for _, t in good], self.device)
                 images = list(zip([i for i, _ in good], out))
             except RuntimeError:
                 # one bad file fails the whole batch: retry one by one to find it
                 for image_id, t in good:
                     try:
-                        images.append((image_id, decode_jpeg(t, mode=ImageReadMode.RGB, device=self.device)))
+                        images.append((image_id, _decode_jpeg(t, self.device)))
                     except RuntimeError as e:
                         failed.append((image_id, f"decode failed: {str(e).splitlines()[0][:200]}"))
         if not images:

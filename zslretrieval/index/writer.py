@@ -424,8 +424,8 @@ def index_images(cfg: IndexConfig) -> IndexReport:
     With no inputs it re-indexes the stored features (``--model`` / ``--rebuild`` /
     ``--index-type``) without decoding any image.
     """
-    from ..features.backbones import BACKBONES, load_backbone
-    from ..features.pipeline import iter_feature_batches, resolve_device
+    from ..features.backbones import canonical_backbone, load_backbone
+    from ..features.pipeline import resolve_device
 
     t0 = time.perf_counter()
     log = cfg.log or (lambda msg: None)
@@ -444,7 +444,7 @@ def index_images(cfg: IndexConfig) -> IndexReport:
             raise DataNotFoundError(f"index {cfg.name!r} has no manifest yet; give image folders to index first")
         backbone = None
         if has_inputs:
-            name = BACKBONES.canonical(cfg.backbone) if cfg.backbone else (m.backbone if m else DEFAULT_BACKBONE)
+            name = canonical_backbone(cfg.backbone) if cfg.backbone else (m.backbone if m else DEFAULT_BACKBONE)
             if m is not None and m.source != "images":
                 raise IncompatibleError(f"index {cfg.name!r} holds {m.source} features, not images; use another --name")
             device = resolve_device(cfg.device)

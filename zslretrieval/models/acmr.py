@@ -29,8 +29,9 @@ The KL, cross and alignment weights warm up linearly over ``warmup_epochs`` as i
 absolute epoch so an e-epoch run is the prefix of a longer one (the protocol chooses e on val).
 
 Retrieval: ``embed_images`` = mu_v(x), ``embed_classes`` = mu_s(s), cosine (``metric="ip"``).
-GZSL: :meth:`scores` follows CADA-VAE/ACMR and classifies visual latents with a softmax
-classifier trained on latent *samples* -- see :meth:`latent_classifier`.
+GZSL: :meth:`gzsl_scores` follows CADA-VAE/ACMR and classifies visual latents with a softmax
+classifier trained on latent *samples* -- see :meth:`latent_classifier`. :meth:`scores` stays the
+cosine of latent means (consistent with the index and the embedding-based evaluation).
 """
 from __future__ import annotations
 
@@ -135,6 +136,14 @@ class ACMR(ZslModel):
         # IEM critics: bilinear T(u, mu) = <P u, mu>.
         self.critic_v = nn.Linear(D, Z, bias=False)
         self.critic_s = nn.Linear(A, Z, bias=False)
+        # Centre and one global scale per modality, fitted on the training data. Why: with raw
+        # features of magnitude ~0.01 (Hellinger histograms) the L1 likelihood is so flat that the
+        # KL term wins and every posterior collapses onto the prior. A single scale (not one per
+        # dimension) keeps rare, near-constant histogram bins from being blown up into noise.
+        self.register_buffer("x_mean", torch.zeros(D))
+        self.register_buffer("x_scale", torch.ones(()))
+        self.register_buffer("s_mean", torch.zeros(A))
+        self.register_buffer("s_scale", torch.ones(()))
         self._cls_cache: tuple[Any, nn.Linear] | None = None
 
     @classmethod
@@ -143,13 +152,26 @@ class ACMR(ZslModel):
                 {"align_weight": 8.0, "vsa_weight": 0.3}]
 
     # -- embeddings -------------------------------------------------------------------------
+    def _nx(self, x: Tensor) -> Tensor:
+        return (x - self.x_mean) / self.x_scale
+
+    def _ns(self, s: Tensor) -> Tensor:
+        return (s - self.s_mean) / self.s_scale
+
     def embed_images(self, x: Tensor) -> Tensor:
         """(N, D) -> (N, Z) visual posterior means."""
-        return self.enc_v(check_embed_input(self, x, self.feature_dim, "image features"))[0]
+        return self.enc_v(self._nx(check_embed_input(self, x, self.feature_dim, "image features")))[0]
 
     def embed_classes(self, s: Tensor) -> Tensor:
         """(C, A) -> (C, Z) semantic posterior means."""
-        return self.enc_s(check_embed_input(self, s, self.semantic_dim, "class semantics"))[0]
+        return self.enc_s(self._ns(check_embed_input(self, s, self.semantic_dim, "class semantics")))[0]
+
+    @torch.no_grad()
+    def _fit_normalisation(self, x: Tensor, s: Tensor) -> None:
+        for data, mean, scale in ((x, self.x_mean, self.x_scale), (s, self.s_mean, self.s_scale)):
+            mean.copy_(data.mean(0))
+            rms = (data - mean).pow(2).mean().sqrt()
+            scale.copy_(rms if rms > 0 else torch.ones(()))
 
     # -- training ---------------------------------------------------------------------------
     def _warm(self, epoch: int) -> float:
@@ -160,9 +182,10 @@ class ACMR(ZslModel):
                    vsa_head: nn.Linear | None = None, perm: Tensor | None = None) -> dict[str, Tensor]:
         """Loss of one batch: x (B, D), y (B,) rows of s (C, A). ``epoch`` sets the warm-up (None:
         fully warm); ``vsa_head`` (Z -> C) enables the VSA term; ``perm`` (B,) pairs IEM negatives
-        (default: a roll by one). Returns each raw term and ``loss`` (the weighted total)."""
+        (default: a roll by one). Inputs are raw; reconstruction is measured on the normalised
+        scale. Returns each raw term and ``loss`` (the weighted total)."""
         hp = self.hparams
-        sy = s[y]
+        x, sy = self._nx(x), self._ns(s[y])
         mu_v, lv_v = self.enc_v(x)
         mu_s, lv_s = self.enc_s(sy)
         z_v = mu_v + torch.randn_like(mu_v) * (0.5 * lv_v).exp()
@@ -192,6 +215,7 @@ class ACMR(ZslModel):
         hp = self.hparams
         self._cls_cache = None
         with seeded_training(self, seed) as gen:
+            self._fit_normalisation(x, s[y])
             # Training-only: one row per seen class, discarded after fit (see module docstring).
             vsa_head = nn.Linear(hp.latent_dim, s.shape[0])
             opt = torch.optim.Adam(list(self.parameters()) + list(vsa_head.parameters()),
@@ -214,7 +238,7 @@ class ACMR(ZslModel):
     # -- GZSL latent classifier -------------------------------------------------------------
     @torch.no_grad()
     def _latent_samples(self, s: Tensor, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-        mu, lv = self.enc_s(s)
+        mu, lv = self.enc_s(self._ns(s))
         eps = torch.randn(s.shape[0], n, mu.shape[1], generator=gen)
         z = (mu[:, None] + eps * (0.5 * lv).exp()[:, None]).reshape(-1, mu.shape[1])
         return z, torch.arange(s.shape[0]).repeat_interleave(n)
@@ -236,7 +260,7 @@ class ACMR(ZslModel):
             seen_x = check_embed_input(self, seen_x, self.feature_dim, "seen image features")
             seen_y = torch.as_tensor(seen_y, dtype=torch.int64)
             with torch.no_grad():
-                mu, lv = self.enc_v(seen_x)
+                mu, lv = self.enc_v(self._nx(seen_x))
                 zx = mu + torch.randn(mu.shape, generator=gen) * (0.5 * lv).exp()
             z, zy = torch.cat([z, zx]), torch.cat([zy, seen_y])
         with torch.random.fork_rng(devices=[]):
@@ -253,21 +277,32 @@ class ACMR(ZslModel):
         head.eval()
         return head
 
-    def _state_key(self, s: Tensor) -> tuple:
+    def _state_key(self, *tensors: Tensor | None) -> tuple:
         # Parameters change in place (optimiser steps, load_state_dict), which bumps _version.
-        h = hashlib.sha1(s.detach().cpu().numpy().tobytes()).hexdigest()
-        return (h, tuple(s.shape), tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        digest = hashlib.sha1()
+        for t in tensors:
+            if t is not None:
+                t = torch.as_tensor(t).detach().cpu().contiguous()
+                digest.update(str((t.dtype, tuple(t.shape))).encode())
+                digest.update(t.numpy().tobytes())
+            digest.update(b"|")
+        return (digest.hexdigest(), tuple((p.data_ptr(), p._version) for p in self.parameters()))
 
     @torch.no_grad()
-    def scores(self, x: Tensor, s: Tensor) -> Tensor:
-        """(N, C) logits of the latent softmax classifier over the classes s (C, A), applied to the
-        visual posterior means of x (N, D). The classifier is fitted lazily on semantic latent
-        samples of every class in s and cached while the weights and s are unchanged. All classes
-        are represented the same way (semantic samples), so the scores carry no bias toward the
-        seen classes; use :meth:`latent_classifier` with ``seen_x`` for the full CADA-VAE recipe."""
+    def gzsl_scores(self, x: Tensor, s: Tensor, *, seen_x: Tensor | None = None,
+                    seen_y: Tensor | None = None) -> Tensor:
+        """(N, C) logits of the CADA-VAE/ACMR latent softmax classifier over the classes s (C, A),
+        applied to the visual posterior means of x (N, D). The classifier (:meth:`latent_classifier`)
+        is fitted lazily and cached while the weights, s and the seen data are unchanged, so calling
+        this batch by batch costs one fit. Without ``seen_x`` every class is represented the same way
+        (semantic samples), which carries no bias toward the seen classes.
+
+        :meth:`scores` stays the cosine of the latent means, the same rule the index and the
+        protocol's embedding-based evaluation use, so hyper-parameters chosen with ``scores`` on val
+        are the ones evaluated on test."""
         s = check_embed_input(self, s, self.semantic_dim, "class semantics")
-        key = self._state_key(s)
+        key = self._state_key(s, seen_x, seen_y)
         if self._cls_cache is None or self._cls_cache[0] != key:
-            self._cls_cache = (key, self.latent_classifier(s))
+            self._cls_cache = (key, self.latent_classifier(s, seen_x=seen_x, seen_y=seen_y))
         self.eval()
         return self._cls_cache[1](self.embed_images(x))

@@ -26,17 +26,10 @@ from .spec import QuerySpec
 
 
 def class_semantics_for(dataset: ZslDataset, card: ModelCard) -> np.ndarray:
-    """(C, S) class descriptors in the layout the model was trained on (modalities concatenated)."""
-    parts = []
-    for m in card.semantic_modalities or ["attributes"]:
-        if m == "attributes":
-            parts.append(dataset.attributes)
-        elif m in dataset.extra_semantics:
-            parts.append(dataset.extra_semantics[m])
-        else:
-            raise IncompatibleError(f"model {card.model!r} uses semantic modality {m!r} but dataset "
-                                    f"{dataset.name!r} has only attributes, {', '.join(dataset.extra_semantics) or 'nothing else'}")
-    s = np.concatenate([np.asarray(p, np.float32) for p in parts], axis=1)
+    """(C, S) class descriptors in the layout the model was trained on (``protocol.semantic_matrix``)."""
+    from ..protocol import semantic_matrix
+
+    s, _ = semantic_matrix(dataset, card.semantic_modalities or ["attributes"])
     if s.shape[1] != sum(card.semantic_dims):
         raise IncompatibleError(f"dataset {dataset.name!r} gives {s.shape[1]}-d class descriptors; "
                                 f"model {card.model!r} expects {sum(card.semantic_dims)}")

@@ -52,6 +52,16 @@ def test_cpu_decode_matches_pil_transform():
     assert_close_to_pil(batch, datas)
 
 
+def test_accepts_the_backbones_spec():
+    from zslretrieval.features.backbones import PreprocessSpec as BackboneSpec
+
+    theirs = BackboneSpec(72, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    datas = [jpeg(130, 100, 11), jpeg(100, 130, 12)]
+    batch, ok, failed = GpuJpegDecoder(theirs, "cpu").decode(list(enumerate(datas)))
+    ref = torch.stack([theirs.pil_transform()(Image.open(io.BytesIO(d)).convert("RGB")) for d in datas])
+    assert ok == [0, 1] and (batch - ref).abs().mean() < 2e-3
+
+
 def test_real_photos_match_pil(shared_data):
     files = sorted((shared_data / "photos" / "awa2").rglob("*.jpg"))[:6]
     if not files:

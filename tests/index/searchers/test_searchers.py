@@ -232,7 +232,9 @@ def test_torch_cuda_matches_reference(kw, metric):
 @pytest.mark.gpu
 @pytest.mark.skipif(FS.faiss_num_gpus() == 0, reason="faiss without GPU support")
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_faiss_gpu_beyond_2048(metric):
+def test_faiss_gpu_beyond_2048(metric, tmp_path):
+    import faiss
+
     xb, xq, ids = data(n=5000, d=32, nq=4)
     s = FaissSearcher(32, metric, device="cuda")
     assert s.on_gpu and s.max_k == 2048
@@ -241,3 +243,7 @@ def test_faiss_gpu_beyond_2048(metric):
         assert_exact(*s.search(xq, k), xq, xb, ids, metric, k)
     assert_exact(*s.rank_all(xq), xq, xb, ids, metric, 5000)
     assert isinstance(make_searcher("auto", 32), FaissSearcher)
+    faiss.write_index(s.faiss_index_cpu(), str(tmp_path / "g.faiss"))
+    t = FaissSearcher.from_faiss_index(faiss.read_index(str(tmp_path / "g.faiss")), device="cuda")
+    assert t.on_gpu and t.ntotal == 5000
+    assert_exact(*t.search(xq, 3000), xq, xb, ids, metric, 3000)

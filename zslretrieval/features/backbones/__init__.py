@@ -96,6 +96,12 @@ def load_backbone(name: str, weights: str | os.PathLike | None = None, device: s
     return BACKBONES.get(name)(weights, str(device)).to(device)
 
 
+def canonical_backbone(name: str) -> str:
+    """The registered name for ``name`` or an alias (UnknownNameError listing the valid ones)."""
+    _import_all()
+    return BACKBONES.canonical(name)
+
+
 def list_backbones() -> list[str]:
     _import_all()
     return BACKBONES.names()
@@ -105,4 +111,4 @@ def _import_all() -> None:
     from . import efficientnet, resnet  # noqa: F401  (they register themselves)
 
 
-__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessSpec", "list_backbones", "load_backbone"]
+__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessSpec", "canonical_backbone", "list_backbones", "load_backbone"]

@@ -1,0 +1,119 @@
+"""DEM: the loss falls, unseen classes are recognised above chance, fusion, determinism, inference rule."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zslretrieval.data.synthetic import make_synthetic
+from zslretrieval.errors import InvalidInputError
+from zslretrieval.metrics import per_class_top1
+from zslretrieval.models.dem import Dem
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = make_synthetic(n_classes=16, n_unseen=5, n_val=2, n_attributes=16, images_per_class=30,
+                        feature_dim=24, hidden_dim=32, feature_noise=0.3, seed=1)
+    seen = ds.split_classes("trainval")
+    unseen = ds.split_classes("test_unseen")
+    local = {int(c): i for i, c in enumerate(seen)}
+    xs, ls = ds.subset("trainval")
+    xu, lu = ds.subset("test_unseen")
+    return dict(ds=ds, seen=seen, unseen=unseen, x=torch.from_numpy(xs),
+                y=torch.tensor([local[int(c)] for c in ls]), s=torch.from_numpy(ds.attributes[seen]),
+                xu=torch.from_numpy(xu), lu=lu, su=torch.from_numpy(ds.attributes[unseen]))
+
+
+HP = {"hidden": 64, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 32, "epochs": 25}
+
+
+def test_loss_falls_and_beats_chance(data):
+    m = Dem(data["x"].shape[1], data["s"].shape[1], HP)
+    losses = m.fit(data["x"], data["y"], data["s"], seed=0)
+    assert len(losses) == HP["epochs"]
+    assert losses[-1] < 0.6 * losses[0]
+    pred = data["unseen"][m.scores(data["xu"], data["su"]).argmax(1).numpy()]
+    acc = per_class_top1(pred, data["lu"], data["unseen"])
+    assert acc > 2.0 / len(data["unseen"])  # chance is 1/5
+
+
+def test_inference_is_nearest_prototype_in_visual_space(data):
+    m = Dem(data["x"].shape[1], data["s"].shape[1], {**HP, "epochs": 2})
+    m.fit(data["x"], data["y"], data["s"], seed=0)
+    assert m.metric == "l2"
+    torch.testing.assert_close(m.embed_images(data["xu"]), data["xu"])
+    protos = m.embed_classes(data["su"])
+    assert protos.shape == (len(data["su"]), data["x"].shape[1]) and (protos >= 0).all()  # output ReLU
+    d2 = ((data["xu"][:, None, :] - protos[None]) ** 2).sum(-1)
+    torch.testing.assert_close(m.scores(data["xu"], data["su"]), -d2, rtol=1e-4, atol=1e-3)
+
+
+def test_penalty_and_loss_definition(data):
+    # one epoch with lr ~ 0 leaves the weights at their seeded init: the reported loss is
+    # mean over images of the summed squared error + weight_decay * sum ||W||^2.
+    hp = {**HP, "lr": 1e-12, "epochs": 1, "weight_decay": 0.5}
+    m = Dem(data["x"].shape[1], data["s"].shape[1], hp)
+    loss = m.fit(data["x"], data["y"], data["s"], seed=3)[0]
+    with torch.no_grad():
+        pred = m.prototypes(data["s"])[data["y"]]
+        ref = (pred - data["x"]).pow(2).sum(1).mean() + 0.5 * (m.branches[0].weight.pow(2).sum()
+                                                               + m.out.weight.pow(2).sum())
+    assert loss == pytest.approx(float(ref), rel=1e-4)
+
+
+def test_deterministic_with_seed(data):
+    a = Dem(data["x"].shape[1], data["s"].shape[1], {**HP, "epochs": 3})
+    b = Dem(data["x"].shape[1], data["s"].shape[1], {**HP, "epochs": 3})
+    la = a.fit(data["x"], data["y"], data["s"], seed=7)
+    lb = b.fit(data["x"], data["y"], data["s"], seed=7)
+    assert la == lb
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(pa, pb)
+    c = Dem(data["x"].shape[1], data["s"].shape[1], {**HP, "epochs": 3})
+    c.fit(data["x"], data["y"], data["s"], seed=8)
+    assert not torch.equal(c.out.weight, a.out.weight)
+
+
+def test_on_epoch_sees_a_usable_model_and_epochs_override(data):
+    m = Dem(data["x"].shape[1], data["s"].shape[1], HP)
+    seen = []
+    m.fit(data["x"], data["y"], data["s"], seed=0, epochs=3,
+          on_epoch=lambda e: seen.append((e, m.training, float(m.scores(data["xu"], data["su"]).sum()))))
+    assert [e for e, _, _ in seen] == [1, 2, 3]
+    assert not any(t for _, t, _ in seen)
+
+
+def test_fusion_of_two_modalities(data):
+    # second modality: a random 10-d class embedding; the model must accept [A, W] and use both branches
+    rng = np.random.default_rng(0)
+    words = torch.from_numpy(rng.standard_normal((len(data["ds"].class_names), 10)).astype(np.float32))
+    s2 = torch.cat([data["s"], words[data["seen"]]], 1)
+    m = Dem(data["x"].shape[1], [data["s"].shape[1], 10], {**HP, "fusion_weights": [1.0, 0.5]})
+    losses = m.fit(data["x"], data["y"], s2, seed=0)
+    assert losses[-1] < losses[0]
+    assert len(m.branches) == 2 and m.branches[1].weight.shape == (HP["hidden"], 10)
+    assert m.branches[1].weight.grad is not None and m.branches[1].weight.grad.abs().sum() > 0
+    su2 = torch.cat([data["su"], words[data["unseen"]]], 1)
+    assert m.scores(data["xu"], su2).shape == (len(data["xu"]), len(data["unseen"]))
+    # the weight scales the second branch's contribution: zero weight == attributes-only forward
+    m.fusion[1] = 0.0
+    h_attr = torch.relu(m.branches[0](data["su"]))
+    torch.testing.assert_close(m.embed_classes(su2), torch.relu(m.out(h_attr)))
+
+
+def test_standardize_variant(data):
+    m = Dem(data["x"].shape[1], data["s"].shape[1], {**HP, "standardize": True, "epochs": 10})
+    m.fit(data["x"], data["y"], data["s"], seed=0)
+    torch.testing.assert_close(m.feat_mean, data["x"].mean(0))
+    z = m.embed_images(data["x"])
+    assert z.mean(0).abs().max() < 1e-4
+    pred = data["unseen"][m.scores(data["xu"], data["su"]).argmax(1).numpy()]
+    assert per_class_top1(pred, data["lu"], data["unseen"]) > 1.0 / len(data["unseen"])
+
+
+def test_bad_hparams():
+    with pytest.raises(InvalidInputError, match="fusion_weights"):
+        Dem(8, [4, 3], {"fusion_weights": [1.0]})
+    with pytest.raises(InvalidInputError, match="hidden=0"):
+        Dem(8, 4, {"hidden": 0})

@@ -1,0 +1,98 @@
+"""ESZSL closed form: a hand-worked 1-d case, the normal equations, and the shared-grid path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zslretrieval.errors import InvalidInputError
+from zslretrieval.models import create_model
+from zslretrieval.models.eszsl import Eszsl
+
+
+def _toy(seed: int = 0, n: int = 40, d: int = 6, z: int = 4, a: int = 5):
+    rng = np.random.default_rng(seed)
+    s = rng.standard_normal((z, a)).astype(np.float32)
+    y = rng.integers(0, z, n)
+    x = (s[y] @ rng.standard_normal((a, d)) + 0.3 * rng.standard_normal((n, d))).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(s)
+
+
+def test_hand_worked_scalar_case():
+    # D = A = 1, x = [1, 2] of classes [0, 1], s = [[1], [-1]], gamma = lambda = 1.
+    # XX^T + g = 1 + 4 + 1 = 6;  Y = [[1, -1], [-1, 1]], Y S^T = [2, -2], X Y S^T = 1*2 + 2*(-2) = -2;
+    # SS^T + l = 2 + 1 = 3  ->  V = -2 / (6 * 3) = -1/9.
+    m = create_model("eszsl", 1, [1], {"gamma": 1.0, "lam": 1.0})
+    m.fit(torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([[1.0], [-1.0]]))
+    assert m.V.item() == pytest.approx(-1.0 / 9.0, rel=1e-6)
+
+
+def test_matches_explicit_inverse_and_normal_equations():
+    x, y, s = _toy()
+    g, lam = 0.5, 2.0
+    m = Eszsl(x.shape[1], s.shape[1], {"gamma": g, "lam": lam})
+    losses = m.fit(x, y, s)
+    X = x.double().numpy().T                     # (D, N), the paper's layout
+    S = s.double().numpy().T                     # (A, Z)
+    Y = -np.ones((x.shape[0], s.shape[0]))
+    Y[np.arange(len(y)), y.numpy()] = 1
+    ref = np.linalg.inv(X @ X.T + g * np.eye(len(X))) @ X @ Y @ S.T @ np.linalg.inv(S @ S.T + lam * np.eye(len(S)))
+    V = m.V.double().numpy()
+    np.testing.assert_allclose(V, ref, rtol=1e-4, atol=1e-6)
+    # gradient of the objective vanishes: (XX^T + g I) V (SS^T + l I) = X Y S^T
+    lhs = (X @ X.T + g * np.eye(len(X))) @ V @ (S @ S.T + lam * np.eye(len(S)))
+    np.testing.assert_allclose(lhs, X @ Y @ S.T, rtol=1e-4, atol=1e-4)
+    # the reported loss is the paper's objective per image
+    XVS = X.T @ V @ S
+    obj = (np.square(XVS - Y).sum() + g * np.square(V @ S).sum() + lam * np.square(X.T @ V).sum()
+           + g * lam * np.square(V).sum()) / x.shape[0]
+    assert losses == [pytest.approx(obj, rel=1e-4)]
+
+
+def test_optimum_beats_perturbations():
+    x, y, s = _toy(1)
+    m = Eszsl(x.shape[1], s.shape[1], {"gamma": 1.0, "lam": 1.0})
+    m.fit(x, y, s)
+    X, S = x.double().numpy().T, s.double().numpy().T
+    Y = -np.ones((x.shape[0], s.shape[0]))
+    Y[np.arange(len(y)), y.numpy()] = 1
+
+    def objective(V):
+        return (np.square(X.T @ V @ S - Y).sum() + np.square(V @ S).sum() + np.square(X.T @ V).sum()
+                + np.square(V).sum())
+
+    V = m.V.double().numpy()
+    rng = np.random.default_rng(0)
+    best = objective(V)
+    for _ in range(5):
+        assert objective(V + 1e-3 * rng.standard_normal(V.shape)) > best
+
+
+def test_fit_grid_equals_individual_fits_and_scores_are_bilinear():
+    x, y, s = _toy(2)
+    cands = [{"gamma": 0.1, "lam": 1.0}, {"gamma": 0.1, "lam": 10.0}, {"gamma": 3.0, "lam": 1.0}]
+    grid = list(Eszsl.fit_grid(x.shape[1], [s.shape[1]], cands, x, y, s))
+    assert len(grid) == len(cands)
+    for hp, (gm, losses) in zip(cands, grid):
+        single = Eszsl(x.shape[1], s.shape[1], hp)
+        assert single.fit(x, y, s) == pytest.approx(losses)
+        torch.testing.assert_close(gm.V, single.V)
+    m = grid[0][0]
+    raw = (x @ m.V) @ s.T                      # the paper's x^T V s
+    cos = m.scores(x, s)
+    # class rows of equal norm -> same argmax as the raw bilinear score
+    s_unit = torch.nn.functional.normalize(s, dim=1)
+    assert torch.equal(m.scores(x, s_unit).argmax(1), ((x @ m.V) @ s_unit.T).argmax(1))
+    assert cos.shape == raw.shape == (len(x), len(s))
+
+
+def test_bad_inputs():
+    with pytest.raises(InvalidInputError, match="gamma"):
+        Eszsl(4, 3, {"gamma": 0.0})
+    with pytest.raises(InvalidInputError, match="unknown hyper-parameter"):
+        Eszsl(4, 3, {"alpha": 1.0})
+    m = Eszsl(4, 3)
+    with pytest.raises(InvalidInputError, match=r"expected \(N, 4\)"):
+        m.fit(torch.zeros(5, 5), torch.zeros(5, dtype=torch.long), torch.zeros(2, 3))
+    with pytest.raises(InvalidInputError, match="labels must index"):
+        m.fit(torch.zeros(5, 4), torch.full((5,), 7), torch.zeros(2, 3))

@@ -1,0 +1,61 @@
+"""Query by example image on real indexes built by ``index_images`` with the offline EfficientNet-Lite0."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from zslretrieval.cli import cli
+from zslretrieval.index import open_index
+from zslretrieval.index.searchers import exact_scores
+from zslretrieval.metrics.ranking import rank_by_scores
+from zslretrieval.query import QueryEngine, QuerySpec
+
+
+def test_image_query_on_real_photos(shared_data, tmp_path):
+    from zslretrieval.index import IndexConfig, index_images
+
+    photos = shared_data / "photos" / "awa2" / "JPEGImages"
+    rep = index_images(IndexConfig(inputs=[photos], name="photos", root=tmp_path, device="cpu"))
+    assert rep.n_ok == 30
+    probe = sorted(photos.rglob("*.jpg"))[4]
+    with open_index("photos", tmp_path) as ix:
+        engine = QueryEngine(ix)
+        spec = QuerySpec("image", str(probe))
+        res = engine.run([spec], k=30)[0]
+        xq = engine.embed([engine.prepare(spec)])
+        ids, x = ix.vectors()
+    assert res.hits[0].path == str(probe) and res.hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert res.hits[0].label == probe.parent.name
+    # the query image is decoded and embedded exactly like the indexed copy of the same file
+    np.testing.assert_allclose(xq[0], x[list(ids).index(res.hits[0].id)], atol=1e-5)
+    order = rank_by_scores(exact_scores(xq, x, "ip"))[0]
+    assert [h.id for h in res.hits] == list(ids[order])
+
+
+def test_image_query_generated_images_and_bad_file(tmp_path):
+    from PIL import Image
+
+    from zslretrieval.index import IndexConfig, index_images
+
+    folder = tmp_path / "imgs" / "red"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        arr = (rng.random((64, 80, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"{i}.png")
+    index_images(IndexConfig(inputs=[tmp_path / "imgs"], name="gen", root=tmp_path / "ix", device="cpu"))
+    runner = CliRunner()
+    base = ["query", "--index", "gen", "--index-root", str(tmp_path / "ix")]
+    r = runner.invoke(cli, base + ["--image", str(folder / "2.png"), "--json", "--top-k", "4"])
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)["results"]
+    assert hits[0]["path"] == str(folder / "2.png") and hits[0]["label"] == "red" and len(hits) == 4
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    r = runner.invoke(cli, base + ["--image", str(bad)])
+    assert r.exit_code == 2 and "cannot be decoded" in r.output
+    r = runner.invoke(cli, base + ["--class", "zebra"])
+    assert r.exit_code == 2 and "need an index built with a model" in r.output
