@@ -131,7 +131,7 @@ def bench_search(args) -> list[tuple]:
         rows.append((n, "numpy brute force (baseline)", "-", "-", f"{len(xq) / t_np:,.0f}", "1.00x", "1.000"))
         nlist = max(16, int(np.sqrt(n)))
         m = args.dim // 8
-        for spec, params in [("Flat", ""), (f"IVF{nlist},Flat", "nprobe=16"), (f"IVF{nlist},PQ{m}x8", "nprobe=16"),
+        for spec, params in [("Flat", ""), (f"IVF{nlist},Flat", "nprobe=16"), (f"IVF{nlist},PQ{m}x8np", "nprobe=16"),
                              ("HNSW32", "efSearch=64")]:
             t0 = time.perf_counter()
             index = build_index(spec, args.dim, "ip", xb, ids, seed=args.seed)

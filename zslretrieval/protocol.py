@@ -162,6 +162,19 @@ def _candidates(cls: type[ZslModel], hparams: dict | None) -> list[dict[str, Any
     return out
 
 
+def hparams_for(model_name: str, hparams: dict[str, Any] | None) -> dict[str, Any]:
+    """User hyper-parameters for one model: ``key`` applies to every model, ``model.key`` to that one only."""
+    out: dict[str, Any] = {}
+    canonical = get_model_class(model_name).name
+    for key, value in (hparams or {}).items():
+        scope, dot, name = key.rpartition(".")
+        if not dot:
+            out[key] = value
+        elif get_model_class(scope).name == canonical:  # unknown scope -> UnknownNameError
+            out[name] = value
+    return out
+
+
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -181,7 +194,7 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
     if not 0.0 <= holdout < 1.0:
         raise InvalidInputError(f"holdout={holdout}; must be in [0, 1)")
     cls = get_model_class(model_name)
-    candidates = _candidates(cls, hparams)
+    candidates = _candidates(cls, hparams_for(model_name, hparams))
     train_c, val_c = _check_protocol_splits(dataset)
     sem, dims = semantic_matrix(dataset, modalities)
     _seed_everything(seed)
@@ -207,7 +220,7 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
     def evaluate_candidate(i: int, model: ZslModel, epoch: int, record: dict) -> None:
         sc = _scores(model, x_val, sem[val_c], device)
         top1 = per_class_top1(val_c[np.argmax(sc, 1)], y_val, val_c)
-        record["curve"].append(round(top1, 6))
+        record["curve"].append(top1)
         if top1 > record["val_top1"]:
             record["val_top1"], record["best_epoch"] = top1, epoch
         if top1 > best["top1"]:
@@ -488,9 +501,9 @@ class EvalConfig:
     searcher: str = "numpy"
 
     def __post_init__(self) -> None:
-        if bool(self.models) == bool(self.checkpoint):
+        if self.models and self.checkpoint:
             raise InvalidInputError("give --model NAME (repeatable; trains with the protocol) or --checkpoint PATH, "
-                                    "not both and not neither")
+                                    "not both")
         AccuracyCalculator(include=self.metrics)
 
 
@@ -511,8 +524,12 @@ def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
         for name in cfg.models:
             get_model_class(name)
         entries = []
+    # Data first: a missing benchmark file is the more useful message even when no model was named.
     dataset = cfg.data.load()
     load_seconds = time.perf_counter() - t0
+    if not cfg.models and not cfg.checkpoint:
+        raise InvalidInputError("nothing to evaluate: give --model NAME (repeatable; trains with the protocol) "
+                                "or --checkpoint PATH")
 
     def factory(dim: int, metric: str):
         return make_searcher(cfg.searcher, dim, metric)

@@ -13,7 +13,7 @@ from torch import nn
 
 from zslretrieval.features.backbones import BACKBONES, Backbone, PreprocessSpec
 from zslretrieval.models import MODELS
-from zslretrieval.models.base import Hparams, ZslModel
+from zslretrieval.models.base import ZslModel
 from zslretrieval.models.checkpoint import ModelCard, save_checkpoint
 
 TINY_SPEC = PreprocessSpec(resize=36, crop=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 
-import pytest
 from click.testing import CliRunner
 
 import tests.index.fakes  # noqa: F401

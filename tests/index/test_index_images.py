@@ -95,6 +95,9 @@ def test_search_equals_brute_force_and_records(tmp_path, imgs):
     ix = open_index("default", tmp_path / "ix")
     assert ix.manifest.backbone == "tiny-test" and ix.manifest.dim == 16 and ix.manifest.metric == "ip"
     ids, x = ix.vectors()
+    raw_ids, raw = ix.raw_features()
+    np.testing.assert_array_equal(raw_ids, ids)
+    np.testing.assert_allclose(l2_normalize(raw), x, rtol=1e-6, atol=1e-7)  # raw features, cosine space
     q = l2_normalize(np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32))
     ref = NumpySearcher(16, "ip")
     ref.add(x, ids)

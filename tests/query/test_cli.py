@@ -42,7 +42,10 @@ def test_class_json(fake_index):
     r = invoke("--class", "zebra", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert out["resolved"] == {"class": "zebra"} and len(out["results"]) == 10 and out["metric"] == "ip"
+    assert out["resolved"]["class"] == "zebra" and len(out["results"]) == 10 and out["metric"] == "ip"
+    # zebra = [1, 1, 1, 0, 0, 0.6] / sqrt(3.36)
+    assert [(a["name"], round(a["weight"], 4)) for a in out["resolved"]["attributes"]] == [
+        ("black", 0.5455), ("white", 0.5455), ("stripes", 0.5455), ("big", 0.3273)]
 
 
 def test_unknown_attribute_exits_2_with_suggestion(fake_index):

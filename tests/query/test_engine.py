@@ -41,7 +41,9 @@ def test_class_query_uses_stored_descriptor_and_full_ranking():
     idx = make_index(n=30)
     res = QueryEngine(idx).run([QuerySpec("class", "Killer Whale")], k=None)[0]
     ids, _ = reference_ranking(idx, CLASS_SEMANTICS[1])
-    assert res.resolved == {"class": "killer+whale"}
+    # killer+whale = [1, 1, 0, 1, 0, 1] / 2: its positive attributes, strongest first (ties in vocabulary order)
+    assert res.resolved == {"class": "killer+whale", "attributes": [
+        {"name": n, "weight": pytest.approx(0.5)} for n in ("black", "white", "water", "big")]}
     assert [h.id for h in res.hits] == list(ids)        # exact full ranking, all 30 entries
 
 

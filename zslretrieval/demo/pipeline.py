@@ -110,7 +110,7 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
     log(f"[2/6] indexing {gen.images_dir} with {cfg.backbone} (the backbone runs once, here)")
     t = time.perf_counter()
     rep = index_images(IndexConfig(inputs=[gen.images_dir], name=INDEX_NAME, root=index_root, backbone=cfg.backbone,
-                                   device=cfg.device, no_model=True, prune=True, workers=0))
+                                   device=cfg.device, no_model=True, prune=True))
     secs["index_images"] = _lap(t)
     log(f"      {rep.n_ok} images indexed ({rep.encoded} encoded, {rep.unchanged} unchanged, "
         f"{len(rep.failures)} failed)")
@@ -137,9 +137,10 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
 
     log(f"[5/6] re-indexing with the model {ckpt}")
     t = time.perf_counter()
-    index_images(IndexConfig(inputs=[gen.images_dir], name=INDEX_NAME, root=index_root, model=ckpt,
-                             device=cfg.device, prune=True, workers=0))
+    rep2 = index_images(IndexConfig(inputs=[gen.images_dir], name=INDEX_NAME, root=index_root, model=ckpt,
+                                    device=cfg.device, prune=True))
     secs["index_model"] = _lap(t)
+    log(f"      {rep2.n_entries} entries re-embedded ({rep2.encoded} encoded, {rep2.unchanged} unchanged)")
 
     log("[6/6] querying the unseen classes by their attributes")
     t = time.perf_counter()

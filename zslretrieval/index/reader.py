@@ -191,14 +191,18 @@ class OpenIndex:
         D = np.where(fid < 0, -np.inf, D).astype(np.float32)
         return D, self._to_image_ids(fid)
 
+    def raw_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every entry's stored backbone features: image ids (n,) int64, features (n, feature_dim) float32."""
+        store = FeatureStore(self.folder / FEATURES_DIR)
+        return self._img.copy(), store.gather(self._shards, self._rows, self.manifest.feature_dim)
+
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every entry in index space: image ids (n,) int64 and vectors (n, dim) float32."""
         from .writer import load_index_model
 
-        store = FeatureStore(self.folder / FEATURES_DIR)
-        raw = store.gather(self._shards, self._rows, self.manifest.feature_dim)
+        ids, raw = self.raw_features()
         model = load_index_model(self.folder, self._row)[0] if self._row.model_sha256 else None
-        return self._img.copy(), to_index_space(raw, model, self.manifest.metric)
+        return ids, to_index_space(raw, model, self.manifest.metric)
 
     def _search_exact(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from .searchers import make_searcher

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import faiss
 import numpy as np
 from sqlalchemy import delete, select, update
 
@@ -298,7 +299,15 @@ class IndexWriter:
         changed, rebuilt = False, False
         if index is not None:
             have = index_ids(index)
-            if (index.d != m.dim or len(np.unique(have)) != len(have) or np.setdiff1d(have, fids).size
+            extra = np.setdiff1d(have, fids)
+            if extra.size and index.d == m.dim and len(np.unique(have)) == len(have):
+                # removed/replaced images: drop their vectors in place where the type allows it
+                try:
+                    if index.remove_ids(faiss.IDSelectorBatch(extra)) == extra.size:
+                        have, extra, changed = index_ids(index), extra[:0], True
+                except RuntimeError:  # e.g. HNSW cannot remove: rebuild below
+                    pass
+            if (index.d != m.dim or len(np.unique(have)) != len(have) or extra.size
                     or (not index.is_trained and len(fids))):
                 index = None
             else:

@@ -15,9 +15,10 @@ first layer and the branches are summed with weights ``fusion_weights`` -- the p
 multi-modal variant (attributes + word vectors / sentences).
 
 ``standardize=True`` (chosen on validation like any hyper-parameter) regresses per-dimension
-standardised features instead: mean/std of the training images are buffers, images are
-embedded as ``(x - mean) / std`` and the output ReLU is dropped because standardised targets
-are signed.
+standardised features instead: mean/std of the training images are buffers and images are
+embedded as ``(x - mean) / std``. The output ReLU (``output_relu="auto"``) is kept only when all
+training targets are non-negative (CNN or histogram features, as in the paper); signed targets
+(standardised or generated features) could not be reached through it.
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ class DemHparams(Hparams):
     batch_size: int = 64
     epochs: int = 30                      # upper bound; the protocol picks the best epoch on val
     standardize: bool = False
+    # "auto": output ReLU iff every training feature is >= 0 (CNN / histogram features, as in the
+    # paper); signed features (standardised, generated) cannot be reached through a ReLU.
+    output_relu: str = "auto"             # "auto" | "on" | "off"
     fusion_weights: list[float] | None = None   # one per modality; None = all 1
 
 
@@ -66,7 +70,11 @@ class Dem(ZslModel):
                                     f"modalities {self.semantic_dims}; give one weight per modality")
         self.branches = nn.ModuleList(nn.Linear(d, hp.hidden) for d in self.semantic_dims)
         self.out = nn.Linear(hp.hidden, self.feature_dim)
+        if hp.output_relu not in ("auto", "on", "off"):
+            raise InvalidInputError(f"dem: output_relu={hp.output_relu!r}; valid: auto, on, off")
         self.register_buffer("fusion", torch.tensor(weights, dtype=torch.float32))
+        # decided in fit() when output_relu="auto"; a buffer so checkpoints keep the decision
+        self.register_buffer("relu_out", torch.tensor(hp.output_relu == "on"))
         self.register_buffer("feat_mean", torch.zeros(self.feature_dim))
         self.register_buffer("feat_std", torch.ones(self.feature_dim))
 
@@ -86,7 +94,7 @@ class Dem(ZslModel):
         parts = torch.split(s, self.semantic_dims, dim=1)
         h = sum(w * branch(p) for w, branch, p in zip(self.fusion, self.branches, parts))
         o = self.out(torch.relu(h))
-        return o if self.hparams.standardize else torch.relu(o)
+        return torch.relu(o) if bool(self.relu_out) else o
 
     def _penalty(self) -> Tensor:
         return sum(layer.weight.pow(2).sum() for layer in [*self.branches, self.out])
@@ -112,6 +120,8 @@ class Dem(ZslModel):
             self.feat_mean.zero_()
             self.feat_std.fill_(1.0)
         target = (x - self.feat_mean) / self.feat_std if hp.standardize else x
+        if hp.output_relu == "auto":
+            self.relu_out.fill_(bool((target >= 0).all()))
         weights = [layer.weight for layer in [*self.branches, self.out]]
         biases = [layer.bias for layer in [*self.branches, self.out]]
         # Adam's (coupled) weight_decay adds wd * W to the gradient: exactly the gradient of the

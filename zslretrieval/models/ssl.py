@@ -34,8 +34,8 @@ from ..errors import InvalidInputError
 from . import MODELS
 from .base import Hparams, ZslModel
 
-__all__ = ["SemanticSoftmax", "SemanticSoftmaxHparams", "check_fit_inputs", "minibatches", "run_epochs",
-           "seeded_training"]
+__all__ = ["PCAReduce", "SemanticSoftmax", "SemanticSoftmaxHparams", "check_fit_inputs", "minibatches",
+           "run_epochs", "seeded_training"]
 
 
 # -- helpers shared by the neural seed models (ssl, acmr, dml) ---------------------------------
@@ -124,6 +124,68 @@ def mlp(dims: Sequence[int], dropout: float = 0.0, act: type[nn.Module] = nn.ReL
     return nn.Sequential(*layers)
 
 
+class PCAReduce(nn.Module):
+    """Per-group PCA of the input features, fitted on the training images in ``fit``.
+
+    ``groups`` lists the widths of consecutive feature groups (``[D]`` = one group); each group wider
+    than ``k`` is centred and projected on its top-``k`` principal directions, narrower groups (and
+    every group when ``k == 0``) pass through unchanged. Why: 8,252-d bag-of-words features make
+    the first trainable layer cost ~all of the training time on CPU; projecting the training set
+    once lets every epoch run on a few hundred dims, and the low-variance directions dropped are
+    mostly histogram noise. Buffers: ``mean{i}`` (g_i,), ``comp{i}`` (g_i, k) for reduced groups.
+    """
+
+    def __init__(self, groups: Sequence[int], k: int):
+        super().__init__()
+        if k < 0:
+            raise InvalidInputError(f"pca_dim={k}; expected 0 (off) or a positive number of components")
+        self.groups = [int(g) for g in groups]
+        self.k = int(k)
+        self.reduced = [self.k > 0 and g > self.k for g in self.groups]
+        self.out_groups = [self.k if r else g for g, r in zip(self.groups, self.reduced)]
+        for i, (g, r) in enumerate(zip(self.groups, self.reduced)):
+            if r:
+                self.register_buffer(f"mean{i}", torch.zeros(g))
+                self.register_buffer(f"comp{i}", torch.zeros(g, self.k))
+
+    @property
+    def out_dim(self) -> int:
+        return sum(self.out_groups)
+
+    @torch.no_grad()
+    def fit(self, x: Tensor, generator: torch.Generator, max_rows: int = 4096) -> None:
+        """Fit means on all rows of x (N, D) and components on a seeded sample of at most ``max_rows``
+        (randomised PCA, Halko et al., via ``torch.pca_lowrank``; it draws from the global RNG, which
+        :func:`seeded_training` has seeded)."""
+        if not any(self.reduced):
+            return
+        rows = torch.randperm(len(x), generator=generator)[:max_rows] if len(x) > max_rows else slice(None)
+        for i, part in enumerate(torch.split(x, self.groups, dim=1)):
+            if not self.reduced[i]:
+                continue
+            mean = part.mean(0)
+            sample = part[rows] - mean
+            q = min(self.k, sample.shape[0], sample.shape[1])
+            _, _, v = torch.pca_lowrank(sample, q=q, center=False, niter=3)
+            comp = torch.zeros(part.shape[1], self.k, dtype=torch.float32)
+            comp[:, :q] = v[:, :q]
+            getattr(self, f"mean{i}").copy_(mean)
+            getattr(self, f"comp{i}").copy_(comp)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, D) -> (N, out_dim)."""
+        if not any(self.reduced):
+            return x
+        parts = torch.split(x, self.groups, dim=1)
+        return torch.cat([(p - getattr(self, f"mean{i}")) @ getattr(self, f"comp{i}") if r else p
+                          for i, (p, r) in enumerate(zip(parts, self.reduced))], dim=1)
+
+    @torch.no_grad()
+    def transform(self, x: Tensor, batch: int = 8192) -> Tensor:
+        """Batched forward without autograd, for projecting a training set once."""
+        return torch.cat([self(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else self(x)
+
+
 def check_epochs(model: ZslModel, epochs: int | None) -> int:
     n = model.hparams.epochs if epochs is None else epochs
     if int(n) != n or n < 0:
@@ -134,7 +196,8 @@ def check_epochs(model: ZslModel, epochs: int | None) -> int:
 # -- the model -------------------------------------------------------------------------------
 @dataclasses.dataclass
 class SemanticSoftmaxHparams(Hparams):
-    hidden_dim: int = 256          # image MLP hidden width (D -> hidden -> embed)
+    pca_dim: int = 256             # input PCA (fitted on the training images); 0 = off
+    hidden_dim: int = 512          # image MLP hidden width (D -> hidden -> embed)
     embed_dim: int = 256
     semantic_hidden_dim: int = 256
     dropout: float = 0.3
@@ -165,7 +228,8 @@ class SemanticSoftmax(ZslModel):
                 raise InvalidInputError(f"ssl: {key}={getattr(hp, key)}; expected a positive integer")
         if not 0 <= hp.dropout < 1:
             raise InvalidInputError(f"ssl: dropout={hp.dropout}; expected 0 <= dropout < 1")
-        self.image_net = mlp([self.feature_dim, hp.hidden_dim, hp.embed_dim], hp.dropout)
+        self.reduce = PCAReduce([self.feature_dim], hp.pca_dim)
+        self.image_net = mlp([self.reduce.out_dim, hp.hidden_dim, hp.embed_dim], hp.dropout)
         # LeakyReLU as in the paper's semantic branch: attribute vectors are small and dense,
         # dead ReLUs there would silently drop attributes from every class's prototype.
         self.semantic_net = mlp([self.semantic_dim, hp.semantic_hidden_dim, hp.embed_dim], act=nn.LeakyReLU)
@@ -176,16 +240,17 @@ class SemanticSoftmax(ZslModel):
 
     def embed_images(self, x: Tensor) -> Tensor:
         """(N, D) -> (N, E) visual embeddings f(x)."""
-        return self.image_net(check_embed_input(self, x, self.feature_dim, "image features"))
+        return self.image_net(self.reduce(check_embed_input(self, x, self.feature_dim, "image features")))
 
     def embed_classes(self, s: Tensor) -> Tensor:
         """(C, A) -> (C, E) generated softmax weights / visual prototypes g(s)."""
         return self.semantic_net(check_embed_input(self, s, self.semantic_dim, "class semantics"))
 
-    def loss_terms(self, x: Tensor, y: Tensor, s: Tensor) -> dict[str, Tensor]:
-        """Loss of one batch: x (B, D), y (B,) rows of s (C, A). Keys: ce, l2, loss (the total)."""
+    def loss_terms(self, x: Tensor, y: Tensor, s: Tensor, *, reduced: bool = False) -> dict[str, Tensor]:
+        """Loss of one batch: x (B, D) (or (B, pca_dim) when ``reduced``), y (B,) rows of s (C, A).
+        Keys: ce, l2, loss (the total)."""
         hp = self.hparams
-        f = F.normalize(self.image_net(x), dim=1)
+        f = F.normalize(self.image_net(x if reduced else self.reduce(x)), dim=1)
         w = F.normalize(self.semantic_net(s), dim=1)
         ce = F.cross_entropy(hp.scale * f @ w.T, y)
         l2 = (f - w[y]).pow(2).sum(1).mean()
@@ -199,12 +264,14 @@ class SemanticSoftmax(ZslModel):
         n_epochs = check_epochs(self, epochs)
         hp = self.hparams
         with seeded_training(self, seed) as gen:
+            self.reduce.fit(x, gen)
+            xr = self.reduce.transform(x)
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
 
             def step(_epoch: int) -> float:
                 total, count = 0.0, 0
                 for idx in minibatches(len(x), hp.batch_size, gen):
-                    loss = self.loss_terms(x[idx], y[idx], s)["loss"]
+                    loss = self.loss_terms(xr[idx], y[idx], s, reduced=True)["loss"]
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

@@ -19,6 +19,10 @@ from .vocab import (Vocabulary, build_attribute_vector, normalise_semantics, par
                     parse_vector_text, read_attribute_file)
 
 
+# How many of a class's strongest attributes a --class query reports back.
+TOP_CLASS_ATTRIBUTES = 10
+
+
 @dataclass
 class Hit:
     """One ranked catalog entry."""
@@ -110,7 +114,13 @@ class QueryEngine:
             i = self.classes.resolve(spec.text.strip())
             # Stored rows are the descriptors the model was trained/evaluated with, already normalised.
             d = np.asarray(self.class_semantics[i], np.float32)
-            return _Prepared(spec, {"class": self.classes.names[i]}, descriptor=d)
+            resolved: dict[str, Any] = {"class": self.classes.names[i]}
+            if self.vocabulary and len(d) >= len(self.vocabulary):
+                # What the class "means": its strongest attributes, so users can see why images rank high.
+                a = d[:len(self.vocabulary)]
+                top = [int(j) for j in np.argsort(-a, kind="stable")[:TOP_CLASS_ATTRIBUTES] if a[j] > 0]
+                resolved["attributes"] = [{"name": self.vocabulary.names[j], "weight": float(a[j])} for j in top]
+            return _Prepared(spec, resolved, descriptor=d)
         width = self._attribute_width(spec)
         norm = self.card.semantic_norm
         if spec.kind == "attributes":
@@ -122,6 +132,8 @@ class QueryEngine:
             raw = parse_vector_text(spec.text, spec.origin or "vector")
             if raw.shape != (width,):
                 raise InvalidInputError(f"vector has {raw.size} values but the vocabulary has {width} attributes")
+            if not np.all(np.isfinite(raw)):
+                raise InvalidInputError("vector contains non-finite values (nan/inf); expected finite numbers")
         nz = np.flatnonzero(raw)
         v = normalise_semantics(raw, norm)
         return _Prepared(spec, {"attributes": [{"name": self.vocabulary.names[i], "weight": float(raw[i])} for i in nz]},

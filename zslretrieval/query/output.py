@@ -18,10 +18,10 @@ THUMB_PX = 160
 def describe_resolved(result: QueryResult) -> str:
     """One line saying how the query was understood, e.g. ``stripes=1, water=0.7``."""
     r = result.resolved
-    if "attributes" in r:
-        return ", ".join(f"{a['name']}={a['weight']:g}" for a in r["attributes"]) or "(all zero)"
     if "class" in r:
         return f"class {r['class']}"
+    if "attributes" in r:
+        return ", ".join(f"{a['name']}={a['weight']:g}" for a in r["attributes"]) or "(all zero)"
     if "image" in r:
         return f"image {r['image']}"
     return ""

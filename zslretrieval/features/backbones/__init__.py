@@ -111,4 +111,9 @@ def _import_all() -> None:
     from . import efficientnet, resnet  # noqa: F401  (they register themselves)
 
 
+# Register the built-in backbones on import, so ``name in BACKBONES`` is true without a lookup
+# first; both modules only need torch/torchvision, which are loaded above anyway.
+_import_all()
+
+
 __all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessSpec", "canonical_backbone", "list_backbones", "load_backbone"]

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models import ResNet101_Weights, resnet101
 
 from ...errors import WeightsNotFoundError
-from . import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Backbone, PreprocessSpec
+from . import BACKBONES, Backbone, PreprocessSpec
 from ._weights import load_into, load_state_dict_file
 
 NAME = "resnet101"
