@@ -93,6 +93,29 @@ def test_pluggable_jpeg_decoder_with_pil_fallback(files):
     assert sorted(mixed[i].rsplit("/", 1)[1] for i, _ in fails) == ["empty.jpg", "gone.jpg", "text.jpg", "trunc.jpg"]
 
 
+def test_exif_rotated_jpegs_bypass_the_jpeg_decoder(tmp_path):
+    from PIL import Image
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255
+    src = Image.fromarray(arr)
+    exif = src.getexif()
+    exif[0x0112] = 6
+    src.save(tmp_path / "rot.jpg", exif=exif)
+    src.save(tmp_path / "plain.jpg")
+    bb = load_backbone("tiny-test")
+    seen = []
+
+    class Spy(_HalfDecoder):
+        def decode(self, items):
+            seen.extend(i for i, _ in items)
+            return super().decode(items)
+
+    paths = [str(tmp_path / "plain.jpg"), str(tmp_path / "rot.jpg")]
+    (fb,) = iter_feature_batches(paths, bb, batch_size=2, device="cpu", workers=0, jpeg_decoder=Spy(bb))
+    assert seen == [0] and fb.positions.tolist() == [0, 1]
+    np.testing.assert_allclose(fb.features, _reference(paths, bb), rtol=1e-5, atol=1e-6)
+
+
 def test_device_and_argument_errors(files):
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():

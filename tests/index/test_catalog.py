@@ -109,3 +109,13 @@ def test_untrainable_index_type_refused_before_writing(tmp_path):
     with pytest.raises(InvalidInputError, match="at least 64"):
         index_images(IndexConfig(root=tmp_path, name="tiny", index_type="IVF64,Flat"))
     assert open_index("tiny", tmp_path).manifest.index_type == "Flat"  # unchanged, still searchable
+
+
+@pytest.mark.parametrize("spec", ["Flat", "HNSW8"])
+def test_removal_in_place_or_by_rebuild(tmp_path, spec):
+    x, paths, labels = _features(n=30)
+    index_features("toy", x, paths, labels, root=tmp_path, index_type=spec).close()
+    ix = index_features("toy", x[5:], paths[5:], labels[5:], root=tmp_path, index_type=spec)  # HNSW cannot remove
+    assert ix.ntotal == 25 and {r.path for r in ix.records(ix.search(x[:5], 25)[1].ravel())} == set(paths[5:])
+    ix.close()
+    assert check_index("toy", tmp_path).ok

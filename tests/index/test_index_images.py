@@ -61,6 +61,7 @@ def test_incremental_rerun_change_touch_prune(tmp_path, imgs):
     os.utime(imgs[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     r = index_images(_cfg(tmp_path))
     assert (r.added, r.replaced, r.touched, r.unchanged) == (0, 1, 1, 11)
+    assert not r.index_rebuilt  # the old vector removed in place, the new one added
     assert _max_faiss_id(tmp_path) == (12, 12)
     _assert_consistent(tmp_path, 12)
     ix = open_index("default", tmp_path / "ix")
@@ -76,7 +77,7 @@ def test_incremental_rerun_change_touch_prune(tmp_path, imgs):
     r = index_images(_cfg(tmp_path))
     assert len(r.vanished) == 2 and r.pruned == 0 and r.n_ok == 12
     r = index_images(_cfg(tmp_path, prune=True))
-    assert r.pruned == 2 and r.n_ok == 10 and r.n_entries == 10
+    assert r.pruned == 2 and r.n_ok == 10 and r.n_entries == 10 and not r.index_rebuilt
     rep = _assert_consistent(tmp_path, 10)
     assert rep.summary["n_removed"] == 2
     # a removed file that comes back is indexed again

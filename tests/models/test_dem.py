@@ -132,13 +132,44 @@ def test_fusion_of_two_modalities(data):
 
 
 def test_standardize_variant(data):
-    m = Dem(data["x"].shape[1], data["s"].shape[1], {**HP, "standardize": True, "epochs": 10})
+    m = Dem(data["x"].shape[1], data["s"].shape[1], {**HP, "feature_norm": "standardize", "epochs": 10})
     m.fit(data["x"], data["y"], data["s"], seed=0)
     torch.testing.assert_close(m.feat_mean, data["x"].mean(0))
     z = m.embed_images(data["x"])
-    assert z.mean(0).abs().max() < 1e-4
+    assert z.mean(0).abs().max() < 1e-4 and torch.allclose(z.std(0), torch.ones(z.shape[1]), atol=1e-4)
     pred = data["unseen"][m.scores(data["xu"], data["su"]).argmax(1).numpy()]
     assert per_class_top1(pred, data["lu"], data["unseen"]) > 1.0 / len(data["unseen"])
+
+
+def test_whitening_is_the_within_class_mahalanobis_distance(data):
+    # k = D and no ridge: ||(x - m) P||^2 must equal (x - m)^T Sw^-1 (x - m) for the exact
+    # within-class covariance Sw of the training images (numpy reference).
+    x, y = data["x"], data["y"]
+    d = x.shape[1]
+    m = Dem(d, data["s"].shape[1], {**HP, "feature_norm": "whiten", "whiten_dim": d, "whiten_reg": 0.0,
+                                    "epochs": 3})
+    m.fit(x, y, data["s"], seed=0)
+    X, Y = x.double().numpy(), y.numpy()
+    means = np.stack([X[Y == c].mean(0) for c in range(len(data["s"]))])
+    R = X - means[Y]
+    sw_inv = np.linalg.inv(R.T @ R / len(R))
+    a, b = data["xu"][:5].double().numpy(), data["xu"][5:10].double().numpy()
+    ref = np.einsum("ij,jk,ik->i", a - b, sw_inv, a - b)
+    za, zb = m.embed_images(data["xu"][:5]).double(), m.embed_images(data["xu"][5:10]).double()
+    np.testing.assert_allclose(((za - zb) ** 2).sum(1).numpy(), ref, rtol=1e-3)
+    assert m.embed_classes(data["su"]).shape == (len(data["su"]), d) and not bool(m.relu_out)
+
+
+def test_whitened_dem_recognises_unseen_classes_and_is_seeded(data):
+    hp = {**HP, "feature_norm": "whiten", "whiten_dim": 12, "epochs": 15}
+    a = Dem(data["x"].shape[1], data["s"].shape[1], hp)
+    a.fit(data["x"], data["y"], data["s"], seed=4)
+    assert a.proj.shape == (data["x"].shape[1], 12) and a.out.weight.shape == (12, HP["hidden"])
+    pred = data["unseen"][a.scores(data["xu"], data["su"]).argmax(1).numpy()]
+    assert per_class_top1(pred, data["lu"], data["unseen"]) > 2.0 / len(data["unseen"])
+    b = Dem(data["x"].shape[1], data["s"].shape[1], hp)
+    b.fit(data["x"].clone(), data["y"].clone(), data["s"], seed=4)  # new tensors: no cached transform
+    assert torch.equal(a.proj, b.proj) and torch.equal(a.out.weight, b.out.weight)
 
 
 def test_bad_hparams():
@@ -146,3 +177,5 @@ def test_bad_hparams():
         Dem(8, [4, 3], {"fusion_weights": [1.0]})
     with pytest.raises(InvalidInputError, match="hidden=0"):
         Dem(8, 4, {"hidden": 0})
+    with pytest.raises(InvalidInputError, match="feature_norm='pca'.*none, standardize, whiten"):
+        Dem(8, 4, {"feature_norm": "pca"})

@@ -78,3 +78,10 @@ def test_attribute_file_wrong_size_exit_2(fake_index, tmp_path):
     f.write_text("1\n2\n")
     r = invoke("--attribute-file", str(f))
     assert r.exit_code == 2 and "2 values but the vocabulary has 6" in r.output
+
+
+def test_leading_negation_is_a_value_not_an_option(fake_index):
+    r = invoke("--attributes", "-black,white=0.5", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["resolved"]["attributes"] == [{"name": "black", "weight": -1.0},
+                                                              {"name": "white", "weight": 0.5}]

@@ -36,7 +36,8 @@ def _decode_jpeg(data: torch.Tensor | list[torch.Tensor], device: torch.device) 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                                 category=DeprecationWarning)
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        # EXIF orientation as on the PIL path (ImageOps.exif_transpose), so both decoders agree.
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

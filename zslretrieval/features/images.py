@@ -130,6 +130,15 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == JPEG_MAGIC
 
 
+def exif_rotated(data: bytes) -> bool:
+    """True when an image's EXIF orientation asks for a flip/rotation (header parse only, no decode)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.getexif().get(0x0112, 1) not in (0, 1)
+    except Exception:  # unreadable header: the full decode will report why
+        return False
+
+
 # ----------------------------------------------------------------------------- discovery
 
 @dataclass(frozen=True)

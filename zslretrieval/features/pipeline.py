@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InvalidInputError
 from .backbones import Backbone, load_backbone
-from .images import ImageDecodeError, decode_image, is_jpeg, read_file
+from .images import ImageDecodeError, decode_image, exif_rotated, is_jpeg, read_file
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ class _ImageFiles(Dataset):
         try:
             fb = read_file(self.paths[i])
             meta = FileMeta(fb.sha256, fb.size, fb.mtime_ns)
-            if self.raw_jpeg and is_jpeg(fb.data):
+            # EXIF-rotated JPEGs stay on the PIL path, which applies the orientation
+            if self.raw_jpeg and is_jpeg(fb.data) and not exif_rotated(fb.data):
                 return i, "jpeg", fb.data, meta
             return i, "tensor", self.transform(decode_image(fb.data)), meta
         except ImageDecodeError as e:

@@ -5,8 +5,9 @@ Crash safety (kill -9 at any point):
 2. the catalog transaction (image rows, index entries, shard row, manifest counters) is the
    commit point: an unlisted shard is debris and is deleted when the index is next written;
 3. the FAISS file is derived: it is named by a fingerprint of its settings and holds its own
-   id list (IDMap2), so :meth:`IndexWriter.sync_index` compares it with the entries and adds
-   what is missing, or rebuilds it from the store, then replaces it atomically.
+   id list (IDMap2), so :meth:`IndexWriter.sync_index` compares it with the entries, removes
+   stale ids and adds missing ones (or rebuilds it from the store when the type cannot remove,
+   needs training or the settings changed), then replaces the file atomically.
 A re-run therefore skips every committed file (same path, size, mtime) and redoes at most the
 chunk that was in flight, with no duplicates (paths are unique, entries are per image).
 """
@@ -283,7 +284,7 @@ class IndexWriter:
         return self.folder / index_file_name(fingerprint(m.index_type, m.dim, m.metric, m.model_sha256, m.backbone_weights))
 
     def sync_index(self, rebuild: bool = False, seed: int = 0) -> tuple[str, bool, int]:
-        """Bring the FAISS file in line with the catalog entries: add missing ids, or rebuild.
+        """Bring the FAISS file in line with the catalog entries: remove/add ids in place, or rebuild.
 
         Returns (file name, rebuilt?, ntotal). Stale files of other settings are deleted.
         """

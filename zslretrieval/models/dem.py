@@ -2,28 +2,37 @@
 
 The visual space is the embedding space: class semantics are mapped to a visual prototype
 
-    f(s) = ReLU(W2 ReLU(sum_m w_m (W1_m s_m + b1_m)) + b2)      (hidden width H, output D)
+    f(s) = ReLU(W2 ReLU(sum_m w_m (W1_m s_m + b1_m)) + b2)      (hidden width H, output = visual dim)
 
 and trained by least squares to the feature of every training image of that class,
 
     loss = mean_batch sum_dims (f(s_y) - x)^2 + weight_decay * sum_layers ||W||_F^2,
 
 with Adam and minibatches of 64 images (official code: lr 1e-4, weight decay 1e-3). A test image
-is assigned to the nearest prototype (``metric="l2"``); ``embed_images`` is the identity (or the
-standardisation below). Each semantic modality m of ``semantic_dims = [A, W, ...]`` has its own
-first layer and the branches are summed with weights ``fusion_weights`` -- the paper's
-multi-modal variant (attributes + word vectors / sentences).
+is assigned to the nearest prototype (``metric="l2"``). Each semantic modality m of
+``semantic_dims = [A, W, ...]`` has its own first layer and the branches are summed with weights
+``fusion_weights`` -- the paper's multi-modal variant (attributes + word vectors / sentences).
 
-``standardize=True`` (chosen on validation like any hyper-parameter) regresses per-dimension
-standardised features instead: mean/std of the training images are buffers and images are
-embedded as ``(x - mean) / std``. The output ReLU (``output_relu="auto"``) is kept only when all
-training targets are non-negative (CNN or histogram features, as in the paper); signed targets
-(standardised or generated features) could not be reached through it.
+Visual space (``feature_norm``, fitted on the training images only, kept as buffers, chosen on
+validation like any other hyper-parameter):
+
+* ``"none"``: raw features, ``embed_images`` is the identity -- the paper's setting;
+* ``"standardize"``: per-dimension ``(x - mean) / std``;
+* ``"whiten"``: ``(x - mean) P`` with P (D, k) = top-k principal directions followed by whitening
+  of the within-class scatter (regularised by ``whiten_reg`` * its mean eigenvalue). Squared L2 to
+  a prototype is then the Mahalanobis distance under the shared within-class covariance, the
+  classical nearest-class-mean rule; on 8k-d histogram features it also makes the output layer
+  (H x k instead of H x D) an order of magnitude cheaper.
+
+The output ReLU (``output_relu="auto"``) is kept only when every training target is non-negative
+(CNN / histogram features in the raw space, as in the paper); signed targets (standardised,
+whitened or generated features) could not be reached through it.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +44,8 @@ from . import MODELS
 from .base import Hparams, ZslModel
 from .eszsl import _check_fit_inputs
 
+FEATURE_NORMS = ("none", "standardize", "whiten")
+
 
 @dataclasses.dataclass
 class DemHparams(Hparams):
@@ -43,11 +54,45 @@ class DemHparams(Hparams):
     lr: float = 1e-4
     batch_size: int = 64
     epochs: int = 30                      # upper bound; the protocol picks the best epoch on val
-    standardize: bool = False
-    # "auto": output ReLU iff every training feature is >= 0 (CNN / histogram features, as in the
-    # paper); signed features (standardised, generated) cannot be reached through a ReLU.
+    feature_norm: str = "none"            # "none" | "standardize" | "whiten" (module docstring)
+    whiten_dim: int = 512                 # k principal directions kept by "whiten"
+    whiten_reg: float = 0.1               # ridge on the within-class scatter, relative to its mean eigenvalue
     output_relu: str = "auto"             # "auto" | "on" | "off"
     fusion_weights: list[float] | None = None   # one per modality; None = all 1
+
+
+# The protocol fits every candidate on the same training tensors; the whitening transform depends
+# only on (x, y, k, reg, seed), so the last one is reused when the very same tensors come back.
+_LAST_TRANSFORM: dict[str, Any] = {}
+
+
+def _within_class_whitening(x: Tensor, y: Tensor, k: int, reg: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(mean (D,), projection (D, k)) whitening the within-class scatter of x (N, D) in its top-k PCA space."""
+    key = (k, reg, seed)
+    hit = _LAST_TRANSFORM.get("key")
+    if hit is not None and hit[0]() is x and hit[1]() is y and hit[2] == key:
+        return _LAST_TRANSFORM["value"]
+    mean = x.mean(0)
+    k_eff = min(k, x.shape[0] - 1, x.shape[1])
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # svd_lowrank draws its random test matrix from the global generator
+    try:
+        _, _, v = torch.svd_lowrank(x - mean, q=k_eff, niter=3)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    z = (x - mean) @ v                                             # (N, k)
+    n_cls = int(y.max()) + 1
+    sums = torch.zeros(n_cls, z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, y, z)
+    counts = torch.bincount(y, minlength=n_cls).clamp_min(1).to(z.dtype)
+    r = (z - (sums / counts[:, None])[y]).double()
+    sw = r.T @ r / len(r)
+    e, q = torch.linalg.eigh(sw)
+    e = e.clamp_min(0) + reg * e.clamp_min(0).mean().clamp_min(1e-12)
+    proj = (v.double() @ (q / e.sqrt())).to(x.dtype)               # (D, k)
+    if k_eff < k:  # fewer images than k: pad with zero directions so the buffer keeps its shape
+        proj = torch.cat([proj, proj.new_zeros(proj.shape[0], k - k_eff)], 1)
+    _LAST_TRANSFORM.update(key=(weakref.ref(x), weakref.ref(y), key), value=(mean, proj))
+    return mean, proj
 
 
 @MODELS.register("dem")
@@ -64,25 +109,34 @@ class Dem(ZslModel):
             raise InvalidInputError(
                 f"dem: hidden={hp.hidden}, batch_size={hp.batch_size}, epochs={hp.epochs}, lr={hp.lr}, "
                 f"weight_decay={hp.weight_decay}; need hidden, batch_size, epochs >= 1, lr > 0, weight_decay >= 0")
+        if hp.feature_norm not in FEATURE_NORMS:
+            raise InvalidInputError(f"dem: feature_norm={hp.feature_norm!r}; valid: {', '.join(FEATURE_NORMS)}")
+        if hp.feature_norm == "whiten" and (hp.whiten_dim < 1 or hp.whiten_reg < 0):
+            raise InvalidInputError(f"dem: whiten_dim={hp.whiten_dim}, whiten_reg={hp.whiten_reg}; "
+                                    "need whiten_dim >= 1 and whiten_reg >= 0")
+        if hp.output_relu not in ("auto", "on", "off"):
+            raise InvalidInputError(f"dem: output_relu={hp.output_relu!r}; valid: auto, on, off")
         weights = hp.fusion_weights if hp.fusion_weights is not None else [1.0] * len(self.semantic_dims)
         if len(weights) != len(self.semantic_dims):
             raise InvalidInputError(f"dem: {len(weights)} fusion_weights for {len(self.semantic_dims)} semantic "
                                     f"modalities {self.semantic_dims}; give one weight per modality")
+        self.embed_dim = hp.whiten_dim if hp.feature_norm == "whiten" else self.feature_dim
         self.branches = nn.ModuleList(nn.Linear(d, hp.hidden) for d in self.semantic_dims)
-        self.out = nn.Linear(hp.hidden, self.feature_dim)
-        if hp.output_relu not in ("auto", "on", "off"):
-            raise InvalidInputError(f"dem: output_relu={hp.output_relu!r}; valid: auto, on, off")
+        self.out = nn.Linear(hp.hidden, self.embed_dim)
         self.register_buffer("fusion", torch.tensor(weights, dtype=torch.float32))
         # decided in fit() when output_relu="auto"; a buffer so checkpoints keep the decision
         self.register_buffer("relu_out", torch.tensor(hp.output_relu == "on"))
         self.register_buffer("feat_mean", torch.zeros(self.feature_dim))
-        self.register_buffer("feat_std", torch.ones(self.feature_dim))
+        self.register_buffer("feat_std", torch.ones(self.feature_dim if hp.feature_norm == "standardize" else 0))
+        self.register_buffer("proj", torch.zeros(self.feature_dim, hp.whiten_dim if hp.feature_norm == "whiten" else 0))
 
     @classmethod
     def search_space(cls) -> list[dict[str, Any]]:
-        # Small on purpose: each candidate is a full training run on CPU. Epochs are chosen on val.
-        return [{"hidden": h, "weight_decay": wd, "lr": lr}
-                for h, wd, lr in itertools.product((700,), (1e-4, 1e-3), (1e-4, 3e-4))]
+        # Small on purpose: each candidate is a full training run on CPU; epochs are chosen on val.
+        # The whitened space won clearly on validation classes (awa1-lampert val top-1 ~0.2 raw vs
+        # ~0.25+ whitened for a linear map), and is ~16x cheaper per step on 8k-d features.
+        return [{"feature_norm": "whiten", "hidden": h, "weight_decay": wd, "lr": 1e-3}
+                for h, wd in itertools.product((700,), (1e-4, 1e-3))]
 
     def _reset(self, seed: int) -> None:
         torch.manual_seed(seed)
@@ -90,7 +144,7 @@ class Dem(ZslModel):
             layer.reset_parameters()
 
     def prototypes(self, s: Tensor) -> Tensor:
-        """(C, sum(semantic_dims)) semantics -> (C, D) visual prototypes (standardised if ``standardize``)."""
+        """(C, sum(semantic_dims)) semantics -> (C, E) visual prototypes in the model's visual space."""
         parts = torch.split(s, self.semantic_dims, dim=1)
         h = sum(w * branch(p) for w, branch, p in zip(self.fusion, self.branches, parts))
         o = self.out(torch.relu(h))
@@ -98,6 +152,20 @@ class Dem(ZslModel):
 
     def _penalty(self) -> Tensor:
         return sum(layer.weight.pow(2).sum() for layer in [*self.branches, self.out])
+
+    def _fit_feature_space(self, x: Tensor, y: Tensor, seed: int) -> None:
+        hp = self.hparams
+        if hp.feature_norm == "none":
+            self.feat_mean.zero_()
+            return
+        if hp.feature_norm == "standardize":
+            self.feat_mean.copy_(x.mean(0))
+            # constant dimensions (bins empty in every training image) would divide by zero
+            self.feat_std.copy_(x.std(0).clamp_min(1e-6))
+            return
+        mean, proj = _within_class_whitening(x, y, hp.whiten_dim, hp.whiten_reg, seed)
+        self.feat_mean.copy_(mean)
+        self.proj.copy_(proj)
 
     def fit(self, x: Tensor, y: Tensor, s: Tensor, *, seed: int = 0, epochs: int | None = None,
             on_epoch: Callable[[int], None] | None = None) -> list[float]:
@@ -112,22 +180,17 @@ class Dem(ZslModel):
         y = y.to(dev, torch.int64)
         s = s.to(dev, torch.float32)
         self._reset(seed)
-        if hp.standardize:
-            self.feat_mean.copy_(x.mean(0))
-            # constant dimensions (all-zero histogram bins) would divide by zero
-            self.feat_std.copy_(x.std(0).clamp_min(1e-6))
-        else:
-            self.feat_mean.zero_()
-            self.feat_std.fill_(1.0)
-        target = (x - self.feat_mean) / self.feat_std if hp.standardize else x
-        if hp.output_relu == "auto":
-            self.relu_out.fill_(bool((target >= 0).all()))
+        with torch.no_grad():
+            self._fit_feature_space(x, y, seed)
+            target = self.embed_images(x)
+            if hp.output_relu == "auto":
+                self.relu_out.fill_(bool((target >= 0).all()))
         weights = [layer.weight for layer in [*self.branches, self.out]]
         biases = [layer.bias for layer in [*self.branches, self.out]]
         # Adam's (coupled) weight_decay adds wd * W to the gradient: exactly the gradient of the
-        # penalty weight_decay * ||W||^2 when wd = 2 * weight_decay, without a 6M-element temporary.
+        # penalty weight_decay * ||W||^2 when wd = 2 * weight_decay, without a large temporary.
         opt = torch.optim.Adam([{"params": weights, "weight_decay": 2 * hp.weight_decay},
-                                {"params": biases, "weight_decay": 0.0}], lr=hp.lr, fused=True)
+                                {"params": biases, "weight_decay": 0.0}], lr=hp.lr)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         n = len(x)
         losses = []
@@ -137,9 +200,8 @@ class Dem(ZslModel):
             total = 0.0
             for start in range(0, n, hp.batch_size):
                 idx = order[start:start + hp.batch_size]
-                yb = y[idx]
                 # f depends on the class only: run it once per distinct class in the batch
-                cls, inv = torch.unique(yb, return_inverse=True)
+                cls, inv = torch.unique(y[idx], return_inverse=True)
                 pred = self.prototypes(s[cls])[inv]
                 data = (pred - target[idx]).pow(2).sum(1).mean()
                 opt.zero_grad(set_to_none=True)
@@ -155,10 +217,15 @@ class Dem(ZslModel):
         return losses
 
     def embed_images(self, x: Tensor) -> Tensor:
-        """(N, D) -> (N, D): identity, or standardised features when ``standardize``."""
+        """(N, D) -> (N, E): identity (E = D), standardised (E = D) or whitened (E = whiten_dim) features."""
         x = x.to(self.feat_mean)
-        return (x - self.feat_mean) / self.feat_std if self.hparams.standardize else x
+        norm = self.hparams.feature_norm
+        if norm == "standardize":
+            return (x - self.feat_mean) / self.feat_std
+        if norm == "whiten":
+            return (x - self.feat_mean) @ self.proj
+        return x
 
     def embed_classes(self, s: Tensor) -> Tensor:
-        """(C, A) -> (C, D) visual prototypes."""
+        """(C, A) -> (C, E) visual prototypes."""
         return self.prototypes(s.to(self.feat_mean))
