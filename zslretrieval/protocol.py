@@ -40,7 +40,7 @@ from .errors import IncompatibleError, InvalidInputError
 from .index.searchers import NumpySearcher
 from .metrics import AccuracyCalculator, EvalInputs, gzsl, per_class_top1
 from .metrics.calculator import SearcherFactory
-from .models import ZslModel, get_model_class
+from .models import ZslModel, get_model_class, pairwise_scores
 from .models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 
 Log = Callable[[str], None]
@@ -120,6 +120,30 @@ def _scores(model: ZslModel, x: np.ndarray, s: np.ndarray, device: str, batch: i
     out = [model.scores(torch.from_numpy(x[i:i + batch]).to(device), st).double().cpu().numpy()
            for i in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros((0, len(s)))
+
+
+class _Scorer:
+    """Scores of image sets against class semantics for one model during selection.
+
+    A model whose class attribute ``static_image_embedding`` is true promises that
+    ``embed_images`` does not change between epochs of one ``fit`` (DEM: a fixed visual space);
+    its image embeddings are then computed once per image set instead of every epoch.
+    """
+
+    def __init__(self, model: ZslModel, device: str):
+        self.model, self.device = model, device
+        self.static = bool(getattr(type(model), "static_image_embedding", False))
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, name: str, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+        if not self.static:
+            return _scores(self.model, x, s, self.device)
+        self.model.eval()
+        if name not in self._cache:
+            self._cache[name] = torch.from_numpy(_embed(self.model.embed_images, x, self.device)).to(self.device)
+        cls = self.model.embed_classes(torch.from_numpy(np.ascontiguousarray(s, np.float32)).to(self.device))
+        return pairwise_scores(self._cache[name], cls, self.model.metric).double().cpu().numpy()
 
 
 def choose_calibration(scores_seen: np.ndarray, labels_seen: np.ndarray, scores_unseen: np.ndarray,
@@ -217,8 +241,8 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
     best: dict[str, Any] = {"top1": -1.0}
     table: list[dict[str, Any]] = []
 
-    def evaluate_candidate(i: int, model: ZslModel, epoch: int, record: dict) -> None:
-        sc = _scores(model, x_val, sem[val_c], device)
+    def evaluate_candidate(i: int, scorer: _Scorer, epoch: int, record: dict) -> None:
+        sc = scorer("val", x_val, sem[val_c])
         top1 = per_class_top1(val_c[np.argmax(sc, 1)], y_val, val_c)
         record["curve"].append(top1)
         if top1 > record["val_top1"]:
@@ -227,8 +251,8 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
             full_seen = np.full((len(x_held), len(dataset.class_names)), -np.inf)
             full_unseen = np.full((len(x_val), len(dataset.class_names)), -np.inf)
             if len(x_held):
-                full_seen[:, tv_c] = _scores(model, x_held, sem[tv_c], device)
-            full_unseen[:, tv_c] = _scores(model, x_val, sem[tv_c], device)
+                full_seen[:, tv_c] = scorer("held", x_held, sem[tv_c])
+            full_unseen[:, tv_c] = scorer("val", x_val, sem[tv_c])
             best.update(top1=top1, candidate=i, epoch=epoch, seen=full_seen, unseen=full_unseen)
 
     for i, hp in enumerate(candidates):
@@ -239,9 +263,10 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
             continue  # closed-form grids are fitted together below
         _seed_everything(seed)
         model = cls(dataset.feature_dim, dims, hp).to(device)
+        scorer = _Scorer(model, device)
 
-        def on_epoch(e: int, i=i, model=model, record=record) -> None:
-            evaluate_candidate(i, model, e, record)
+        def on_epoch(e: int, i=i, scorer=scorer, record=record) -> None:
+            evaluate_candidate(i, scorer, e, record)
             if cls.iterative and record["best_epoch"] is not None and e - record["best_epoch"] >= patience:
                 raise _StopTraining
 
@@ -250,7 +275,7 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
         except _StopTraining:
             losses = None
         if not record["curve"]:  # a model that never called on_epoch: score it once at the end
-            evaluate_candidate(i, model, 1, record)
+            evaluate_candidate(i, _Scorer(model, device), 1, record)
         record["final_loss"] = float(losses[-1]) if losses else None
         record["seconds"] = round(time.perf_counter() - t0, 3)
         log(f"[{model_name}] {hp}: val top-1 {record['val_top1']:.4f} (epoch {record['best_epoch']}, "
@@ -261,7 +286,7 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
         grid = cls.fit_grid(dataset.feature_dim, dims, candidates, x_fit, y_fit, s_train, seed=seed)
         for i, (model, losses) in enumerate(grid):
             model.to(device)
-            evaluate_candidate(i, model, 1, table[i])
+            evaluate_candidate(i, _Scorer(model, device), 1, table[i])
             table[i]["final_loss"] = float(losses[-1]) if losses else None
             log(f"[{model_name}] {candidates[i]}: val top-1 {table[i]['val_top1']:.4f}")
         per = round((time.perf_counter() - t0) / max(1, len(candidates)), 3)

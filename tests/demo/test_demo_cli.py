@@ -80,3 +80,24 @@ def test_demo_encodes_each_image_once(demo_run):
 def test_demo_bad_device_is_input_error(tmp_path):
     res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--device", "gpu"])
     assert res.exit_code == 2
+
+
+def test_zslr_train_on_generated_folders(tmp_path):
+    """The custom-dataset path of `zslr train`, on what the generator writes."""
+    from zslretrieval.demo.generator import generate_dataset
+
+    g = generate_dataset(tmp_path / "data", seed=1, images_per_class=4, image_size=48)
+    ckpt = tmp_path / "m.pt"
+    res = CliRunner().invoke(cli, ["train", "--images", str(g.images_dir), "--class-attributes",
+                                   str(g.class_attributes_csv), "--unseen", str(g.unseen_file),
+                                   "--backbone", TINY, "--model", "eszsl", "--out", str(ckpt)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    from zslretrieval.models.checkpoint import load_checkpoint
+
+    _, card, sem = load_checkpoint(ckpt)
+    assert sorted(card.unseen_classes) == sorted(g.unseen) and card.vocabulary[:2] == ["circle", "square"]
+    assert card.feature_source == TINY and tuple(sem.shape) == (16, 16)
+    bad = CliRunner().invoke(cli, ["train", "--images", str(g.images_dir), "--class-attributes",
+                                   str(g.class_attributes_csv), "--unseen", str(tmp_path / "missing.txt"),
+                                   "--backbone", TINY, "--model", "eszsl"])
+    assert bad.exit_code == 2 and "unseen-classes file not found" in bad.output

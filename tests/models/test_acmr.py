@@ -70,7 +70,7 @@ def test_w2_closed_form():
 def test_loss_falls_after_warmup(trained):
     _, losses, _ = trained
     # Warm-up raises the weights of KL/cross/align until epoch 3; from then on the total must fall.
-    assert losses[-1] < 0.8 * losses[SMALL["warmup_epochs"] - 1]
+    assert losses[-1] < 0.9 * losses[SMALL["warmup_epochs"] - 1]
 
 
 def test_alignment_term_decreases(trained, data):

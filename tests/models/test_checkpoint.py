@@ -31,7 +31,9 @@ def _data(seed=0, n=80, d=12, z=6, a=5):
 
 CASES = [("eszsl", {"gamma": 0.5, "lam": 2.0}), ("sae", {"lam": 10.0, "direction": "encoder"}),
          ("sae", {"lam": 10.0, "direction": "decoder"}),
-         ("dem", {"hidden": 16, "epochs": 3, "batch_size": 16, "lr": 1e-3})]
+         ("dem", {"hidden": 16, "epochs": 3, "batch_size": 16, "lr": 1e-3}),
+         ("dem", {"hidden": 16, "epochs": 3, "feature_norm": "standardize"}),
+         ("dem", {"hidden": 16, "epochs": 3, "feature_norm": "whiten", "whiten_dim": 6})]
 
 
 @pytest.mark.parametrize("name,hp", CASES)
@@ -58,6 +60,7 @@ class NotACheckpoint:
         self.weights = [1, 2, 3]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_object_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": FORMAT, "card": NotACheckpoint()}, path)

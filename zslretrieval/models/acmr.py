@@ -47,13 +47,14 @@ from torch.nn import functional as F
 from ..errors import InvalidInputError
 from . import MODELS
 from .base import Hparams, ZslModel
-from .ssl import check_embed_input, check_epochs, check_fit_inputs, minibatches, mlp, run_epochs, seeded_training
+from .ssl import PCAReduce, check_embed_input, check_epochs, check_fit_inputs, minibatches, mlp, run_epochs, seeded_training
 
 __all__ = ["ACMR", "ACMRHparams"]
 
 
 @dataclasses.dataclass
 class ACMRHparams(Hparams):
+    pca_dim: int = 256             # input PCA fitted on the training images (models.ssl.PCAReduce); 0 = off
     latent_dim: int = 64
     visual_hidden_dim: int = 256   # encoder and decoder hidden width of the visual VAE
     semantic_hidden_dim: int = 256
@@ -128,7 +129,8 @@ class ACMR(ZslModel):
                 raise InvalidInputError(f"acmr: {key}={getattr(hp, key)}; expected a positive integer")
         if hp.warmup_epochs < 0:
             raise InvalidInputError(f"acmr: warmup_epochs={hp.warmup_epochs}; expected >= 0")
-        D, A, Z = self.feature_dim, self.semantic_dim, hp.latent_dim
+        self.reduce = PCAReduce([self.feature_dim], hp.pca_dim)
+        D, A, Z = self.reduce.out_dim, self.semantic_dim, hp.latent_dim
         self.enc_v = _GaussianEncoder(D, hp.visual_hidden_dim, Z)
         self.enc_s = _GaussianEncoder(A, hp.semantic_hidden_dim, Z)
         self.dec_v = mlp([Z, hp.visual_hidden_dim, D])
@@ -160,7 +162,8 @@ class ACMR(ZslModel):
 
     def embed_images(self, x: Tensor) -> Tensor:
         """(N, D) -> (N, Z) visual posterior means."""
-        return self.enc_v(self._nx(check_embed_input(self, x, self.feature_dim, "image features")))[0]
+        x = check_embed_input(self, x, self.feature_dim, "image features")
+        return self.enc_v(self._nx(self.reduce(x)))[0]
 
     def embed_classes(self, s: Tensor) -> Tensor:
         """(C, A) -> (C, Z) semantic posterior means."""
@@ -179,13 +182,14 @@ class ACMR(ZslModel):
         return 1.0 if w == 0 else min(1.0, epoch / w)
 
     def loss_terms(self, x: Tensor, y: Tensor, s: Tensor, *, epoch: int | None = None,
-                   vsa_head: nn.Linear | None = None, perm: Tensor | None = None) -> dict[str, Tensor]:
-        """Loss of one batch: x (B, D), y (B,) rows of s (C, A). ``epoch`` sets the warm-up (None:
+                   vsa_head: nn.Linear | None = None, perm: Tensor | None = None,
+                   reduced: bool = False) -> dict[str, Tensor]:
+        """Loss of one batch: x (B, D) (or (B, pca_dim) when ``reduced``), y (B,) rows of s (C, A). ``epoch`` sets the warm-up (None:
         fully warm); ``vsa_head`` (Z -> C) enables the VSA term; ``perm`` (B,) pairs IEM negatives
         (default: a roll by one). Inputs are raw; reconstruction is measured on the normalised
         scale. Returns each raw term and ``loss`` (the weighted total)."""
         hp = self.hparams
-        x, sy = self._nx(x), self._ns(s[y])
+        x, sy = self._nx(x if reduced else self.reduce(x)), self._ns(s[y])
         mu_v, lv_v = self.enc_v(x)
         mu_s, lv_s = self.enc_s(sy)
         z_v = mu_v + torch.randn_like(mu_v) * (0.5 * lv_v).exp()
@@ -215,7 +219,9 @@ class ACMR(ZslModel):
         hp = self.hparams
         self._cls_cache = None
         with seeded_training(self, seed) as gen:
-            self._fit_normalisation(x, s[y])
+            self.reduce.fit(x, gen)
+            xr = self.reduce.transform(x)
+            self._fit_normalisation(xr, s[y])
             # Training-only: one row per seen class, discarded after fit (see module docstring).
             vsa_head = nn.Linear(hp.latent_dim, s.shape[0])
             opt = torch.optim.Adam(list(self.parameters()) + list(vsa_head.parameters()),
@@ -225,7 +231,8 @@ class ACMR(ZslModel):
                 total, count = 0.0, 0
                 for idx in minibatches(len(x), hp.batch_size, gen):
                     perm = torch.randperm(len(idx), generator=gen)
-                    loss = self.loss_terms(x[idx], y[idx], s, epoch=epoch, vsa_head=vsa_head, perm=perm)["loss"]
+                    loss = self.loss_terms(xr[idx], y[idx], s, epoch=epoch, vsa_head=vsa_head, perm=perm,
+                                           reduced=True)["loss"]
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -260,7 +267,7 @@ class ACMR(ZslModel):
             seen_x = check_embed_input(self, seen_x, self.feature_dim, "seen image features")
             seen_y = torch.as_tensor(seen_y, dtype=torch.int64)
             with torch.no_grad():
-                mu, lv = self.enc_v(self._nx(seen_x))
+                mu, lv = self.enc_v(self._nx(self.reduce(seen_x)))
                 zx = mu + torch.randn(mu.shape, generator=gen) * (0.5 * lv).exp()
             z, zy = torch.cat([z, zx]), torch.cat([zy, seen_y])
         with torch.random.fork_rng(devices=[]):

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from ..errors import InvalidInputError
 from . import MODELS
 from .base import Hparams, ZslModel
-from .ssl import check_embed_input, check_epochs, check_fit_inputs, minibatches, mlp, run_epochs, seeded_training
+from .ssl import PCAReduce, check_embed_input, check_epochs, check_fit_inputs, minibatches, mlp, run_epochs, seeded_training
 
 __all__ = ["DML", "DMLHparams", "GradientReversal", "grad_reverse"]
 
@@ -73,6 +73,7 @@ class GradientReversal(nn.Module):
 @dataclasses.dataclass
 class DMLHparams(Hparams):
     feature_groups: list[int] | None = None   # sizes of the input's feature groups, in order; None = one
+    pca_dim: int = 256             # per-group input PCA fitted on training images (models.ssl.PCAReduce); 0 = off
     group_dim: int = 128           # per-group projection width
     attention_dim: int = 64
     embed_dim: int = 128
@@ -112,9 +113,10 @@ class DML(ZslModel):
         for key in ("group_dim", "attention_dim", "embed_dim", "semantic_hidden_dim", "batch_size"):
             if getattr(hp, key) < 1:
                 raise InvalidInputError(f"dml: {key}={getattr(hp, key)}; expected a positive integer")
-        self.groups = groups
+        self.reduce = PCAReduce(groups, hp.pca_dim)
+        self.groups = self.reduce.out_groups
         self.group_proj = nn.ModuleList(
-            nn.Sequential(nn.Linear(g, hp.group_dim), nn.LayerNorm(hp.group_dim), nn.ReLU()) for g in groups)
+            nn.Sequential(nn.Linear(g, hp.group_dim), nn.LayerNorm(hp.group_dim), nn.ReLU()) for g in self.groups)
         self.attention = nn.Sequential(nn.Linear(hp.group_dim, hp.attention_dim), nn.Tanh(),
                                        nn.Linear(hp.attention_dim, 1))
         self.head = nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(hp.group_dim, hp.embed_dim))
@@ -126,7 +128,7 @@ class DML(ZslModel):
 
     # -- embeddings -------------------------------------------------------------------------
     def group_attention(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x (N, D) -> fused (N, group_dim), attention weights (N, G) (rows sum to 1)."""
+        """PCA-reduced x (N, sum(reduce.out_groups)) -> fused (N, group_dim), attention (N, G), rows sum to 1."""
         parts = torch.split(x, self.groups, dim=1)
         h = torch.stack([proj(p) for proj, p in zip(self.group_proj, parts)], dim=1)  # (N, G, group_dim)
         a = torch.softmax(self.attention(h).squeeze(-1), dim=1)
@@ -135,7 +137,10 @@ class DML(ZslModel):
     def embed_images(self, x: Tensor) -> Tensor:
         """(N, D) -> (N, E) image embeddings."""
         x = check_embed_input(self, x, self.feature_dim, "image features")
-        return self.head(self.group_attention(x)[0])
+        return self._embed_reduced(self.reduce(x))
+
+    def _embed_reduced(self, xr: Tensor) -> Tensor:
+        return self.head(self.group_attention(xr)[0])
 
     def embed_classes(self, s: Tensor) -> Tensor:
         """(C, A) -> (C, E) class descriptors mapped into the embedding space."""
@@ -148,12 +153,12 @@ class DML(ZslModel):
                 pml_miners.MultiSimilarityMiner(epsilon=hp.miner_epsilon))
 
     def loss_terms(self, x: Tensor, y: Tensor, s: Tensor, *, adv_head: nn.Module | None = None,
-                   metric_loss: tuple[nn.Module, nn.Module] | None = None) -> dict[str, Tensor]:
-        """Loss of one batch: x (B, D), y (B,) rows of s (C, A). ``adv_head`` (E -> C) enables the
+                   metric_loss: tuple[nn.Module, nn.Module] | None = None, reduced: bool = False) -> dict[str, Tensor]:
+        """Loss of one batch: x (B, D) (or PCA-reduced when ``reduced``), y (B,) rows of s (C, A). ``adv_head`` (E -> C) enables the
         gradient-reversed adversary. Returns raw terms ``metric``, ``semantic``, ``adv`` and ``loss``."""
         hp = self.hparams
         loss_fn, miner = metric_loss if metric_loss is not None else self._metric_loss()
-        e = self.embed_images(x)
+        e = self._embed_reduced(x if reduced else self.reduce(x))
         en = F.normalize(e, dim=1)
         metric = loss_fn(en, y, miner(en, y))
         w = F.normalize(self.semantic_net(s), dim=1)
@@ -179,12 +184,15 @@ class DML(ZslModel):
             params = list(self.parameters()) + (list(adv_head.parameters()) if hp.adv_weight > 0 else [])
             opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
             metric_loss = self._metric_loss()
+            self.reduce.fit(x, gen)
+            xr = self.reduce.transform(x)
             head = adv_head if hp.adv_weight > 0 else None
 
             def step(_epoch: int) -> float:
                 total, count = 0.0, 0
                 for idx in minibatches(len(x), hp.batch_size, gen):
-                    loss = self.loss_terms(x[idx], y[idx], s, adv_head=head, metric_loss=metric_loss)["loss"]
+                    loss = self.loss_terms(xr[idx], y[idx], s, adv_head=head, metric_loss=metric_loss,
+                                           reduced=True)["loss"]
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
