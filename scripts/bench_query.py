@@ -170,15 +170,19 @@ def main() -> None:
         batch_raw, batch_engine = timed_pair(lambda: raw.search(batch_xq, k), lambda: engine.run(batch_specs, k),
                                              args.repeats)
 
-        # where the single-query time goes
-        s0 = specs[0]
-        prep = timed(lambda: engine.prepare(s0), args.single)
-        p = engine.prepare(s0)
-        emb = timed(lambda: engine.embed([p]), args.single)
-        q = engine.embed([p])
-        srch = timed(lambda: engine.search_vectors(q, k), args.single)
-        D, I = engine.search_vectors(q, k)
-        coll = timed(lambda: engine.collect([p], D, I), args.single)
+        # where the single-query time goes: the four stages of QueryEngine.run, timed on the same varied queries
+        stages = np.empty((args.single, 4))
+        for i in range(args.single):
+            t0 = time.perf_counter()
+            p = [engine.prepare(specs[i])]
+            t1 = time.perf_counter()
+            q = engine.embed(p)
+            t2 = time.perf_counter()
+            D, I = engine.search_vectors(q, k)
+            t3 = time.perf_counter()
+            engine.collect(p, D, I)
+            stages[i] = [t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3]
+        prep, emb, srch, coll = stages.T
 
         print(f"# zslr query latency vs raw FAISS ({source})\n")
         print(f"gallery {raw.ntotal:,} vectors, dim {raw.d}, metric {engine.metric}, "

@@ -38,7 +38,7 @@ import torch
 
 from .errors import IncompatibleError, InvalidInputError
 from .index.searchers import NumpySearcher
-from .metrics import AccuracyCalculator, EvalInputs, gzsl, per_class_top1
+from .metrics import AccuracyCalculator, EvalInputs, gzsl, mean_average_precision, per_class_top1
 from .metrics.calculator import SearcherFactory
 from .models import ZslModel, get_model_class, pairwise_scores
 from .models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
@@ -246,7 +246,9 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
         top1 = per_class_top1(val_c[np.argmax(sc, 1)], y_val, val_c)
         record["curve"].append(top1)
         if top1 > record["val_top1"]:
+            # val mAP (each val class ranks the val images) is recorded for reports, not used to select
             record["val_top1"], record["best_epoch"] = top1, epoch
+            record["val_map"] = mean_average_precision(sc.T, val_c, y_val)[0]
         if top1 > best["top1"]:
             full_seen = np.full((len(x_held), len(dataset.class_names)), -np.inf)
             full_unseen = np.full((len(x_val), len(dataset.class_names)), -np.inf)
@@ -328,6 +330,7 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
         "holdout_fraction": holdout, "patience": patience if cls.iterative else None,
         "candidates": [{k: v for k, v in r.items()} for r in table],
         "chosen": chosen, "epochs": epochs, "val_top1": best["top1"],
+        "val_map": table[best["candidate"]].get("val_map"),
         "gzsl_calibration": cal, "val_gzsl": val_gzsl, "val_gzsl_calibrated": val_gzsl_cal,
         "refit": "trainval" + (", same number of epochs" if epochs else ""),
         "refit_final_loss": float(losses[-1]) if losses else None,
@@ -577,10 +580,11 @@ def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
         sel = card.selection or {}
         results.append({
             "model": card.model, "checkpoint": cfg.checkpoint, "trained_on": card.dataset, "hparams": card.hparams,
-            "epochs": sel.get("epochs"), "val_top1": sel.get("val_top1"),
+            "epochs": sel.get("epochs"), "val_top1": sel.get("val_top1"), "val_map": sel.get("val_map"),
             "val_gzsl": sel.get("val_gzsl"), "val_gzsl_calibrated": sel.get("val_gzsl_calibrated"),
             "gzsl_calibration": metrics.get("gzsl_calibration", sel.get("gzsl_calibration")),
-            "selection": [{"hparams": r["hparams"], "val_top1": r["val_top1"], "best_epoch": r.get("best_epoch")}
+            "selection": [{"hparams": r["hparams"], "val_top1": r["val_top1"], "val_map": r.get("val_map"),
+                           "best_epoch": r.get("best_epoch")}
                           for r in sel.get("candidates", [])],
             "metrics": metrics,
             "train_seconds": round(train_wall, 3), "refit_seconds": card.train_seconds,

@@ -172,6 +172,20 @@ def test_whitened_dem_recognises_unseen_classes_and_is_seeded(data):
     assert torch.equal(a.proj, b.proj) and torch.equal(a.out.weight, b.out.weight)
 
 
+def test_unit_norm_puts_images_on_the_sphere(data):
+    m = Dem(data["x"].shape[1], data["s"].shape[1], {**HP, "feature_norm": "whiten", "whiten_dim": 12,
+                                                     "unit_norm": True, "epochs": 10})
+    m.fit(data["x"], data["y"], data["s"], seed=0)
+    z = m.embed_images(data["xu"])
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(len(z)))
+    # ranking images for one class query by L2 equals ranking by inner product (norms are equal)
+    p = m.embed_classes(data["su"][:1])
+    assert torch.equal(torch.argsort(-(z @ p.T)[:, 0]), torch.argsort(m.scores(data["xu"], data["su"][:1])[:, 0],
+                                                                       descending=True))
+    pred = data["unseen"][m.scores(data["xu"], data["su"]).argmax(1).numpy()]
+    assert per_class_top1(pred, data["lu"], data["unseen"]) > 2.0 / len(data["unseen"])
+
+
 def test_bad_hparams():
     with pytest.raises(InvalidInputError, match="fusion_weights"):
         Dem(8, [4, 3], {"fusion_weights": [1.0]})

@@ -304,7 +304,8 @@ def load_custom_dataset(images_dir: str | os.PathLike, class_attributes_csv: str
             "cache_dir": str(cdir),
             "seed": seed,
             "val_classes": [class_names[c] for c in np.unique(labels[splits["val"]])],
-            "val_rule": "class-disjoint split of seen classes; val attributes covered by train classes when possible",
+            "val_split": (f"{len(np.unique(labels[splits['val']]))} of {len(seen)} seen classes (seeded, class-disjoint; "
+                          "val attributes covered by train classes when possible)"),
         },
     )
 

@@ -14,7 +14,7 @@ is assigned to the nearest prototype (``metric="l2"``). Each semantic modality m
 ``fusion_weights`` -- the paper's multi-modal variant (attributes + word vectors / sentences).
 
 Visual space (``feature_norm``, fitted on the training images only, kept as buffers, chosen on
-validation like any other hyper-parameter):
+validation like any other hyper-parameter; ``unit_norm`` below):
 
 * ``"none"``: raw features, ``embed_images`` is the identity -- the paper's setting;
 * ``"standardize"``: per-dimension ``(x - mean) / std``;
@@ -24,16 +24,20 @@ validation like any other hyper-parameter):
   classical nearest-class-mean rule; on 8k-d histogram features it also makes the output layer
   (H x k instead of H x D) an order of magnitude cheaper.
 
+``unit_norm=True`` then L2-normalises every image in that space (prototypes stay free), which
+removes the image-norm term ``||x||^2`` from the L2 ranking of images for a class query.
+
 The output ReLU (``output_relu="auto"``) is kept only when every training target is non-negative
 (CNN / histogram features in the raw space, as in the paper); signed targets (standardised,
 whitened or generated features) could not be reached through it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -57,6 +61,7 @@ class DemHparams(Hparams):
     feature_norm: str = "none"            # "none" | "standardize" | "whiten" (module docstring)
     whiten_dim: int = 512                 # k principal directions kept by "whiten"
     whiten_reg: float = 0.1               # ridge on the within-class scatter, relative to its mean eigenvalue
+    unit_norm: bool = False               # L2-normalise each image in the visual space (after feature_norm)
     output_relu: str = "auto"             # "auto" | "on" | "off"
     fusion_weights: list[float] | None = None   # one per modality; None = all 1
 
@@ -74,17 +79,16 @@ def _within_class_whitening(x: Tensor, y: Tensor, k: int, reg: float, seed: int)
         return _LAST_TRANSFORM["value"]
     mean = x.mean(0)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    # The principal subspace is estimated from a seeded sample of rows: 4k rows pin down k
-    # directions well, and it keeps this step to seconds on 20k x 8k features.
+    # The principal subspace is estimated from a seeded sample of m rows (4k rows pin down k
+    # directions well) through the m x m Gram matrix: exact PCA of the sample in seconds, where
+    # a D x D covariance of 8k-d features would take minutes.
     rows = torch.randperm(len(x), generator=gen)[:max(2048, 4 * k)].sort().values.to(x.device)
-    sample = x[rows] - mean
+    sample = x[rows] - mean                                        # (m, D)
     k_eff = min(k, sample.shape[0] - 1, x.shape[1])
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # svd_lowrank draws its random test matrix from the global generator
-    try:
-        _, _, v = torch.svd_lowrank(sample, q=k_eff, niter=2)
-    finally:
-        torch.random.set_rng_state(gen_state)
+    e, u = torch.linalg.eigh((sample @ sample.T).double())
+    top = torch.argsort(e, descending=True)[:k_eff]
+    e_k = e[top].clamp_min(1e-12 * float(e.max().clamp_min(1e-300)))
+    v = (sample.T.double() @ (u[:, top] / e_k.sqrt())).to(x.dtype)   # (D, k) orthonormal columns
     del sample
     z = (x - mean) @ v                                             # (N, k)
     n_cls = int(y.max()) + 1
@@ -99,6 +103,17 @@ def _within_class_whitening(x: Tensor, y: Tensor, k: int, reg: float, seed: int)
         proj = torch.cat([proj, proj.new_zeros(proj.shape[0], k - k_eff)], 1)
     _LAST_TRANSFORM.update(key=(weakref.ref(x), weakref.ref(y), key), value=(mean, proj))
     return mean, proj
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (process-global), restoring it afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @MODELS.register("dem")
@@ -202,20 +217,24 @@ class Dem(ZslModel):
         gen = torch.Generator(device="cpu").manual_seed(seed)
         n = len(x)
         losses = []
+        # A step is a few matmuls with <= batch_size rows; on CPU extra threads mostly add
+        # synchronisation, which on a shared 2-core machine made steps 10-20x slower.
+        step_threads = 1 if dev.type == "cpu" else torch.get_num_threads()
         for epoch in range(1, n_epochs + 1):
             self.train()
             order = torch.randperm(n, generator=gen).to(dev)
             total = 0.0
-            for start in range(0, n, hp.batch_size):
-                idx = order[start:start + hp.batch_size]
-                # f depends on the class only: run it once per distinct class in the batch
-                cls, inv = torch.unique(y[idx], return_inverse=True)
-                pred = self.prototypes(s[cls])[inv]
-                data = (pred - target[idx]).pow(2).sum(1).mean()
-                opt.zero_grad(set_to_none=True)
-                data.backward()
-                opt.step()
-                total += float(data.detach()) * len(idx)
+            with _torch_threads(step_threads):
+                for start in range(0, n, hp.batch_size):
+                    idx = order[start:start + hp.batch_size]
+                    # f depends on the class only: run it once per distinct class in the batch
+                    cls, inv = torch.unique(y[idx], return_inverse=True)
+                    pred = self.prototypes(s[cls])[inv]
+                    data = (pred - target[idx]).pow(2).sum(1).mean()
+                    opt.zero_grad(set_to_none=True)
+                    data.backward()
+                    opt.step()
+                    total += float(data.detach()) * len(idx)
             with torch.no_grad():
                 losses.append(total / n + hp.weight_decay * float(self._penalty()))
             self.eval()
@@ -229,10 +248,12 @@ class Dem(ZslModel):
         x = x.to(self.feat_mean)
         norm = self.hparams.feature_norm
         if norm == "standardize":
-            return (x - self.feat_mean) / self.feat_std
-        if norm == "whiten":
-            return (x - self.feat_mean) @ self.proj
-        return x
+            x = (x - self.feat_mean) / self.feat_std
+        elif norm == "whiten":
+            x = (x - self.feat_mean) @ self.proj
+        # On the unit sphere ||x - p||^2 = 1 - 2 x.p + ||p||^2: a class query ranks images by x.p,
+        # free of the image-norm term that otherwise favours small-norm images for every query.
+        return nn.functional.normalize(x, dim=1) if self.hparams.unit_norm else x
 
     def embed_classes(self, s: Tensor) -> Tensor:
         """(C, A) -> (C, E) visual prototypes."""

@@ -14,7 +14,8 @@ visual feature onto the visual prototype reconstructed from its class semantics,
 
 which keeps the generated prototypes *in* the visual space (not just on the right side of a
 decision boundary) and so helps retrieval by similarity. ``use_l2_constraint=False`` is the
-ablation. Retrieval compares f(x) and g(s) by cosine (``metric="ip"``).
+ablation. Retrieval compares f(x) and g(s) by cosine (``metric="ip"``). Inputs wider than
+``pca_dim`` are first projected by a PCA fitted on the training images (:class:`PCAReduce`).
 
 This module also holds the small training helpers the other neural seed models share
 (:func:`check_fit_inputs`, :func:`minibatches`, :func:`seeded_training`).

@@ -1,0 +1,263 @@
+#!/usr/bin/env python
+"""Benchmark every registered zero-shot model with the protocol, over several seeds.
+
+For each (dataset, model, seed): ``protocol.select_and_train`` (hyper-parameters and training
+length chosen on the *val* classes only, then refit on trainval) and ``protocol.evaluate`` on the
+unseen test classes (top-1, mAP, GZSL). Prints and writes a markdown table of mean +- std to
+``docs/results.md`` and, when README.md holds the markers ``<!-- results:start -->`` /
+``<!-- results:end -->``, replaces the block between them. A chance row (1 / #unseen classes for
+top-1; the mean positive fraction for mAP, the expected AP of a random ranking) is the baseline
+measured in the same run.
+
+Every finished run is appended to a JSON-lines file (``--raw``, default
+``runs/benchmark_models.jsonl``); ``--resume`` reuses the runs already there, so an interrupted
+benchmark continues where it stopped.
+
+    python scripts/benchmark_models.py --data-root /work/shared/data            # everything, 3 seeds
+    python scripts/benchmark_models.py --datasets synthetic --models ssl --seeds 0 1
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+METRICS = ("top1", "map", "gzsl")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", nargs="+", default=["awa1-lampert", "synthetic"])
+    p.add_argument("--models", nargs="+", default=None, help="default: every registered model")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--data-root", default=None, help="default: $ZSLR_DATA")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared machine more threads spin-wait and run slower)")
+    p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    p.add_argument("--readme", default=str(ROOT / "README.md"))
+    p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    p.add_argument("--raw", default=str(ROOT / "runs" / "benchmark_models.jsonl"))
+    p.add_argument("--resume", action="store_true", help="reuse finished runs found in --raw")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: tabulate the finished runs found in --raw")
+    return p.parse_args(argv)
+
+
+def dataset_hparams(model_cls, dataset) -> dict:
+    """Dataset facts a model can use that are not hyper-parameters to tune: the feature groups
+    (awa1-lampert: lss, sift, surf, rgsift, phog) for models that fuse groups."""
+    fields = getattr(model_cls.Hparams, "__dataclass_fields__", {})
+    groups = (dataset.meta or {}).get("feature_groups")
+    if "feature_groups" in fields and isinstance(groups, dict) and sum(groups.values()) == dataset.feature_dim:
+        return {"feature_groups": [int(v) for v in groups.values()]}
+    return {}
+
+
+def chance(dataset) -> dict[str, float]:
+    """Top-1 of a uniform random guess among the unseen classes; mAP of a random ranking
+    (expected AP = fraction of positives, averaged over the unseen classes)."""
+    y = dataset.labels[dataset.split_indices("test_unseen")]
+    classes, counts = np.unique(y, return_counts=True)
+    return {"top1": 1.0 / len(classes), "map": float(np.mean(counts / len(y)))}
+
+
+def run_one(dataset, model_name: str, seed: int, log) -> dict:
+    from zslretrieval import protocol
+    from zslretrieval.models import get_model_class
+
+    hp = dataset_hparams(get_model_class(model_name), dataset)
+    t0 = time.perf_counter()
+    res = protocol.select_and_train(dataset, model_name, seed=seed, hparams=hp or None, log=log)
+    train_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    metrics = protocol.evaluate(res.model, dataset, METRICS, card=res.card)
+    return {"dataset": dataset.name, "model": model_name, "seed": seed, "metrics": metrics,
+            "train_seconds": round(train_s, 2), "eval_seconds": round(time.perf_counter() - t1, 2),
+            "chosen": res.selection.get("chosen"), "epochs": res.selection.get("epochs"),
+            "val_top1": res.selection.get("val_top1"), "fixed_hparams": hp}
+
+
+def fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float) * scale
+    if v.size == 0:
+        return "–"
+    if v.size == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+COLUMNS = [("T1", "top1"), ("mAP", "map"), ("U", "gzsl_u"), ("S", "gzsl_s"), ("H", "gzsl_h"),
+           ("H cal.", "gzsl_cal_h")]
+
+
+def table(runs: list[dict], datasets: list[str], models: list[str], chances: dict[str, dict]) -> str:
+    head = "| dataset | model | seeds | " + " | ".join(c for c, _ in COLUMNS) + " | train s |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    best_notes = []
+    for ds in datasets:
+        ch = chances.get(ds)
+        if ch:
+            lines.append(f"| {ds} | *chance* | – | {100 * ch['top1']:.1f} | {100 * ch['map']:.1f} | – | – | – | – | – |")
+        means: dict[str, dict[str, float]] = {}
+        for m in models:
+            rs = [r for r in runs if r["dataset"] == ds and r["model"] == m]
+            if not rs:
+                continue
+            cells = [fmt([r["metrics"].get(k) for r in rs]) for _, k in COLUMNS]
+            means[m] = {k: float(np.nanmean([r["metrics"].get(k, np.nan) for r in rs])) for _, k in COLUMNS}
+            lines.append(f"| {ds} | {m} | {len(rs)} | " + " | ".join(cells)
+                         + f" | {fmt([r['train_seconds'] for r in rs], 1.0, 0)} |")
+        if means:
+            best = []
+            for col, k in COLUMNS:
+                vals = {m: v[k] for m, v in means.items() if np.isfinite(v[k])}
+                if vals:
+                    b = max(vals, key=vals.get)
+                    best.append(f"{col}: **{b}** ({100 * vals[b]:.1f})")
+            best_notes.append(f"- {ds}: " + ", ".join(best))
+    return "\n".join(lines) + ("\n\nBest mean per metric:\n" + "\n".join(best_notes) if best_notes else "")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch thread(s)), {gpu}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def report(runs: list[dict], args: argparse.Namespace, models: list[str], chances: dict[str, dict],
+           data_desc: dict[str, str]) -> str:
+    seeds = sorted({r["seed"] for r in runs})
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    lines = [
+        "## Model benchmark (zero-shot retrieval / classification)",
+        "",
+        f"Split: xlsa17 \"proposed split\" (GBU, Xian et al.) -- scores on the **unseen test classes**; "
+        f"hyper-parameters and training length chosen on the **val classes only** "
+        f"(`protocol.select_and_train`), then refit on trainval. Seeds: {', '.join(map(str, seeds))} "
+        f"(mean ± sample std over seeds). Machine: {machine()}. Date: {date}.",
+        "",
+        "Data: " + "; ".join(f"`{k}` = {v}" for k, v in data_desc.items()) + ".",
+        "",
+        "T1 = per-class top-1 among unseen classes; mAP = each unseen class's attribute query ranks all "
+        "unseen test images (exact, full ranking); U/S/H = generalized ZSL per-class top-1 on unseen / "
+        "seen test images searched over all classes and their harmonic mean, uncalibrated; H cal. = H "
+        "with calibrated stacking whose offset was chosen on val. All in %. train s = wall seconds of "
+        "selection + refit.",
+        "",
+        table(runs, args.datasets, models, chances),
+        "",
+        f"Reproduce: `python scripts/benchmark_models.py --datasets {' '.join(args.datasets)} "
+        f"--models {' '.join(models)} --seeds {' '.join(map(str, seeds))} --threads {args.threads}"
+        + (" --data-root DIR" if args.data_root else "") + "` (data root: `--data-root`, else `$ZSLR_DATA`)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(text: str, block: str) -> str | None:
+    pattern = re.compile(re.escape(MARK_START) + r".*?" + re.escape(MARK_END), re.S)
+    if not pattern.search(text):
+        return None
+    return pattern.sub(lambda _: f"{MARK_START}\n{block}{MARK_END}", text, count=1)
+
+
+NOTES = """
+### Notes on the models
+
+- Every model is trained by the same protocol; the grid of each model is its `search_space()` and
+  the training length of iterative models is the best val epoch (patience 5). Nothing is chosen on
+  the unseen test classes.
+- `ssl`, `acmr`, `dml` project inputs wider than `pca_dim` (256) with a PCA fitted on the training
+  images only (per feature group for `dml`), so that an epoch over 8,252-d features takes seconds on
+  a CPU; `dml` receives the awa1-lampert feature groups (lss, sift, surf, rgsift, phog) from the
+  dataset (`fixed` hyper-parameter, not tuned).
+- `acmr`'s Information Enhancement Module is a Jensen-Shannon mutual-information bound between each
+  input and its latent mean (Deep InfoMax style critic, negatives from other classes); its GZSL
+  latent softmax classifier (`ACMR.gzsl_scores`) is not what this table reports: the protocol scores
+  every model by its embeddings (cosine of latent means for `acmr`).
+- GZSL columns are uncalibrated except "H cal.", whose calibrated-stacking offset was chosen on val.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    from zslretrieval.data import load_dataset
+    from zslretrieval.models import list_models
+    from zslretrieval.models.checkpoint import atomic_write_bytes
+
+    models = args.models or list_models()
+    raw = Path(args.raw)
+    done: list[dict] = []
+    if (args.resume or args.report_only) and raw.is_file():
+        done = [json.loads(line) for line in raw.read_text().splitlines() if line.strip()]
+    raw.parent.mkdir(parents=True, exist_ok=True)
+
+    runs, chances, data_desc, datasets = [], {}, {}, {}
+    for ds_name in args.datasets:
+        t = time.perf_counter()
+        dataset = load_dataset(ds_name, args.data_root, seed=0)
+        print(f"# {ds_name}: loaded in {time.perf_counter() - t:.1f}s, features {dataset.features.shape}",
+              flush=True)
+        datasets[ds_name] = dataset
+        chances[dataset.name] = chance(dataset)
+        n_unseen = len(dataset.split_classes("test_unseen"))
+        data_desc[dataset.name] = (f"{dataset.features.shape[0]} images, {dataset.feature_dim}-d features "
+                                   f"({dataset.feature_transform}), {dataset.semantic_dim} attributes, "
+                                   f"{len(dataset.split_classes('trainval'))} seen / {n_unseen} unseen classes")
+    # Seed-major order: an interrupted benchmark still has every model on every dataset for the
+    # first seeds (--report-only then tabulates what is there).
+    for seed in args.seeds:
+        for dataset in datasets.values():
+            for model in models:
+                prev = [r for r in done if r["dataset"] == dataset.name and r["model"] == model and r["seed"] == seed]
+                if prev:
+                    runs.append(prev[-1])
+                    continue
+                if args.report_only:
+                    continue
+                print(f"## {dataset.name} {model} seed {seed}", flush=True)
+                try:
+                    r = run_one(dataset, model, seed, log=lambda m: print("   " + m, flush=True))
+                except Exception as e:  # one broken model must not lose the others' results
+                    print(f"   FAILED: {type(e).__name__}: {e}", flush=True)
+                    continue
+                print(f"   -> {json.dumps(r['metrics'])} train {r['train_seconds']}s", flush=True)
+                runs.append(r)
+                with raw.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
+
+    text = report(runs, args, models, chances, data_desc)
+    print(text)
+    out = Path(args.out)
+    atomic_write_bytes(out, lambda f: f.write(("# Results\n\n" + text + NOTES).encode()))
+    print(f"wrote {out}")
+    readme = Path(args.readme)
+    if not args.no_readme and readme.is_file():
+        new = replace_block(readme.read_text(), text)
+        if new is not None:
+            atomic_write_bytes(readme, lambda f: f.write(new.encode()))
+            print(f"updated the results block of {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
