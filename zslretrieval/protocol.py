@@ -165,7 +165,8 @@ def choose_calibration(scores_seen: np.ndarray, labels_seen: np.ndarray, scores_
     cands = cands[np.argsort(np.abs(cands), kind="stable")]
     best, best_h = 0.0, -1.0
     for g in cands:
-        h = gzsl(scores_seen, labels_seen, scores_unseen, labels_unseen, seen_classes, unseen_classes, float(g)).harmonic
+        h = gzsl(scores_seen, labels_seen, scores_unseen, labels_unseen, seen_classes, unseen_classes,
+                 float(g)).harmonic
         if h > best_h + 1e-12:
             best, best_h = float(g), h
     raw = gzsl(scores_seen, labels_seen, scores_unseen, labels_unseen, seen_classes, unseen_classes, 0.0)
@@ -280,8 +281,9 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
             evaluate_candidate(i, _Scorer(model, device), 1, record)
         record["final_loss"] = float(losses[-1]) if losses else None
         record["seconds"] = round(time.perf_counter() - t0, 3)
-        log(f"[{model_name}] {hp}: val top-1 {record['val_top1']:.4f} (epoch {record['best_epoch']}, "
-            f"{record['seconds']:.1f}s)")
+        log(f"[{model_name}] {hp}: val top-1 {record['val_top1']:.4f}, "
+            f"val mAP {record.get('val_map', float('nan')):.4f} "
+            f"(epoch {record['best_epoch']}, {record['seconds']:.1f}s)")
 
     if not cls.iterative and hasattr(cls, "fit_grid"):
         t0 = time.perf_counter()
@@ -290,7 +292,8 @@ def select_and_train(dataset, model_name: str, *, seed: int = 0, hparams: dict |
             model.to(device)
             evaluate_candidate(i, _Scorer(model, device), 1, table[i])
             table[i]["final_loss"] = float(losses[-1]) if losses else None
-            log(f"[{model_name}] {candidates[i]}: val top-1 {table[i]['val_top1']:.4f}")
+            log(f"[{model_name}] {candidates[i]}: val top-1 {table[i]['val_top1']:.4f}, "
+                f"val mAP {table[i].get('val_map', float('nan')):.4f}")
         per = round((time.perf_counter() - t0) / max(1, len(candidates)), 3)
         for r in table:
             r["seconds"] = per  # shared factorisations: the grid's time split evenly
@@ -424,7 +427,8 @@ def evaluate(model: ZslModel, dataset, metrics: Sequence[str] = DEFAULT_METRICS,
     inputs = EvalInputs(class_emb=class_emb, metric=model.metric, unseen_classes=dataset.split_classes("test_unseen"),
                         seen_classes=dataset.split_classes("trainval"), unseen_emb=unseen_emb, unseen_labels=unseen_y,
                         seen_emb=seen_emb, seen_labels=seen_y)
-    out = AccuracyCalculator(include=metrics, k=k, calibration=0.0, searcher_factory=searcher_factory).get_accuracy(inputs)
+    calc = AccuracyCalculator(include=metrics, k=k, calibration=0.0, searcher_factory=searcher_factory)
+    out = calc.get_accuracy(inputs)
     out.pop("gzsl_calibration", None)
     if "gzsl" in metrics and seen_emb is not None and calibration is not None:
         cal = AccuracyCalculator(include=["gzsl"], calibration=float(calibration),

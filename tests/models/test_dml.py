@@ -38,6 +38,16 @@ def unseen_top1(model, x, labels, att) -> float:
     return float(np.mean([(pred[labels[m] == c] == c).mean() for c in UNSEEN]))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tensors here are tiny: on a shared 2-core machine a second torch thread only spin-waits
+    (measured ~7x slower per step under load), so this module runs single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data():
     return toy_zsl()

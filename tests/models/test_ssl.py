@@ -40,6 +40,16 @@ def unseen_top1(model, x, labels, att) -> float:
 SMALL = {"hidden_dim": 64, "embed_dim": 32, "semantic_hidden_dim": 32, "batch_size": 64, "epochs": 15}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tensors here are tiny: on a shared 2-core machine a second torch thread only spin-waits
+    (measured ~7x slower per step under load), so this module runs single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data():
     return toy_zsl()

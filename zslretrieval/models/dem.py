@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -156,10 +155,13 @@ class Dem(ZslModel):
     @classmethod
     def search_space(cls) -> list[dict[str, Any]]:
         # Small on purpose: each candidate is a full training run on CPU; epochs are chosen on val.
-        # The whitened space won clearly on validation classes (awa1-lampert val top-1 ~0.2 raw vs
-        # ~0.25+ whitened for a linear map), and is ~16x cheaper per step on 8k-d features.
-        return [{"feature_norm": "whiten", "hidden": h, "weight_decay": wd, "lr": 1e-3}
-                for h, wd in itertools.product((700,), (1e-4, 1e-3))]
+        # Fixed from *validation*-class evidence only: the whitened space beat the raw one on
+        # awa1-lampert val (top-1 ~0.21 raw vs ~0.28 whitened; ESZSL 0.22) and is ~16x cheaper per
+        # step; lr 1e-3 reaches its best val epoch within ~10 epochs; unit_norm=True costs a little
+        # val top-1 but without it the L2 ranking of images collapses (synthetic val mAP 0.34 vs
+        # 0.78), and retrieval is what this engine is for.
+        return [{"feature_norm": "whiten", "unit_norm": True, "hidden": 700, "weight_decay": wd, "lr": 1e-3}
+                for wd in (1e-4, 1e-3)]
 
     def _reset(self, seed: int) -> None:
         torch.manual_seed(seed)

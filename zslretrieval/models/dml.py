@@ -42,10 +42,6 @@ from .ssl import PCAReduce, check_embed_input, check_epochs, check_fit_inputs, m
 
 __all__ = ["DML", "DMLHparams", "GradientReversal", "grad_reverse"]
 
-# awa1-lampert: lss, sift, surf, rgsift, phog
-AWA1_LAMPERT_GROUPS = [2000, 2000, 2000, 2000, 252]
-
-
 class _GradReverse(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, lam: float) -> Tensor:

@@ -45,7 +45,8 @@ def _check_fit_inputs(x: Tensor, y: Tensor, s: Tensor, feature_dim: int, semanti
     if y.shape != (x.shape[0],):
         raise InvalidInputError(f"{who}: y shape {tuple(y.shape)}; expected ({x.shape[0]},)")
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= s.shape[0]):
-        raise InvalidInputError(f"{who}: labels must index the {s.shape[0]} rows of s; got {int(y.min())}..{int(y.max())}")
+        raise InvalidInputError(
+            f"{who}: labels must index the {s.shape[0]} rows of s; got {int(y.min())}..{int(y.max())}")
 
 
 def gram(x: Tensor) -> np.ndarray:
@@ -105,7 +106,8 @@ class Eszsl(ZslModel):
     Hparams = EszslHparams
     iterative = False
 
-    def __init__(self, feature_dim: int, semantic_dims: Sequence[int] | int, hparams: EszslHparams | dict | None = None):
+    def __init__(self, feature_dim: int, semantic_dims: Sequence[int] | int,
+                 hparams: EszslHparams | dict | None = None):
         super().__init__(feature_dim, semantic_dims, hparams)
         if self.hparams.gamma <= 0 or self.hparams.lam <= 0:
             raise InvalidInputError(f"eszsl: gamma={self.hparams.gamma}, lam={self.hparams.lam}; both must be > 0")
