@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import IncompatibleError, InvalidInputError
+from .errors import ConsistencyError, IncompatibleError, InvalidInputError
 from .index.searchers import NumpySearcher
 from .metrics import AccuracyCalculator, EvalInputs, gzsl, mean_average_precision, per_class_top1
 from .metrics.calculator import SearcherFactory
@@ -531,12 +531,35 @@ class EvalConfig:
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
     modalities: tuple[str, ...] = ("attributes",)
     searcher: str = "numpy"
+    # mAP through the engine (real index + catalog + class queries) and checked against the
+    # direct computation; False reports the direct value only (no index is written).
+    engine: bool = True
+    engine_root: str | None = None
 
     def __post_init__(self) -> None:
         if self.models and self.checkpoint:
             raise InvalidInputError("give --model NAME (repeatable; trains with the protocol) or --checkpoint PATH, "
                                     "not both")
         AccuracyCalculator(include=self.metrics)
+
+
+# Engine and direct mAP rank the same embeddings with different code (FAISS vs numpy, float32
+# vs float64 scores); ties and rounding may move an AP by ~1e-7, never more than this.
+ENGINE_MAP_TOLERANCE = 1e-6
+
+
+def _engine_map_checked(model: ZslModel, card: ModelCard, dataset, direct_map: float,
+                        root: str | None) -> dict[str, Any]:
+    """mAP through :func:`zslretrieval.query.engine_map`, raising when it disagrees with ``direct_map``."""
+    from .query import engine_map
+
+    t0 = time.perf_counter()
+    m, per_class = engine_map(model, card, dataset, root=root)
+    if not abs(m - direct_map) <= ENGINE_MAP_TOLERANCE:
+        raise ConsistencyError(f"engine-path mAP {m:.8f} differs from the direct computation {direct_map:.8f} by "
+                               f"more than {ENGINE_MAP_TOLERANCE}; the index or query path ranks differently")
+    return {"map": float(m), "direct_map": float(direct_map), "per_class_ap": per_class,
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
@@ -579,6 +602,10 @@ def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
         t2 = time.perf_counter()
         metrics = evaluate(model, dataset, cfg.metrics, calibration=cfg.calibration, searcher_factory=factory,
                            card=card, device=cfg.data.device)
+        engine_check = None
+        if cfg.engine and "map" in metrics:
+            engine_check = _engine_map_checked(model, card, dataset, metrics["map"], cfg.engine_root)
+            metrics["map"] = engine_check["map"]
         eval_seconds = time.perf_counter() - t2
         log(f"[{card.model}] " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         sel = card.selection or {}
@@ -590,7 +617,7 @@ def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
             "selection": [{"hparams": r["hparams"], "val_top1": r["val_top1"], "val_map": r.get("val_map"),
                            "best_epoch": r.get("best_epoch")}
                           for r in sel.get("candidates", [])],
-            "metrics": metrics,
+            "metrics": metrics, "map_engine": engine_check,
             "train_seconds": round(train_wall, 3), "refit_seconds": card.train_seconds,
             "selection_seconds": sel.get("selection_seconds"), "eval_seconds": round(eval_seconds, 3),
         })

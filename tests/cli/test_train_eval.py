@@ -50,6 +50,11 @@ def test_train_writes_checkpoint_and_eval_reads_it(runner, tmp_path):
     assert r["model"] == "eszsl" and r["checkpoint"] == str(ckpt)
     assert set(r["metrics"]) >= {"top1", "map", "gzsl_u", "gzsl_s", "gzsl_h", "gzsl_cal_h", "gzsl_calibration"}
     assert r["metrics"]["top1"] > 2 / 6  # 6 unseen classes, chance 1/6
+    # mAP went through a real index + catalog + class queries and matched the direct computation
+    eng = r["map_engine"]
+    assert eng["map"] == r["metrics"]["map"] and abs(eng["map"] - eng["direct_map"]) <= 1e-6
+    assert len(eng["per_class_ap"]) == 6
+    assert abs(sum(eng["per_class_ap"].values()) / 6 - eng["map"]) < 1e-9
     assert report["data"]["splits"]["test_unseen"]["classes"] == 6 and report["seed"] == 1
 
 
@@ -65,6 +70,14 @@ def test_eval_trains_several_models_and_prints_one_json(runner):
     dem = report["results"][1]
     assert dem["hparams"]["hidden"] == 16 and dem["hparams"]["epochs"] == dem["epochs"] <= 4
     assert report["dataset"] == "synthetic" and report["wall_seconds"] > 0
+
+
+def test_no_engine_reports_the_direct_map(runner):
+    res = runner.invoke(cli, ["eval", "--dataset", "synthetic", "--model", "eszsl", "--metric", "map",
+                              "--no-engine", "--json"])
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads(res.stdout)["results"]
+    assert r["map_engine"] is None and 0 < r["metrics"]["map"] <= 1
 
 
 def test_eval_table_output(runner):

@@ -116,15 +116,18 @@ def register(group: click.Group) -> None:
     @click.option("--calibration", default=None, type=float,
                   help="GZSL calibrated-stacking offset (default: the one chosen on val at training time).")
     @click.option("--searcher", default="numpy", show_default=True, help="Searcher backend for mAP rankings.")
+    @click.option("--engine/--no-engine", default=True, show_default=True,
+                  help="Measure mAP through the query engine (index + catalog + class queries), checked "
+                       "against the direct computation; --no-engine reports the direct value only.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
     @_data_options
     def eval_cmd(models: tuple[str, ...], checkpoint: str | None, metrics: tuple[str, ...], calibration: float | None,
-                 searcher: str, as_json: bool, **kw) -> None:
+                 searcher: str, engine: bool, as_json: bool, **kw) -> None:
         """Evaluate on the unseen test classes: per-class top-1, mAP, generalized ZSL."""
         cfg = EvalConfig(data=_data_config(kw), models=models, checkpoint=checkpoint,
                          metrics=metrics or ("top1", "map", "gzsl"), calibration=calibration,
                          hparams=parse_hparams(kw["hparams"]), modalities=tuple(kw["modalities"]) or ("attributes",),
-                         searcher=searcher)
+                         searcher=searcher, engine=engine)
         report = eval_from_config(cfg, log=_log)
         if as_json:
             click.echo(to_json(report))
@@ -141,4 +144,8 @@ def register(group: click.Group) -> None:
             click.echo(f"{r['model']:<8} {val:>9} {cells} {r['train_seconds']:>8.1f} {r['eval_seconds']:>7.1f}")
         for r in report["results"]:
             click.echo(f"{r['model']}: hparams {r['hparams']}")
+            if r.get("map_engine"):
+                e = r["map_engine"]
+                click.echo(f"{r['model']}: mAP through the engine {e['map']:.6f} = direct {e['direct_map']:.6f} "
+                           f"({e['seconds']:.1f}s)")
         click.echo(f"wall time {report['wall_seconds']:.1f}s")

@@ -180,12 +180,7 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
 
 def index_raw_features(ix) -> tuple[list[str], np.ndarray]:
     """Paths and raw backbone features (n, feature_dim) float32 of every indexed image of ``ix``."""
-    from ..index.catalog import entries_table
-    from ..index.layout import FEATURES_DIR
-    from ..index.store import FeatureStore
-
-    _, img, shards, rows = (np.asarray(a, np.int64) for a in entries_table(ix.catalog.session()))
-    raw = FeatureStore(ix.folder / FEATURES_DIR).gather(shards, rows, ix.manifest.feature_dim)
+    img, raw = ix.raw_features()
     return [r.path for r in ix.records(img)], raw
 
 
