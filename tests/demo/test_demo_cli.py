@@ -56,7 +56,30 @@ def test_demo_prints_map_and_writes_gallery(demo_run):
     assert len(aps) == 4 and mean_ap == pytest.approx(sum(aps) / 4, abs=2e-3)
     html = (out / "gallery.html").read_text()
     assert html.count("<section>") == 4 and "data:image" in html
-    assert (out / "dem.pt").is_file() and (out / "indexes" / "demo").is_dir()
+    assert (out / "indexes" / "demo").is_dir()
+
+
+def test_demo_auto_uses_the_model_best_on_validation(demo_run):
+    out, res, _ = demo_run
+    assert res.exit_code == 0
+    from zslretrieval.demo.pipeline import AUTO_MODELS
+    from zslretrieval.models.checkpoint import load_checkpoint
+
+    val = {}
+    for m in AUTO_MODELS:  # each candidate trained through the same custom-dataset path
+        assert (out / f"{m}.pt").is_file()
+        val[m] = load_checkpoint(out / f"{m}.pt")[1].selection["val_map_mixed"]
+        assert 0.0 <= val[m] <= 1.0
+    best = max(AUTO_MODELS, key=lambda m: val[m])
+    assert f"using {best} (best on validation classes)" in res.output
+    # the index was re-embedded with that model's checkpoint, and the report says which
+    assert f"model={best}" in res.output and f"checkpoint: {out / (best + '.pt')}" in res.output
+
+
+def test_demo_unknown_model_fails_before_any_work(tmp_path):
+    res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "d"), "--model", "demm"])
+    assert res.exit_code == 2 and "demm" in res.output and "dem" in res.output
+    assert not (tmp_path / "d").exists()
 
 
 def test_demo_index_is_queryable_by_zslr_query(demo_run):

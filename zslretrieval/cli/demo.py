@@ -27,7 +27,9 @@ def register(group: click.Group) -> None:
                   help="Side of the generated images in pixels.")
     @click.option("--backbone", default="efficientnet-lite0", show_default=True,
                   help="Offline image backbone (see features.backbones).")
-    @click.option("--model", default="dem", show_default=True, help="Zero-shot model to train.")
+    @click.option("--model", default="auto", show_default=True,
+                  help="Zero-shot model to train, or auto: train dem, sae and eszsl and keep the best "
+                       "on the validation classes.")
     @click.option("--quiet", is_flag=True, help="Only print the results, not the progress of each step.")
     def demo_cmd(out, seed, device, images_per_class, image_size, backbone, model, quiet):
         """Zero-shot retrieval end to end on generated images of shapes, colours, textures and scenes."""
