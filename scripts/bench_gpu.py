@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import os
 import statistics
 import sys
@@ -107,7 +106,7 @@ def bench_search(n: int, d: int, nqs: list[int], k: int, device: torch.device, s
         label = f"torch {dtype} scan" + (" + fp32 re-rank (exact)" if dtype != "fp32" else " (exact; baseline)")
         for nq in nqs:
             s.stats.update(queries=0, widened=0, exact_fallback=0)
-            t = timeit(lambda: s.search(queries[nq], k), device, budget_s=budget_s)
+            t = timeit(lambda s=s, nq=nq: s.search(queries[nq], k), device, budget_s=budget_s)
             st = s.stats
             note = f"widened {st['widened'] / max(1, st['queries']):.1%}" if dtype != "fp32" else ""
             rows.append(SearchRow(f"{label} [{device.type}]", n, d, nq, k, t, n * d * elem, note))

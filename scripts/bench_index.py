@@ -86,8 +86,8 @@ def bench_ingestion(args) -> list[tuple]:
         assert len(ok) == len(paths) and not fail
         err = float(np.abs(feats - np.stack(naive)).max())
     n = len(paths)
-    rows.append(("naive loop (baseline)", n, f"1 / 0", f"{t_naive:.1f}", f"{n / t_naive:.1f}", "1.00x", "-"))
-    rows.append((f"extract_features", n, f"{args.batch_size} / {workers}", f"{t_pipe:.1f}", f"{n / t_pipe:.1f}",
+    rows.append(("naive loop (baseline)", n, "1 / 0", f"{t_naive:.1f}", f"{n / t_naive:.1f}", "1.00x", "-"))
+    rows.append(("extract_features", n, f"{args.batch_size} / {workers}", f"{t_pipe:.1f}", f"{n / t_pipe:.1f}",
                  f"{t_naive / t_pipe:.2f}x", f"{err:.1e}"))
     return rows
 

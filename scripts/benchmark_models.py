@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     from zslretrieval.data import load_dataset
     from zslretrieval.models import list_models
-    from zslretrieval.models.checkpoint import atomic_write_bytes
+    from zslretrieval.fileio import atomic_write
 
     models = args.models or list_models()
     raw = Path(args.raw)
@@ -248,13 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     text = report(runs, args, models, chances, data_desc)
     print(text)
     out = Path(args.out)
-    atomic_write_bytes(out, lambda f: f.write(("# Results\n\n" + text + NOTES).encode()))
+    atomic_write(out, lambda f: f.write(("# Results\n\n" + text + NOTES).encode()))
     print(f"wrote {out}")
     readme = Path(args.readme)
     if not args.no_readme and readme.is_file():
         new = replace_block(readme.read_text(), text)
         if new is not None:
-            atomic_write_bytes(readme, lambda f: f.write(new.encode()))
+            atomic_write(readme, lambda f: f.write(new.encode()))
             print(f"updated the results block of {readme}")
     return 0
 

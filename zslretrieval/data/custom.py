@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataNotFoundError, InvalidInputError, UnknownNameError
-from ..models.checkpoint import atomic_write_bytes
+from ..fileio import atomic_write
 from ..features.images import IMAGE_EXTENSIONS
 from .base import ZslDataset
 
@@ -159,7 +159,7 @@ def _write_cache(path: Path, known: dict[str, np.ndarray]) -> None:
     mat = np.stack([known[k] for k in keys]).astype(np.float32)
     buf = io.BytesIO()
     np.savez(buf, keys=keys, features=mat)
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 def cached_features(paths: Sequence[Path], backbone: str, extract: FeatureFn, cache_dir: Path

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import InvalidInputError
-from ..models.checkpoint import atomic_write_bytes
+from ..fileio import atomic_write
 
 # Attribute groups in CSV column order. Values of one group are mutually exclusive.
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -319,4 +319,4 @@ def _remove_stale(root: Path, written: list[Path]) -> None:
 def _write_if_changed(path: Path, data: bytes) -> None:
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return
-    atomic_write_bytes(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))

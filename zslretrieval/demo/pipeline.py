@@ -23,7 +23,6 @@ Steps (each one is the library call a user's own run would make):
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field

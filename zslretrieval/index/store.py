@@ -10,39 +10,13 @@ removed images simply stop being referenced.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConsistencyError
-
-
-def fsync_dir(folder: Path) -> None:
-    # make the rename itself durable (POSIX); not possible / needed on Windows
-    if os.name == "posix":
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(fileobj)`` to a temp file in ``path``'s folder, fsync, ``os.replace``, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from ..fileio import atomic_write, fsync_dir  # noqa: F401  (re-exported for index/*)
 
 
 class FeatureStore:

@@ -123,10 +123,8 @@ class ACMR(ZslModel):
                  hparams: ACMRHparams | dict | None = None):
         super().__init__(feature_dim, semantic_dims, hparams)
         hp = self.hparams
-        for key in ("latent_dim", "visual_hidden_dim", "semantic_hidden_dim", "batch_size",
-                    "cls_samples_per_class"):
-            if getattr(hp, key) < 1:
-                raise InvalidInputError(f"acmr: {key}={getattr(hp, key)}; expected a positive integer")
+        self._require_positive("latent_dim", "visual_hidden_dim", "semantic_hidden_dim", "batch_size",
+                               "cls_samples_per_class")
         if hp.warmup_epochs < 0:
             raise InvalidInputError(f"acmr: warmup_epochs={hp.warmup_epochs}; expected >= 0")
         self.reduce = PCAReduce([self.feature_dim], hp.pca_dim)

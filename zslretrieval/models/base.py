@@ -75,6 +75,13 @@ class ZslModel(nn.Module):
             raise InvalidInputError(f"{cls.name}: unknown hyper-parameter(s) {bad}; valid: {sorted(fields)}")
         return cls.Hparams(**hparams)
 
+    def _require_positive(self, *keys: str) -> None:
+        """Raise InvalidInputError naming the first hyper-parameter in ``keys`` that is < 1."""
+        for key in keys:
+            value = getattr(self.hparams, key)
+            if value < 1:
+                raise InvalidInputError(f"{self.name}: {key}={value}; expected a positive integer")
+
     @classmethod
     def search_space(cls) -> list[dict[str, Any]]:
         """Hyper-parameter candidates the protocol tries on the validation classes."""

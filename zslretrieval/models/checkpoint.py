@@ -17,7 +17,6 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError, DataNotFoundError
+from ..fileio import atomic_write
 from . import get_model_class
 from .base import ZslModel
 
@@ -65,21 +65,6 @@ class ModelCard:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(model: ZslModel, card: ModelCard, path: str | os.PathLike,
                     class_semantics: torch.Tensor | None = None) -> Path:
     """Write ``model`` and its card atomically; returns the path written."""
@@ -91,8 +76,8 @@ def save_checkpoint(model: ZslModel, card: ModelCard, path: str | os.PathLike,
     }
     if class_semantics is not None:
         payload["class_semantics"] = torch.as_tensor(class_semantics, dtype=torch.float32).cpu()
-    atomic_write_bytes(path, lambda f: torch.save(payload, f))
-    atomic_write_bytes(path.with_name(path.name + ".card.json"), lambda f: f.write(card.to_json().encode()))
+    atomic_write(path, lambda f: torch.save(payload, f))
+    atomic_write(path.with_name(path.name + ".card.json"), lambda f: f.write(card.to_json().encode()))
     return path
 
 

@@ -107,9 +107,7 @@ class DML(ZslModel):
         if not groups or min(groups) < 1 or sum(groups) != self.feature_dim:
             raise InvalidInputError(f"dml: feature_groups={hp.feature_groups} must be positive sizes summing to "
                                     f"the feature dim {self.feature_dim} (or None for one group)")
-        for key in ("group_dim", "attention_dim", "embed_dim", "semantic_hidden_dim", "batch_size"):
-            if getattr(hp, key) < 1:
-                raise InvalidInputError(f"dml: {key}={getattr(hp, key)}; expected a positive integer")
+        self._require_positive("group_dim", "attention_dim", "embed_dim", "semantic_hidden_dim", "batch_size")
         self.reduce = PCAReduce(groups, hp.pca_dim)
         self.groups = self.reduce.out_groups
         self.group_proj = nn.ModuleList(

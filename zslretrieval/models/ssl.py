@@ -224,9 +224,7 @@ class SemanticSoftmax(ZslModel):
                  hparams: SemanticSoftmaxHparams | dict | None = None):
         super().__init__(feature_dim, semantic_dims, hparams)
         hp = self.hparams
-        for key in ("hidden_dim", "embed_dim", "semantic_hidden_dim", "batch_size"):
-            if getattr(hp, key) < 1:
-                raise InvalidInputError(f"ssl: {key}={getattr(hp, key)}; expected a positive integer")
+        self._require_positive("hidden_dim", "embed_dim", "semantic_hidden_dim", "batch_size")
         if not 0 <= hp.dropout < 1:
             raise InvalidInputError(f"ssl: dropout={hp.dropout}; expected 0 <= dropout < 1")
         self.reduce = PCAReduce([self.feature_dim], hp.pca_dim)

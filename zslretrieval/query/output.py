@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..models.checkpoint import atomic_write_bytes
+from ..fileio import atomic_write
 from .engine import QueryResult
 
 THUMB_PX = 160
@@ -112,5 +112,5 @@ def write_html(results: list[QueryResult], path: str | os.PathLike, *, index: st
     """Write :func:`render_html` atomically to ``path``."""
     p = Path(path)
     page = render_html(results, index=index, metric=metric).encode("utf-8")
-    atomic_write_bytes(p, lambda f: f.write(page))
+    atomic_write(p, lambda f: f.write(page))
     return p
