@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         done = [json.loads(line) for line in raw.read_text().splitlines() if line.strip()]
     raw.parent.mkdir(parents=True, exist_ok=True)
 
-    runs, chances, data_desc, datasets = [], {}, {}, {}
+    runs, chances, data_desc, datasets, failed = [], {}, {}, {}, []
     for ds_name in args.datasets:
         t = time.perf_counter()
         dataset = load_dataset(ds_name, args.data_root, seed=0)
@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_one(dataset, model, seed, log=lambda m: print("   " + m, flush=True))
                 except Exception as e:  # one broken model must not lose the others' results
                     print(f"   FAILED: {type(e).__name__}: {e}", flush=True)
+                    failed.append(f"{dataset.name} {model} seed {seed}: {type(e).__name__}: {e}")
                     continue
                 print(f"   -> {json.dumps(r['metrics'])} train {r['train_seconds']}s", flush=True)
                 runs.append(r)
@@ -252,11 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}")
     readme = Path(args.readme)
     if not args.no_readme and readme.is_file():
-        new = replace_block(readme.read_text(), text)
+        # the README holds the table under its own "## Results" heading: one level down there
+        new = replace_block(readme.read_text(), re.sub(r"(?m)^## ", "### ", text))
         if new is not None:
             atomic_write(readme, lambda f: f.write(new.encode()))
             print(f"updated the results block of {readme}")
-    return 0
+    for line in failed:
+        print(f"FAILED (missing from the table): {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
