@@ -79,7 +79,7 @@ def bench_ingestion(args) -> list[tuple]:
             naive.append(bb.forward(x).cpu().numpy()[0])
         t_naive = time.perf_counter() - t0
 
-        workers = default_workers() if args.workers is None else args.workers
+        workers = default_workers(bb.device) if args.workers is None else args.workers
         t0 = time.perf_counter()
         feats, ok, fail = extract_features(paths, bb, batch_size=args.batch_size, device=args.device, workers=workers)
         t_pipe = time.perf_counter() - t0

@@ -135,3 +135,14 @@ def test_cuda_path_matches_cpu(files):
     x_gpu, ok, _ = extract_features(good, load_backbone("tiny-test"), device="cuda", workers=0)
     assert ok == good
     np.testing.assert_allclose(x_gpu, x_cpu, rtol=5e-2, atol=5e-2)  # bf16/fp16 autocast
+
+
+def test_default_workers_leave_cpu_cores_to_the_encoder(monkeypatch):
+    from zslretrieval.features import pipeline
+
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _pid: set(range(2)), raising=False)
+    assert pipeline.default_workers("cpu") == 0 and pipeline.default_workers("cuda") == 1
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _pid: set(range(32)), raising=False)
+    assert pipeline.default_workers("cpu") == 8 and pipeline.default_workers("cuda") == 8
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
+    assert pipeline.default_workers("cpu") == 2 and pipeline.default_workers("cuda:0") == 7

@@ -32,7 +32,7 @@ def _echo_err(msg: str) -> None:
 @click.option("--search-params", help="FAISS search parameters, e.g. nprobe=32 or efSearch=128.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--workers", type=int, help="Decoder processes [default: cores - 1, at most 8].")
+@click.option("--workers", type=int, help="Decoder processes [default: CUDA: cores - 1; CPU: cores // 4; at most 8].")
 @click.option("--chunk-size", default=256, show_default=True, type=int, help="Images per catalog commit (a crash loses at most one chunk).")
 @click.option("--prune", is_flag=True, help="Remove catalog images whose files vanished.")
 @click.option("--rehash", is_flag=True, help="Hash every file, not only those whose size or mtime changed.")
