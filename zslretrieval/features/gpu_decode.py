@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-from ..errors import IncompatibleError, InvalidInputError
+from ..errors import IncompatibleError
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec  # noqa: F401  (re-exported)
 
 
 
@@ -38,66 +36,6 @@ def _decode_jpeg(data: torch.Tensor | list[torch.Tensor], device: torch.device) 
                                 category=DeprecationWarning)
         # EXIF orientation as on the PIL path (ImageOps.exif_transpose), so both decoders agree.
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-                   "nearest": InterpolationMode.NEAREST}
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    """A backbone's preprocessing: resize the shorter side to ``resize``, center-crop ``crop``,
-    scale to [0, 1], normalise with ``mean``/``std`` (per RGB channel)."""
-
-    resize: int
-    crop: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"
-
-    def __post_init__(self) -> None:
-        if self.resize < 1 or self.crop < 1 or self.crop > self.resize:
-            raise InvalidInputError(f"resize={self.resize}, crop={self.crop}; need 1 <= crop <= resize")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise InvalidInputError(f"mean={self.mean}, std={self.std}; need 3 values each, std > 0")
-        if self.interpolation not in _INTERPOLATIONS:
-            raise InvalidInputError(f"interpolation {self.interpolation!r}; accepted: {', '.join(_INTERPOLATIONS)}")
-
-    @property
-    def interpolation_mode(self) -> InterpolationMode:
-        return _INTERPOLATIONS[self.interpolation]
-
-    def pil_transform(self) -> Callable[[Any], torch.Tensor]:
-        """The equivalent CPU transform: PIL image -> (3, crop, crop) float tensor."""
-        return T.Compose([T.Resize(self.resize, interpolation=self.interpolation_mode, antialias=True),
-                          T.CenterCrop(self.crop), T.PILToTensor(), T.ToDtype(torch.float32, scale=True),
-                          T.Normalize(self.mean, self.std)])
-
-    @classmethod
-    def from_transform(cls, transform: Any) -> PreprocessSpec:
-        """Read Resize / CenterCrop / Normalize out of a torchvision (v1 or v2) ``Compose``."""
-        steps = getattr(transform, "transforms", [transform])
-        found: dict[str, Any] = {}
-        for t in steps:
-            name = type(t).__name__
-            if name == "Resize":
-                size = t.size if isinstance(t.size, int) else (t.size[0] if len(t.size) == 1 else None)
-                if size is None:
-                    raise IncompatibleError(f"Resize(size={t.size}) distorts the aspect ratio; GPU decoding "
-                                            "supports only a shorter-side Resize(int)")
-                found["resize"] = int(size)
-                mode = getattr(t.interpolation, "value", str(t.interpolation)).lower()
-                found["interpolation"] = mode
-            elif name == "CenterCrop":
-                found["crop"] = int(t.size if isinstance(t.size, int) else t.size[0])
-            elif name == "Normalize":
-                found["mean"], found["std"] = tuple(map(float, t.mean)), tuple(map(float, t.std))
-        if "resize" not in found or "crop" not in found:
-            raise IncompatibleError(f"transform {transform!r} has no Resize(int) + CenterCrop; GPU decoding "
-                                    "needs both (pass a PreprocessSpec explicitly)")
-        return cls(**found)
-
 
 def jpeg_problem(data: bytes) -> str | None:
     """Why nvJPEG should not get these bytes (the caller then decodes them with PIL), or None.
@@ -142,7 +80,7 @@ class GpuJpegDecoder:
     """
 
     def __init__(self, spec: PreprocessSpec, device: str | torch.device = "cuda"):
-        # any object with PreprocessSpec's fields works (e.g. features.backbones.PreprocessSpec)
+        # any object with PreprocessSpec's fields works
         self.spec = spec if isinstance(spec, PreprocessSpec) else PreprocessSpec(
             int(spec.resize), int(spec.crop), tuple(spec.mean), tuple(spec.std),
             str(getattr(spec, "interpolation", "bilinear")))

@@ -12,42 +12,81 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms import v2 as T
 
+from ...errors import IncompatibleError, InvalidInputError
 from ...registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """A backbone's eval preprocessing: resize the shorter side, centre-crop, normalise.
 
-    The same description drives the PIL path here and a GPU JPEG decoder
+    The same description drives the PIL path here and the GPU JPEG decoder
     (``features.gpu_decode.GpuJpegDecoder(spec, device)``), so both give the same tensor.
     """
 
     resize: int
     crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.resize < 1 or self.crop < 1 or self.crop > self.resize:
+            raise InvalidInputError(f"resize={self.resize}, crop={self.crop}; need 1 <= crop <= resize")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise InvalidInputError(f"mean={self.mean}, std={self.std}; need 3 values each, std > 0")
+        if self.interpolation not in _INTERPOLATIONS:
+            raise InvalidInputError(f"interpolation {self.interpolation!r}; accepted: {', '.join(_INTERPOLATIONS)}")
+
+    @property
+    def interpolation_mode(self) -> T.InterpolationMode:
+        return T.InterpolationMode(self.interpolation)
 
     def pil_transform(self) -> Callable[[Image.Image], Tensor]:
         """PIL RGB image -> float32 tensor (3, crop, crop)."""
-        mode = T.InterpolationMode(self.interpolation)
         return T.Compose([
             T.PILToTensor(),
-            T.Resize(self.resize, interpolation=mode, antialias=True),
+            T.Resize(self.resize, interpolation=self.interpolation_mode, antialias=True),
             T.CenterCrop(self.crop),
             T.ToDtype(torch.float32, scale=True),
             T.Normalize(list(self.mean), list(self.std)),
         ])
+
+    @classmethod
+    def from_transform(cls, transform: Any) -> PreprocessSpec:
+        """Read Resize / CenterCrop / Normalize out of a torchvision (v1 or v2) ``Compose``."""
+        steps = getattr(transform, "transforms", [transform])
+        found: dict[str, Any] = {}
+        for t in steps:
+            name = type(t).__name__
+            if name == "Resize":
+                size = t.size if isinstance(t.size, int) else (t.size[0] if len(t.size) == 1 else None)
+                if size is None:
+                    raise IncompatibleError(f"Resize(size={t.size}) distorts the aspect ratio; GPU decoding "
+                                            "supports only a shorter-side Resize(int)")
+                found["resize"] = int(size)
+                found["interpolation"] = getattr(t.interpolation, "value", str(t.interpolation)).lower()
+            elif name == "CenterCrop":
+                found["crop"] = int(t.size if isinstance(t.size, int) else t.size[0])
+            elif name == "Normalize":
+                found["mean"], found["std"] = tuple(map(float, t.mean)), tuple(map(float, t.std))
+        if "resize" not in found or "crop" not in found:
+            raise IncompatibleError(f"transform {transform!r} has no Resize(int) + CenterCrop; GPU decoding "
+                                    "needs both (pass a PreprocessSpec explicitly)")
+        return cls(**found)
 
 
 class Backbone:
