@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 _EPILOG = """\b
-Everything runs offline on this machine (about 5 minutes on 2 CPU cores):
+Everything runs offline on this machine (under a minute on 2 CPU cores once installed):
   zslr demo                              # writes ./zslr-demo/
   zslr demo --out /tmp/d --seed 1 --images-per-class 20
 Then query the index it built yourself:
@@ -28,7 +28,7 @@ def register(group: click.Group) -> None:
     @click.option("--backbone", default="efficientnet-lite0", show_default=True,
                   help="Offline image backbone (see features.backbones).")
     @click.option("--model", default="auto", show_default=True,
-                  help="Zero-shot model to train, or auto: train dem, sae and eszsl and keep the best "
+                  help="Zero-shot model to train, or auto: train dem and sae and keep the best "
                        "on the validation classes.")
     @click.option("--quiet", is_flag=True, help="Only print the results, not the progress of each step.")
     def demo_cmd(out, seed, device, images_per_class, image_size, backbone, model, quiet):

@@ -13,8 +13,8 @@ Steps (each one is the library call a user's own run would make):
    --class-attributes ... --unseen ...``: ``load_custom_dataset`` builds the zero-shot dataset,
    hyper-parameters and training length are chosen on validation classes (a class-disjoint
    part of the seen classes), the model is refit on all seen classes and saved. With
-   ``--model auto`` (default) DEM, SAE and ESZSL are each trained this way and the one with the
-   best validation retrieval mAP is used.
+   ``--model auto`` (default) DEM and SAE are each trained this way and the one with the best
+   validation retrieval mAP is used.
 5. ``index_images`` again with the checkpoint: unchanged files are not decoded; the stored
    features are re-embedded with the model.
 6. One attribute query per unseen class (``--attributes circle,red,stripes,water``) through
@@ -46,8 +46,11 @@ DEMO_HPARAMS: dict[str, dict] = {"dem": {"batch_size": 16, "feature_norm": "none
 # ``--model auto`` trains these (each takes seconds here) and keeps the one with the best
 # validation retrieval mAP over a mixed gallery (val-class images + held-out seen images;
 # ``selection["val_map_mixed"]``), the validation stand-in for what the demo measures: unseen
-# classes searched among every indexed image. Never looks at the unseen classes.
-AUTO_MODELS = ("dem", "sae", "eszsl")
+# classes searched among every indexed image. Never looks at the unseen classes. Not ESZSL: its
+# closed form is ill-conditioned on ~190 training images of 1280-d unnormalised features at the
+# grid's small ridges -- a 7e-6 change in the features (channels_last vs NCHW convolutions) moved
+# its val top-1 from 0.56 to 0.85 with the same hyper-parameters -- so what val says of it is noise.
+AUTO_MODELS = ("dem", "sae")
 
 
 @dataclass
