@@ -22,15 +22,28 @@ def test_hand_worked_scalar_case():
     # D = A = 1, x = [1, 2] of classes [0, 1], s = [[1], [-1]], gamma = lambda = 1.
     # XX^T + g = 1 + 4 + 1 = 6;  Y = [[1, -1], [-1, 1]], Y S^T = [2, -2], X Y S^T = 1*2 + 2*(-2) = -2;
     # SS^T + l = 2 + 1 = 3  ->  V = -2 / (6 * 3) = -1/9.
-    m = create_model("eszsl", 1, [1], {"gamma": 1.0, "lam": 1.0})
+    m = create_model("eszsl", 1, [1], {"gamma": 1.0, "lam": 1.0, "ridge": "absolute"})
     m.fit(torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([[1.0], [-1.0]]))
     assert m.V.item() == pytest.approx(-1.0 / 9.0, rel=1e-6)
+    # relative ridge: the mean eigenvalue of XX^T = [5] is 5, so gamma 0.2 means 1 -> the same V
+    m = create_model("eszsl", 1, [1], {"gamma": 0.2, "lam": 1.0})
+    m.fit(torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([[1.0], [-1.0]]))
+    assert m.V.item() == pytest.approx(-1.0 / 9.0, rel=1e-6)
+
+
+def test_relative_ridge_makes_predictions_scale_free():
+    x, y, s = _toy(3)
+    a = Eszsl(x.shape[1], s.shape[1], {"gamma": 0.1, "lam": 1.0})
+    b = Eszsl(x.shape[1], s.shape[1], {"gamma": 0.1, "lam": 1.0})
+    a.fit(x, y, s)
+    b.fit(100.0 * x, y, s)  # raw CNN features are often this much larger than unit-norm ones
+    torch.testing.assert_close(a.scores(x, s), b.scores(100.0 * x, s), rtol=1e-4, atol=1e-5)
 
 
 def test_matches_explicit_inverse_and_normal_equations():
     x, y, s = _toy()
     g, lam = 0.5, 2.0
-    m = Eszsl(x.shape[1], s.shape[1], {"gamma": g, "lam": lam})
+    m = Eszsl(x.shape[1], s.shape[1], {"gamma": g, "lam": lam, "ridge": "absolute"})
     losses = m.fit(x, y, s)
     X = x.double().numpy().T                     # (D, N), the paper's layout
     S = s.double().numpy().T                     # (A, Z)
@@ -51,7 +64,7 @@ def test_matches_explicit_inverse_and_normal_equations():
 
 def test_optimum_beats_perturbations():
     x, y, s = _toy(1)
-    m = Eszsl(x.shape[1], s.shape[1], {"gamma": 1.0, "lam": 1.0})
+    m = Eszsl(x.shape[1], s.shape[1], {"gamma": 1.0, "lam": 1.0, "ridge": "absolute"})
     m.fit(x, y, s)
     X, S = x.double().numpy().T, s.double().numpy().T
     Y = -np.ones((x.shape[0], s.shape[0]))
