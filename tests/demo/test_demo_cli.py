@@ -35,7 +35,6 @@ if TINY not in BACKBONES:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    pytest.importorskip("zslretrieval.protocol")
     out = tmp_path_factory.mktemp("demo")
     ENCODED.clear()
     res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--seed", "3", "--images-per-class", "6",

@@ -15,8 +15,7 @@ import click
 from .. import __version__
 from ..errors import ZslrError
 
-# Modules that define sub-commands; each exposes ``register(group)``. Missing modules are
-# skipped so the CLI keeps working while parts of the engine are being built.
+# Modules that define sub-commands; each exposes ``register(group)``.
 _COMMAND_MODULES = ("train", "index", "query", "demo")
 
 
@@ -36,13 +35,7 @@ def cli() -> None:
 
 
 for _name in _COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"{__name__}.{_name}":
-            raise
-        continue
-    _mod.register(cli)
+    importlib.import_module(f"{__name__}.{_name}").register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
