@@ -10,47 +10,12 @@ from zslretrieval.models import create_model, list_models
 from zslretrieval.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from zslretrieval.models.dml import GradientReversal, grad_reverse
 
-SEEN, UNSEEN = np.arange(18), np.arange(18, 24)
+from .toy import one_thread  # noqa: F401  (autouse fixture: single torch thread)
+from .toy import SEEN, seen_subset, unseen_top1
+
 GROUPS = [24, 16]
 SMALL = {"feature_groups": GROUPS, "pca_dim": 12, "group_dim": 32, "attention_dim": 16, "embed_dim": 32,
          "semantic_hidden_dim": 32, "batch_size": 64, "epochs": 15}
-
-
-def toy_zsl(seed: int = 0, n_classes: int = 24, n_attr: int = 16, dim: int = 40, per_class: int = 25):
-    """Images generated from class attributes by a fixed nonlinear map plus noise (see test_ssl)."""
-    g = np.random.default_rng(seed)
-    att = g.random((n_classes, n_attr)) ** 2
-    att /= np.linalg.norm(att, axis=1, keepdims=True)
-    w = g.normal(size=(n_attr, dim)) * 2.0
-    labels = np.repeat(np.arange(n_classes), per_class)
-    x = np.tanh(att[labels] @ w) + 0.3 * g.normal(size=(len(labels), dim))
-    return x.astype(np.float32), labels.astype(np.int64), att.astype(np.float32)
-
-
-def seen_subset(x, labels, att):
-    m = np.isin(labels, SEEN)
-    return torch.from_numpy(x[m]), torch.from_numpy(labels[m]), torch.from_numpy(att[SEEN])
-
-
-def unseen_top1(model, x, labels, att) -> float:
-    m = np.isin(labels, UNSEEN)
-    pred = UNSEEN[model.scores(torch.from_numpy(x[m]), torch.from_numpy(att[UNSEEN])).argmax(1).numpy()]
-    return float(np.mean([(pred[labels[m] == c] == c).mean() for c in UNSEEN]))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tensors here are tiny: on a shared 2-core machine a second torch thread only spin-waits
-    (measured ~7x slower per step under load), so this module runs single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return toy_zsl()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +88,7 @@ def test_loss_falls(trained):
 def test_beats_chance_on_unseen_classes(trained, data):
     model, _ = trained
     # 6 unseen classes: chance is 1/6.
-    assert unseen_top1(model, *data) > 0.5
+    assert unseen_top1(model.scores, *data) > 0.5
 
 
 def test_checkpoint_roundtrip(trained, data, tmp_path):

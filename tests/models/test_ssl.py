@@ -9,50 +9,10 @@ from zslretrieval.errors import InvalidInputError
 from zslretrieval.models import create_model, list_models
 from zslretrieval.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 
-SEEN, UNSEEN = np.arange(18), np.arange(18, 24)
-
-
-def toy_zsl(seed: int = 0, n_classes: int = 24, n_attr: int = 16, dim: int = 40, per_class: int = 25):
-    """Images generated from class attributes by a fixed nonlinear map plus noise, so the
-    attribute->image relation learnt on classes 0-17 transfers to classes 18-23.
-    Returns x (N, dim) float32, labels (N,) int64, attributes (C, A) float32 (L2 rows)."""
-    g = np.random.default_rng(seed)
-    att = g.random((n_classes, n_attr)) ** 2
-    att /= np.linalg.norm(att, axis=1, keepdims=True)
-    w = g.normal(size=(n_attr, dim)) * 2.0
-    labels = np.repeat(np.arange(n_classes), per_class)
-    x = np.tanh(att[labels] @ w) + 0.3 * g.normal(size=(len(labels), dim))
-    return x.astype(np.float32), labels.astype(np.int64), att.astype(np.float32)
-
-
-def seen_subset(x, labels, att):
-    """Training tensors restricted to the seen classes, labels re-indexed into att[SEEN]."""
-    m = np.isin(labels, SEEN)
-    return torch.from_numpy(x[m]), torch.from_numpy(labels[m]), torch.from_numpy(att[SEEN])
-
-
-def unseen_top1(model, x, labels, att) -> float:
-    m = np.isin(labels, UNSEEN)
-    pred = UNSEEN[model.scores(torch.from_numpy(x[m]), torch.from_numpy(att[UNSEEN])).argmax(1).numpy()]
-    return float(np.mean([(pred[labels[m] == c] == c).mean() for c in UNSEEN]))
-
+from .toy import one_thread  # noqa: F401  (autouse fixture: single torch thread)
+from .toy import seen_subset, unseen_top1
 
 SMALL = {"hidden_dim": 64, "embed_dim": 32, "semantic_hidden_dim": 32, "batch_size": 64, "epochs": 15}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tensors here are tiny: on a shared 2-core machine a second torch thread only spin-waits
-    (measured ~7x slower per step under load), so this module runs single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return toy_zsl()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +35,7 @@ def test_loss_falls(trained):
 def test_beats_chance_on_unseen_classes(trained, data):
     model, _ = trained
     # 6 unseen classes: chance is 1/6.
-    assert unseen_top1(model, *data) > 0.5
+    assert unseen_top1(model.scores, *data) > 0.5
 
 
 def test_l2_constraint_ablation_changes_loss(data):
