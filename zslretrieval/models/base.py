@@ -82,6 +82,12 @@ class ZslModel(nn.Module):
             if value < 1:
                 raise InvalidInputError(f"{self.name}: {key}={value}; expected a positive integer")
 
+    def _require_choice(self, key: str, valid: Sequence[str]) -> None:
+        """Raise InvalidInputError when hyper-parameter ``key`` is not one of ``valid``."""
+        value = getattr(self.hparams, key)
+        if value not in valid:
+            raise InvalidInputError(f"{self.name}: {key}={value!r}; valid: {', '.join(valid)}")
+
     @classmethod
     def search_space(cls) -> list[dict[str, Any]]:
         """Hyper-parameter candidates the protocol tries on the validation classes."""

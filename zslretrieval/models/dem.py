@@ -131,13 +131,11 @@ class Dem(ZslModel):
             raise InvalidInputError(
                 f"dem: hidden={hp.hidden}, batch_size={hp.batch_size}, epochs={hp.epochs}, lr={hp.lr}, "
                 f"weight_decay={hp.weight_decay}; need hidden, batch_size, epochs >= 1, lr > 0, weight_decay >= 0")
-        if hp.feature_norm not in FEATURE_NORMS:
-            raise InvalidInputError(f"dem: feature_norm={hp.feature_norm!r}; valid: {', '.join(FEATURE_NORMS)}")
+        self._require_choice("feature_norm", FEATURE_NORMS)
         if hp.feature_norm == "whiten" and (hp.whiten_dim < 1 or hp.whiten_reg < 0):
             raise InvalidInputError(f"dem: whiten_dim={hp.whiten_dim}, whiten_reg={hp.whiten_reg}; "
                                     "need whiten_dim >= 1 and whiten_reg >= 0")
-        if hp.output_relu not in ("auto", "on", "off"):
-            raise InvalidInputError(f"dem: output_relu={hp.output_relu!r}; valid: auto, on, off")
+        self._require_choice("output_relu", ("auto", "on", "off"))
         weights = hp.fusion_weights if hp.fusion_weights is not None else [1.0] * len(self.semantic_dims)
         if len(weights) != len(self.semantic_dims):
             raise InvalidInputError(f"dem: {len(weights)} fusion_weights for {len(self.semantic_dims)} semantic "

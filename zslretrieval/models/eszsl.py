@@ -123,8 +123,7 @@ class Eszsl(ZslModel):
         super().__init__(feature_dim, semantic_dims, hparams)
         if self.hparams.gamma <= 0 or self.hparams.lam <= 0:
             raise InvalidInputError(f"eszsl: gamma={self.hparams.gamma}, lam={self.hparams.lam}; both must be > 0")
-        if self.hparams.ridge not in RIDGES:
-            raise InvalidInputError(f"eszsl: ridge={self.hparams.ridge!r}; valid: {', '.join(RIDGES)}")
+        self._require_choice("ridge", RIDGES)
         self.register_buffer("V", torch.zeros(self.feature_dim, self.semantic_dim))
 
     @classmethod

@@ -110,8 +110,7 @@ class Sae(ZslModel):
         super().__init__(feature_dim, semantic_dims, hparams)
         if self.hparams.lam <= 0:
             raise InvalidInputError(f"sae: lam={self.hparams.lam}; must be > 0")
-        if self.hparams.direction not in DIRECTIONS:
-            raise InvalidInputError(f"sae: direction={self.hparams.direction!r}; valid: {', '.join(DIRECTIONS)}")
+        self._require_choice("direction", DIRECTIONS)
         self.register_buffer("W", torch.zeros(self.semantic_dim, self.feature_dim))
 
     @classmethod
