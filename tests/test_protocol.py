@@ -18,13 +18,7 @@ from zslretrieval.protocol import (_candidates, check_compatible, choose_calibra
 DEM_HP = {"hidden": 32, "epochs": 12, "batch_size": 32, "lr": 3e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: a second thread only adds synchronisation cost on a loaded 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _small(seed=0):

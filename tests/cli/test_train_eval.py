@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from zslretrieval.cli import cli
@@ -16,13 +15,7 @@ from zslretrieval.models.checkpoint import ModelCard, load_checkpoint, save_chec
 DEM_FAST = ["--hparam", "dem.hidden=16", "--hparam", "dem.epochs=4", "--hparam", "dem.batch_size=64"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: a second thread only adds synchronisation cost on a loaded 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

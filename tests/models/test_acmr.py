@@ -10,9 +10,9 @@ from zslretrieval.models import create_model, list_models
 from zslretrieval.models.acmr import _w2_diag
 from zslretrieval.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 
-from .toy import one_thread  # noqa: F401  (autouse fixture: single torch thread)
 from .toy import SEEN, seen_subset, unseen_top1
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = {"latent_dim": 16, "visual_hidden_dim": 64, "semantic_hidden_dim": 32, "batch_size": 32, "epochs": 15,
          "warmup_epochs": 3, "cls_samples_per_class": 50, "cls_epochs": 10}
 

@@ -12,13 +12,7 @@ from zslretrieval.models import create_model
 from zslretrieval.models.checkpoint import FORMAT, ModelCard, load_checkpoint, save_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: a second thread only adds synchronisation cost on a loaded 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(seed=0, n=80, d=12, z=6, a=5):

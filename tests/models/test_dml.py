@@ -10,8 +10,9 @@ from zslretrieval.models import create_model, list_models
 from zslretrieval.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from zslretrieval.models.dml import GradientReversal, grad_reverse
 
-from .toy import one_thread  # noqa: F401  (autouse fixture: single torch thread)
 from .toy import SEEN, seen_subset, unseen_top1
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 GROUPS = [24, 16]
 SMALL = {"feature_groups": GROUPS, "pca_dim": 12, "group_dim": 32, "attention_dim": 16, "embed_dim": 32,

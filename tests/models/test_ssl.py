@@ -9,9 +9,9 @@ from zslretrieval.errors import InvalidInputError
 from zslretrieval.models import create_model, list_models
 from zslretrieval.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 
-from .toy import one_thread  # noqa: F401  (autouse fixture: single torch thread)
 from .toy import seen_subset, unseen_top1
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = {"hidden_dim": 64, "embed_dim": 32, "semantic_hidden_dim": 32, "batch_size": 64, "epochs": 15}
 
 

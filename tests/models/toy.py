@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 SEEN, UNSEEN = np.arange(18), np.arange(18, 24)
@@ -32,13 +31,3 @@ def unseen_top1(score_fn, x, labels, att) -> float:
     m = np.isin(labels, UNSEEN)
     pred = UNSEEN[score_fn(torch.from_numpy(x[m]), torch.from_numpy(att[UNSEEN])).argmax(1).numpy()]
     return float(np.mean([(pred[labels[m] == c] == c).mean() for c in UNSEEN]))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tensors here are tiny: on a shared 2-core machine a second torch thread only spin-waits
-    (measured ~7x slower per step under load), so a module importing this runs single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
