@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataNotFoundError, InvalidInputError, UnknownNameError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, file_digest
 from ..features.images import IMAGE_EXTENSIONS
 from .base import ZslDataset
 
@@ -121,13 +121,9 @@ def list_class_images(images_dir: str | os.PathLike) -> dict[str, list[Path]]:
     return out
 
 
-def file_digest(path: Path) -> str:
+def content_key(path: Path) -> str:
     """sha1 of the file's bytes: the cache key, so renamed files still hit and edited ones miss."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "sha1")
 
 
 def default_cache_dir(images_dir: Path) -> Path:
@@ -171,7 +167,7 @@ def cached_features(paths: Sequence[Path], backbone: str, extract: FeatureFn, ca
     """
     path = cache_file(cache_dir, backbone)
     known = _read_cache(path)
-    digests = [file_digest(p) for p in paths]
+    digests = [content_key(p) for p in paths]
     todo = sorted({d: p for p, d in zip(paths, digests) if d not in known}.items())
     failures: list[tuple[Path, str]] = []
     if todo:
@@ -205,7 +201,7 @@ def prime_feature_cache(images_dir: str | os.PathLike, paths: Sequence[str | os.
     if known and next(iter(known.values())).shape != x.shape[1:]:
         raise InvalidInputError(f"{path} holds {next(iter(known.values())).shape[0]}-d features of {backbone!r}, "
                                 f"not {x.shape[1]}-d; use another cache_dir or delete the file")
-    known.update((file_digest(Path(p)), row) for p, row in zip(paths, x))
+    known.update((content_key(Path(p)), row) for p, row in zip(paths, x))
     if len(known):
         _write_cache(path, known)
     return path

@@ -7,10 +7,6 @@ negative distance.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -49,11 +45,3 @@ def embed_dim(model, feature_dim: int) -> int:
     with torch.no_grad():
         model.eval()
         return int(model.embed_images(torch.zeros(2, feature_dim)).shape[1])
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(Path(path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

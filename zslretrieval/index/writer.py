@@ -28,11 +28,12 @@ from sqlalchemy import delete, select, update
 from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
 from ..features.images import ImageSource, discover
 from ..features.pipeline import FileMeta
+from ..fileio import file_digest
 from .catalog import Base, Catalog, FeatureShard, ImageRow, IndexEntry, Manifest, chunked, entries_table, refresh_counts, utcnow
 from .faiss_index import (fingerprint, index_file_name, index_ids, new_index, normalize_index_type, read_index,
                           train_index, write_index)
 from .layout import FEATURES_DIR, LOCATION_FILE, WriteLock, catalog_url, index_folder, read_location, write_location
-from .space import embed_dim, file_sha256, to_index_space
+from .space import embed_dim, to_index_space
 from .store import FeatureStore, atomic_write
 
 TRAIN_SAMPLE = 200_000   # vectors used to train IVF/PQ quantizers (FAISS subsamples beyond 256/centroid anyway)
@@ -157,7 +158,7 @@ class IndexWriter:
             raise IncompatibleError(f"model {checkpoint} expects {model.feature_dim}-d features "
                                     f"({card.feature_source or card.dataset}); index {self.name!r} holds "
                                     f"{m.feature_dim}-d {m.backbone} features")
-        sha = file_sha256(checkpoint)
+        sha = file_digest(checkpoint)
         target = self.folder / model_file_name(sha)
         if not target.is_file():
             atomic_write(target, lambda f: f.write(checkpoint.read_bytes()))

@@ -5,7 +5,6 @@ pool5). Weights come from torchvision's cache or ``--weights FILE``; never downl
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,6 +14,7 @@ from torch import nn
 from torchvision.models import ResNet101_Weights, resnet101
 
 from ...errors import WeightsNotFoundError
+from ...fileio import file_digest
 from . import BACKBONES, Backbone, PreprocessSpec
 from ._weights import load_into, load_state_dict_file
 
@@ -56,15 +56,7 @@ def load_resnet101(weights: str | os.PathLike | None = None, device: str = "cpu"
     else:
         path = Path(weights).expanduser()
         spec = _spec(ResNet101_Weights.IMAGENET1K_V1)
-        weights_id = f"file:{path.name}:{_sha256(path)[:16]}" if path.is_file() else str(path)
+        weights_id = f"file:{path.name}:{file_digest(path)[:16]}" if path.is_file() else str(path)
     load_into(net, load_state_dict_file(path, "ResNet-101"), path, "ResNet-101", optional_prefixes=("fc.",))
     net.fc = nn.Identity()
     return Backbone(NAME, net, 2048, spec, weights_id)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
