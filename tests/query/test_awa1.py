@@ -36,7 +36,11 @@ def test_engine_map_equals_direct_map_on_awa1(awa1, tmp_path):
     m_direct, aps = direct_map(model, ds, card)
     assert abs(m_engine - m_direct) < 1e-6, (m_engine, m_direct)
     unseen = [ds.class_names[c] for c in ds.split_classes("test_unseen")]
-    np.testing.assert_allclose([per_class[c] for c in unseen], aps, atol=1e-6)
+    # Per class, the engine ranks float32 FAISS scores and the direct path float64 scores: two
+    # images whose scores differ by less than float32 resolution can swap places, and one swap of
+    # neighbours among ~5,700 gallery images moves that class's AP by ~1e-6 (seen: 2e-6 on one CPU,
+    # 0 on another). The mean above still agrees to 1e-6; per class we allow a few such swaps.
+    np.testing.assert_allclose([per_class[c] for c in unseen], aps, atol=1e-5)
     assert m_engine > 0.15                # 10 unseen classes: chance mAP is about 0.1
 
 
