@@ -37,6 +37,8 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
+from zslretrieval.features import DEFAULT_BACKBONE  # noqa: E402  (light: no torch)
+
 
 def make_jpegs(folder: Path, n: int, seed: int, size: tuple[int, int] = (500, 375)) -> list[Path]:
     """``n`` photo-sized JPEGs with smooth gradients + noise (compress like photos, unlike pure noise)."""
@@ -117,7 +119,7 @@ def numpy_topk(xb: np.ndarray, xq: np.ndarray, k: int, block: int = 256) -> np.n
 def bench_search(args) -> list[tuple]:
     import faiss
 
-    from zslretrieval.index.faiss_index import apply_search_params, build_index
+    from zslretrieval.index.searchers.faiss_searcher import apply_search_params, build_index
 
     faiss.omp_set_num_threads(args.threads)
     rows = []
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
     ap.add_argument("--images", type=int, default=128)
-    ap.add_argument("--backbone", default="efficientnet-lite0")
+    ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None)

@@ -1,22 +1,23 @@
 """``zslr``: a thin click front end. Each sub-command lives in its own module, turns its
 options into a typed config dataclass and calls one library function.
 
+Commands are defined at module level and import the library (torch, faiss, numpy) only inside
+their bodies, so ``zslr --help`` and option errors answer without loading any of it
+(``tests/cli/test_startup.py`` checks that torch stays unimported).
+
 Errors derived from ZslrError become a one-line message on stderr and their ``exit_code``
 (2: bad input or missing file, 1: engine failure, 3: consistency problem); anything else
 is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
 from .. import __version__
 from ..errors import ZslrError
-
-# Modules that define sub-commands; each exposes ``register(group)``.
-_COMMAND_MODULES = ("train", "index", "query", "demo")
+from . import demo, index, query, train
 
 
 class ZslrGroup(click.Group):
@@ -34,8 +35,8 @@ def cli() -> None:
     """Zero-shot image retrieval: describe classes you never trained on, find their images."""
 
 
-for _name in _COMMAND_MODULES:
-    importlib.import_module(f"{__name__}.{_name}").register(cli)
+for _cmd in (train.train_cmd, train.eval_cmd, index.index_cmd, index.check_cmd, query.query_cmd, demo.demo_cmd):
+    cli.add_command(_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

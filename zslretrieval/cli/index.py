@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConsistencyError, InvalidInputError
+from ..features import DEFAULT_BACKBONE
 
 MAX_LISTED = 50
 
@@ -24,7 +25,7 @@ def _echo_err(msg: str) -> None:
 @click.option("--name", default="default", show_default=True, help="Index name (folder under the index root) or a folder path.")
 @click.option("--index-root", type=click.Path(path_type=Path), help="Where indexes live [default: $ZSLR_INDEXES or ./indexes].")
 @click.option("--db", help="SQLAlchemy URL of the catalog [default: sqlite file catalog.sqlite in the index folder].")
-@click.option("--backbone", help="Feature extractor (efficientnet-lite0, resnet101) [default: the index's, else efficientnet-lite0].")
+@click.option("--backbone", help=f"Feature extractor (efficientnet-lite0, resnet101) [default: the index's, else {DEFAULT_BACKBONE}].")
 @click.option("--weights", type=click.Path(path_type=Path), help="Backbone weight file instead of the default offline weights.")
 @click.option("--model", type=click.Path(path_type=Path), help="Embedding model checkpoint (zslr train): index its embeddings.")
 @click.option("--no-model", is_flag=True, help="Drop the embedding model and index raw backbone features.")
@@ -51,7 +52,7 @@ def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model,
     Re-runs add only new or changed files; --prune removes vanished ones. With no input,
     re-indexes the stored features (e.g. --model CKPT, --index-type, --rebuild).
     """
-    from ..index.writer import DatasetIndexConfig, IndexConfig, index_dataset, index_images
+    from ..index.ingest import DatasetIndexConfig, IndexConfig, index_dataset, index_images
 
     if dataset:
         if inputs or file_list:
@@ -110,7 +111,3 @@ def check_cmd(name, index_root, db):
                f"{s['n_removed']} removed), {s['n_entries']} entries = {s['ntotal']} vectors, "
                f"{s['feature_dim']}-d {s['backbone']} features -> {s['dim']}-d {s['metric']} {s['index_type']}")
 
-
-def register(group: click.Group) -> None:
-    group.add_command(index_cmd)
-    group.add_command(check_cmd)

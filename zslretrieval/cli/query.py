@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import click
 
-from ..query import (QueryConfig, QuerySpec, format_table, read_batch_file, results_to_json, run_query,
-                     write_html)
-
 _EPILOG = """\b
 Examples:
   zslr query --index awa1 --attributes stripes,water
@@ -19,45 +16,47 @@ its absence (a negative weight). Unknown names exit with status 2 and suggestion
 """
 
 
-def register(group: click.Group) -> None:
-    @group.command("query", epilog=_EPILOG)
-    @click.option("--attributes", "attributes", metavar="LIST",
-                  help="Comma-separated attribute names: name, name=0.7, -name.")
-    @click.option("--class", "class_name", metavar="NAME", help="A class of the model's dataset, e.g. zebra.")
-    @click.option("--attribute-file", type=click.Path(dir_okay=False), metavar="FILE",
-                  help="A descriptor: one number per line, CSV or a JSON list, one value per attribute.")
-    @click.option("--image", type=click.Path(dir_okay=False), metavar="PATH", help="Query by example image.")
-    @click.option("--batch", type=click.Path(dir_okay=False), metavar="FILE",
-                  help="Several queries, one per line: 'attributes: ...', 'class: ...', 'image: ...'.")
-    @click.option("--index", "index", default="default", show_default=True, help="Index name or folder.")
-    @click.option("--index-root", type=click.Path(file_okay=False), default=None,
-                  help="Folder holding named indexes (default $ZSLR_INDEXES or ./indexes).")
-    @click.option("--weights", type=click.Path(dir_okay=False), default=None,
-                  help="Backbone weight file, for --image on an index built with `zslr index --weights`.")
-    @click.option("--top-k", "top_k", type=int, default=10, show_default=True, help="Results per query.")
-    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-    @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
-                  help="Also write a self-contained HTML gallery to this file.")
-    def query_cmd(attributes, class_name, attribute_file, image, batch, index, index_root, weights, top_k, as_json,
-                  html_path):
-        """Rank the images of an index by a description, a class name or an example image."""
-        specs: list[QuerySpec] = []
-        if attributes is not None:
-            specs.append(QuerySpec("attributes", attributes, "--attributes"))
-        if class_name is not None:
-            specs.append(QuerySpec("class", class_name, "--class"))
-        if attribute_file is not None:
-            specs.append(QuerySpec("attribute-file", attribute_file, "--attribute-file"))
-        if image is not None:
-            specs.append(QuerySpec("image", image, "--image"))
-        if batch is not None:
-            specs.extend(read_batch_file(batch))
-        run = run_query(QueryConfig(specs=specs, index=index, index_root=index_root, top_k=top_k, weights=weights))
-        many = batch is not None or len(specs) > 1
-        if as_json:
-            click.echo(results_to_json(run.results, index=run.index, metric=run.metric, batch=many))
-        else:
-            click.echo(format_table(run.results))
-        if html_path:
-            p = write_html(run.results, html_path, index=run.index, metric=run.metric)
-            click.echo(f"wrote {p}", err=True)
+@click.command("query", epilog=_EPILOG)
+@click.option("--attributes", "attributes", metavar="LIST",
+              help="Comma-separated attribute names: name, name=0.7, -name.")
+@click.option("--class", "class_name", metavar="NAME", help="A class of the model's dataset, e.g. zebra.")
+@click.option("--attribute-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A descriptor: one number per line, CSV or a JSON list, one value per attribute.")
+@click.option("--image", type=click.Path(dir_okay=False), metavar="PATH", help="Query by example image.")
+@click.option("--batch", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Several queries, one per line: 'attributes: ...', 'class: ...', 'image: ...'.")
+@click.option("--index", "index", default="default", show_default=True, help="Index name or folder.")
+@click.option("--index-root", type=click.Path(file_okay=False), default=None,
+              help="Folder holding named indexes (default $ZSLR_INDEXES or ./indexes).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Backbone weight file, for --image on an index built with `zslr index --weights`.")
+@click.option("--top-k", "top_k", type=int, default=10, show_default=True, help="Results per query.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write a self-contained HTML gallery to this file.")
+def query_cmd(attributes, class_name, attribute_file, image, batch, index, index_root, weights, top_k, as_json,
+              html_path):
+    """Rank the images of an index by a description, a class name or an example image."""
+    from ..query import (QueryConfig, QuerySpec, format_table, read_batch_file, results_to_json, run_query,
+                         write_html)
+
+    specs: list[QuerySpec] = []
+    if attributes is not None:
+        specs.append(QuerySpec("attributes", attributes, "--attributes"))
+    if class_name is not None:
+        specs.append(QuerySpec("class", class_name, "--class"))
+    if attribute_file is not None:
+        specs.append(QuerySpec("attribute-file", attribute_file, "--attribute-file"))
+    if image is not None:
+        specs.append(QuerySpec("image", image, "--image"))
+    if batch is not None:
+        specs.extend(read_batch_file(batch))
+    run = run_query(QueryConfig(specs=specs, index=index, index_root=index_root, top_k=top_k, weights=weights))
+    many = batch is not None or len(specs) > 1
+    if as_json:
+        click.echo(results_to_json(run.results, index=run.index, metric=run.metric, batch=many))
+    else:
+        click.echo(format_table(run.results))
+    if html_path:
+        p = write_html(run.results, html_path, index=run.index, metric=run.metric)
+        click.echo(f"wrote {p}", err=True)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import InvalidInputError
-from ..metrics import AccuracyCalculator
-from ..protocol import (DataConfig, EvalConfig, TrainConfig, eval_from_config, to_json, train_from_config)
+from ..features import DEFAULT_BACKBONE
+
+if TYPE_CHECKING:
+    from ..protocol import DataConfig
 
 
 def parse_hparams(items: tuple[str, ...]) -> dict:
@@ -57,7 +61,7 @@ def _data_options(f):
                      help="With --images: CSV 'class,attr1,attr2,...'."),
         click.option("--unseen", default=None, type=click.Path(dir_okay=False),
                      help="With --images: file listing the held-out (unseen) classes, one per line."),
-        click.option("--backbone", default="efficientnet-lite0", show_default=True,
+        click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
                      help="With --images: feature extractor."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--device", default="cpu", show_default=True, help="torch device for training."),
@@ -73,6 +77,8 @@ def _data_options(f):
 
 
 def _data_config(kw: dict) -> DataConfig:
+    from ..protocol import DataConfig
+
     return DataConfig(dataset=kw["dataset"], data_root=kw["data_root"], images=kw["images"],
                       class_attributes=kw["class_attributes"], unseen=kw["unseen"], backbone=kw["backbone"],
                       seed=kw["seed"], device=kw["device"])
@@ -82,70 +88,94 @@ def _log(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def register(group: click.Group) -> None:
-    @group.command("train")
-    @click.option("--model", "model", required=True, help="Model name (eszsl, sae, dem, ...).")
-    @click.option("--out", default=None, type=click.Path(dir_okay=False),
-                  help="Checkpoint path (default: runs/<dataset>-<model>-seed<N>.pt).")
-    @_data_options
-    def train_cmd(model: str, out: str | None, **kw) -> None:
-        """Choose hyper-parameters on validation classes, refit on all seen classes, save a checkpoint."""
-        cfg = TrainConfig(model=model, data=_data_config(kw), out=out, hparams=parse_hparams(kw["hparams"]),
-                          modalities=tuple(kw["modalities"]) or ("attributes",))
-        report = train_from_config(cfg, log=_log)
-        sel = report.selection
-        click.echo(f"model {report.card.model} on {report.card.dataset} (seed {report.card.seed})")
-        click.echo(f"{'candidate':<60} {'val top-1':>9} {'epoch':>6}")
-        for c in sel["candidates"]:
-            hp = ", ".join(f"{k}={v}" for k, v in c["hparams"].items())
-            click.echo(f"{hp:<60} {c['val_top1']:>9.4f} {str(c.get('best_epoch') or '-'):>6}")
-        click.echo(f"chosen: {sel['chosen']}" + (f", epochs={sel['epochs']}" if sel.get("epochs") else "")
-                   + f"  (val top-1 {sel['val_top1']:.4f}, GZSL calibration {sel['gzsl_calibration']:.4g})")
-        click.echo(f"selection {sel['selection_seconds']:.1f}s, refit {report.card.train_seconds:.1f}s, "
-                   f"total {report.total_seconds:.1f}s")
-        click.echo(f"checkpoint: {report.checkpoint}")
-        click.echo(f"card: {report.card_path}")
+class LazyChoice(click.Choice):
+    """A ``click.Choice`` whose choices are computed on first use (e.g. ``zslr eval --help``), so that
+    defining the command does not import the library that knows them (metrics -> searchers -> torch)."""
 
-    @group.command("eval")
-    @click.option("--model", "models", multiple=True,
-                  help="Train this model with the protocol, then evaluate (repeatable to compare models).")
-    @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
-                  help="Evaluate a saved checkpoint instead of training.")
-    @click.option("--metric", "metrics", multiple=True, type=click.Choice(AccuracyCalculator.metric_names()),
-                  help="Metric to report (repeatable; default: top1, map, gzsl).")
-    @click.option("--calibration", default=None, type=float,
-                  help="GZSL calibrated-stacking offset (default: the one chosen on val at training time).")
-    @click.option("--searcher", default="numpy", show_default=True, help="Searcher backend for mAP rankings.")
-    @click.option("--engine/--no-engine", default=True, show_default=True,
-                  help="Measure mAP through the query engine (index + catalog + class queries), checked "
-                       "against the direct computation; --no-engine reports the direct value only.")
-    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-    @_data_options
-    def eval_cmd(models: tuple[str, ...], checkpoint: str | None, metrics: tuple[str, ...], calibration: float | None,
-                 searcher: str, engine: bool, as_json: bool, **kw) -> None:
-        """Evaluate on the unseen test classes: per-class top-1, mAP, generalized ZSL."""
-        cfg = EvalConfig(data=_data_config(kw), models=models, checkpoint=checkpoint,
-                         metrics=metrics or ("top1", "map", "gzsl"), calibration=calibration,
-                         hparams=parse_hparams(kw["hparams"]), modalities=tuple(kw["modalities"]) or ("attributes",),
-                         searcher=searcher, engine=engine)
-        report = eval_from_config(cfg, log=_log)
-        if as_json:
-            click.echo(to_json(report))
-            return
-        splits = report["data"]["splits"]
-        click.echo(f"dataset {report['dataset']} (seed {report['seed']}): "
-                   + ", ".join(f"{k} {v['images']} img/{v['classes']} cls" for k, v in splits.items()))
-        keys = sorted({k for r in report["results"] for k in r["metrics"]})
-        head = f"{'model':<8} {'val top-1':>9} " + " ".join(f"{k:>10}" for k in keys) + f" {'train s':>8} {'eval s':>7}"
-        click.echo(head)
-        for r in report["results"]:
-            val = f"{r['val_top1']:.4f}" if r["val_top1"] is not None else "-"
-            cells = " ".join(f"{r['metrics'][k]:>10.4f}" if k in r["metrics"] else f"{'-':>10}" for k in keys)
-            click.echo(f"{r['model']:<8} {val:>9} {cells} {r['train_seconds']:>8.1f} {r['eval_seconds']:>7.1f}")
-        for r in report["results"]:
-            click.echo(f"{r['model']}: hparams {r['hparams']}")
-            if r.get("map_engine"):
-                e = r["map_engine"]
-                click.echo(f"{r['model']}: mAP through the engine {e['map']:.6f} = direct {e['direct_map']:.6f} "
-                           f"({e['seconds']:.1f}s)")
-        click.echo(f"wall time {report['wall_seconds']:.1f}s")
+    def __init__(self, load: Callable[[], Sequence[str]], case_sensitive: bool = True):
+        self._load, self._choices = load, None
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self) -> Sequence[str]:  # type: ignore[override]
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+
+def _metric_names() -> list[str]:
+    from ..metrics import AccuracyCalculator
+
+    return AccuracyCalculator.metric_names()
+
+
+@click.command("train")
+@click.option("--model", "model", required=True, help="Model name (eszsl, sae, dem, ...).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Checkpoint path (default: runs/<dataset>-<model>-seed<N>.pt).")
+@_data_options
+def train_cmd(model: str, out: str | None, **kw) -> None:
+    """Choose hyper-parameters on validation classes, refit on all seen classes, save a checkpoint."""
+    from ..protocol import TrainConfig, train_from_config
+
+    cfg = TrainConfig(model=model, data=_data_config(kw), out=out, hparams=parse_hparams(kw["hparams"]),
+                      modalities=tuple(kw["modalities"]) or ("attributes",))
+    report = train_from_config(cfg, log=_log)
+    sel = report.selection
+    click.echo(f"model {report.card.model} on {report.card.dataset} (seed {report.card.seed})")
+    click.echo(f"{'candidate':<60} {'val top-1':>9} {'epoch':>6}")
+    for c in sel["candidates"]:
+        hp = ", ".join(f"{k}={v}" for k, v in c["hparams"].items())
+        click.echo(f"{hp:<60} {c['val_top1']:>9.4f} {str(c.get('best_epoch') or '-'):>6}")
+    click.echo(f"chosen: {sel['chosen']}" + (f", epochs={sel['epochs']}" if sel.get("epochs") else "")
+               + f"  (val top-1 {sel['val_top1']:.4f}, GZSL calibration {sel['gzsl_calibration']:.4g})")
+    click.echo(f"selection {sel['selection_seconds']:.1f}s, refit {report.card.train_seconds:.1f}s, "
+               f"total {report.total_seconds:.1f}s")
+    click.echo(f"checkpoint: {report.checkpoint}")
+    click.echo(f"card: {report.card_path}")
+
+@click.command("eval")
+@click.option("--model", "models", multiple=True,
+              help="Train this model with the protocol, then evaluate (repeatable to compare models).")
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="Evaluate a saved checkpoint instead of training.")
+@click.option("--metric", "metrics", multiple=True, type=LazyChoice(_metric_names),
+              help="Metric to report (repeatable; default: top1, map, gzsl).")
+@click.option("--calibration", default=None, type=float,
+              help="GZSL calibrated-stacking offset (default: the one chosen on val at training time).")
+@click.option("--searcher", default="numpy", show_default=True, help="Searcher backend for mAP rankings.")
+@click.option("--engine/--no-engine", default=True, show_default=True,
+              help="Measure mAP through the query engine (index + catalog + class queries), checked "
+                   "against the direct computation; --no-engine reports the direct value only.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@_data_options
+def eval_cmd(models: tuple[str, ...], checkpoint: str | None, metrics: tuple[str, ...], calibration: float | None,
+             searcher: str, engine: bool, as_json: bool, **kw) -> None:
+    """Evaluate on the unseen test classes: per-class top-1, mAP, generalized ZSL."""
+    from ..protocol import DEFAULT_METRICS, EvalConfig, eval_from_config, to_json
+
+    cfg = EvalConfig(data=_data_config(kw), models=models, checkpoint=checkpoint,
+                     metrics=metrics or DEFAULT_METRICS, calibration=calibration,
+                     hparams=parse_hparams(kw["hparams"]), modalities=tuple(kw["modalities"]) or ("attributes",),
+                     searcher=searcher, engine=engine)
+    report = eval_from_config(cfg, log=_log)
+    if as_json:
+        click.echo(to_json(report))
+        return
+    splits = report["data"]["splits"]
+    click.echo(f"dataset {report['dataset']} (seed {report['seed']}): "
+               + ", ".join(f"{k} {v['images']} img/{v['classes']} cls" for k, v in splits.items()))
+    keys = sorted({k for r in report["results"] for k in r["metrics"]})
+    head = f"{'model':<8} {'val top-1':>9} " + " ".join(f"{k:>10}" for k in keys) + f" {'train s':>8} {'eval s':>7}"
+    click.echo(head)
+    for r in report["results"]:
+        val = f"{r['val_top1']:.4f}" if r["val_top1"] is not None else "-"
+        cells = " ".join(f"{r['metrics'][k]:>10.4f}" if k in r["metrics"] else f"{'-':>10}" for k in keys)
+        click.echo(f"{r['model']:<8} {val:>9} {cells} {r['train_seconds']:>8.1f} {r['eval_seconds']:>7.1f}")
+    for r in report["results"]:
+        click.echo(f"{r['model']}: hparams {r['hparams']}")
+        if r.get("map_engine"):
+            e = r["map_engine"]
+            click.echo(f"{r['model']}: mAP through the engine {e['map']:.6f} = direct {e['direct_map']:.6f} "
+                       f"({e['seconds']:.1f}s)")
+    click.echo(f"wall time {report['wall_seconds']:.1f}s")

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 
 from ..registry import Registry
-from .base import SPLITS, ZslDataset, resolve_data_root
+from .base import SPLITS, ZslDataset, resolve_data_root, semantic_matrix
 
 # Each entry is a loader ``(root: Path, seed: int) -> ZslDataset``.
 DATASETS: Registry[Callable[..., ZslDataset]] = Registry("dataset")
@@ -30,4 +30,4 @@ def _import_all() -> None:
     from . import awa1_lampert, synthetic, xlsa17  # noqa: F401
 
 
-__all__ = ["DATASETS", "SPLITS", "ZslDataset", "list_datasets", "load_dataset", "resolve_data_root"]
+__all__ = ["DATASETS", "SPLITS", "ZslDataset", "list_datasets", "load_dataset", "resolve_data_root", "semantic_matrix"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,3 +81,25 @@ class ZslDataset:
         """``(features[idx], labels[idx])`` of one split: shapes (n, D), (n,)."""
         idx = self.split_indices(split)
         return self.features[idx], self.labels[idx]
+
+    def semantic_matrix(self, modalities: Sequence[str] = ("attributes",)) -> tuple[np.ndarray, list[int]]:
+        """Class descriptors: the named modalities side by side -> ((C, sum dims) float32, [dim of each]).
+
+        The one place that says how a model's class semantics are laid out; training
+        (``protocol``), evaluation and the engine's benchmark path (``query.evaluate``) all use it.
+        """
+        parts = []
+        for m in modalities:
+            if m == "attributes":
+                parts.append(np.asarray(self.attributes, np.float32))
+            elif m in self.extra_semantics:
+                parts.append(np.asarray(self.extra_semantics[m], np.float32))
+            else:
+                valid = ["attributes", *sorted(self.extra_semantics)]
+                raise InvalidInputError(f"{self.name}: unknown semantic modality {m!r}; valid: {', '.join(valid)}")
+        return np.concatenate(parts, axis=1), [p.shape[1] for p in parts]
+
+
+def semantic_matrix(dataset: ZslDataset, modalities: Sequence[str] = ("attributes",)) -> tuple[np.ndarray, list[int]]:
+    """Function form of :meth:`ZslDataset.semantic_matrix` (kept for callers that pass any dataset-like object)."""
+    return ZslDataset.semantic_matrix(dataset, modalities)

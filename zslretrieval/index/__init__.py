@@ -1,5 +1,13 @@
 """The index: FAISS vectors + feature store + SQL catalog, and the searcher backends.
 
+    layout.py   folder layout: every file name, the write lock, loading the folder's model copy
+    catalog.py  SQL tables (images, entries, shards, manifest);  store.py  feature shards
+    writer.py   IndexWriter: catalog + store transactions of one folder
+    sync.py     the FAISS file brought in line with the catalog (writer) / checked (reader)
+    ingest.py   use cases: index_images, index_features, index_dataset
+    reader.py   open_index -> OpenIndex (search through searchers.FaissSearcher, records, model)
+    check.py    zslr check;  space.py  raw features -> index space;  searchers/  search backends
+
     report = index_images(IndexConfig(inputs=[Path("photos")], name="pets"))   # zslr index photos --name pets
     ix = open_index("pets")
     D, I = ix.search(xq, k=10)          # I: catalog image ids; k=None: exact full ranking
@@ -12,10 +20,11 @@ from __future__ import annotations
 
 _EXPORTS = {
     "open_index": "reader", "OpenIndex": "reader", "ImageRecord": "reader", "IndexManifest": "reader",
-    "index_images": "writer", "index_features": "writer", "index_dataset": "writer", "IndexConfig": "writer",
-    "IndexReport": "writer", "DatasetIndexConfig": "writer", "IndexWriter": "writer", "DATASET_SPLITS": "writer",
+    "index_images": "ingest", "index_features": "ingest", "index_dataset": "ingest", "IndexConfig": "ingest",
+    "IndexReport": "ingest", "DatasetIndexConfig": "ingest", "DATASET_SPLITS": "ingest", "remove_index": "ingest",
+    "IndexWriter": "writer",
     "check_index": "check", "CheckReport": "check",
-    "resolve_index_root": "layout", "index_folder": "layout",
+    "resolve_index_root": "layout", "index_folder": "layout", "load_index_model": "layout",
     "SCHEMA_VERSION": "catalog",
 }
 

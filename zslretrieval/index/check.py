@@ -11,8 +11,9 @@ from sqlalchemy import func, select
 
 from ..errors import DataNotFoundError
 from .catalog import Catalog, FeatureShard, ImageRow, IndexEntry, count_status
-from .faiss_index import fingerprint, index_file_name, index_ids, read_index
-from .layout import FEATURES_DIR, catalog_url, index_folder, require_index
+from .layout import (FEATURES_DIR, INDEX_FILE_GLOB, catalog_url, index_file_name, index_folder, model_file_name,
+                     require_index)
+from .searchers.faiss_searcher import index_ids, read_index
 from .store import FeatureStore
 
 
@@ -104,8 +105,7 @@ def check_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None 
         rep.notes.append(f"{len(debris)} uncommitted shard file(s) (crash debris, removed by the next `zslr index`): {debris[:3]}")
 
     # entries <-> FAISS
-    fp = fingerprint(m.index_type, m.dim, m.metric, m.model_sha256, m.backbone_weights)
-    ipath = folder / index_file_name(fp)
+    ipath = folder / index_file_name(m)
     ntotal = None
     if not ipath.is_file():
         P(f"FAISS index file {ipath.name} for the manifest's settings is missing (run `zslr index --name {name}` to rebuild)")
@@ -130,11 +130,11 @@ def check_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None 
                 P(f"FAISS index holds {extra.size} id(s) with no catalog entry (e.g. {extra[:5].tolist()})")
             if lacking.size:
                 P(f"{lacking.size} catalog entr(y/ies) missing from the FAISS index (e.g. {lacking[:5].tolist()})")
-    others = sorted(p.name for p in folder.glob("index-*.faiss") if p != ipath)
+    others = sorted(p.name for p in folder.glob(INDEX_FILE_GLOB) if p != ipath)
     if others:
         rep.notes.append(f"stale FAISS file(s) of other settings: {others}")
-    if m.model_sha256 and not (folder / f"model-{m.model_sha256[:16]}.pt").is_file():
-        P(f"model checkpoint copy model-{m.model_sha256[:16]}.pt missing (manifest names {m.model_checkpoint})")
+    if m.model_sha256 and not (folder / model_file_name(m.model_sha256)).is_file():
+        P(f"model checkpoint copy {model_file_name(m.model_sha256)} missing (manifest names {m.model_checkpoint})")
 
     # manifest counters
     actual = {"n_ok": counts["ok"], "n_failed": counts["failed"], "n_removed": counts["removed"],

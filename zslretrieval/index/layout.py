@@ -1,30 +1,81 @@
-"""Where an index lives and who may write it.
+"""Where an index lives, what every file in it is called, and who may write it.
 
     <root>/<name>/            root: --index-root, else $ZSLR_INDEXES, else ./indexes
         zslr-index.json       format tag + the catalog URL when --db put it elsewhere
         catalog.sqlite        default catalog (SQLAlchemy URL via --db)
         features/shard-*.npy  feature store (raw backbone features)
-        index-<fp>.faiss      FAISS index for the manifest's settings (fp = fingerprint)
-        model.pt              copy of the embedding model checkpoint, when one is used
+        index-<fp>.faiss      FAISS index for the manifest's settings (fp = fingerprint of 5 fields)
+        model-<sha16>.pt      copy of the embedding model checkpoint (first 16 hex of its sha256), when one is used
         .lock                 advisory write lock (flock): one writer at a time
+
+Every other module asks this one for file names (:func:`index_file_name`, :func:`model_file_name`)
+and loads the folder's model copy through :func:`load_index_model`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import sys
 from pathlib import Path
+from typing import Any, Protocol
 
-from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
+from ..errors import ConsistencyError, DataNotFoundError, IncompatibleError, InvalidInputError
+from ..fileio import atomic_write
 from .catalog import sqlite_url
-from .store import atomic_write
+from .searchers.faiss_searcher import normalize_index_type
 
 LOCATION_FILE = "zslr-index.json"
 LOCATION_FORMAT = "zslr-index/1"
 CATALOG_FILE = "catalog.sqlite"
-MODEL_FILE = "model.pt"
 FEATURES_DIR = "features"
+LOCK_FILE = ".lock"
+INDEX_FILE_GLOB = "index-*.faiss"       # FAISS files of any settings (stale ones are deleted by a sync)
+INDEX_TEMP_GLOB = ".index-*.tmp"        # atomic-write leftovers of an interrupted FAISS write
+MODEL_FILE_GLOB = "model-*.pt"          # checkpoint copies (only the manifest's is kept)
+
+
+class IndexSettings(Protocol):
+    """The five manifest fields that decide which FAISS file is current (catalog.Manifest has them)."""
+
+    index_type: str
+    dim: int
+    metric: str
+    model_sha256: str | None
+    backbone_weights: str | None
+
+
+def fingerprint(spec: str, dim: int, metric: str, model_sha256: str | None, backbone_weights: str | None) -> str:
+    """Short hash naming the index file, so a file built for other settings is never mistaken as current."""
+    key = json.dumps([normalize_index_type(spec), int(dim), metric, model_sha256, backbone_weights])
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def index_file_name(m: IndexSettings) -> str:
+    """``index-<fp>.faiss`` for a manifest's index type, dim, metric, model and backbone weights."""
+    return f"index-{fingerprint(m.index_type, m.dim, m.metric, m.model_sha256, m.backbone_weights)}.faiss"
+
+
+def model_file_name(sha256: str) -> str:
+    """``model-<sha16>.pt``: named by content so a crash between copying and committing the manifest can't mismatch them."""
+    return f"model-{sha256[:16]}.pt"
+
+
+class _ModelRef(Protocol):
+    model_sha256: str | None
+    model_checkpoint: str | None
+
+
+def load_index_model(folder: Path, m: _ModelRef) -> Any:
+    """(model, card, class_semantics) from the folder's checkpoint copy named in the manifest."""
+    from ..models.checkpoint import load_checkpoint  # torch: only when an index has a model
+
+    path = folder / model_file_name(m.model_sha256)
+    if not path.is_file():
+        raise ConsistencyError(f"index model copy missing: {path} (manifest names checkpoint {m.model_checkpoint}); "
+                               f"re-run `zslr index --name {folder.name} --model {m.model_checkpoint}`")
+    return load_checkpoint(path)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -84,7 +135,7 @@ class WriteLock:
     """Exclusive advisory lock on ``<folder>/.lock``; released by the OS if the process dies."""
 
     def __init__(self, folder: Path):
-        self.path = folder / ".lock"
+        self.path = folder / LOCK_FILE
         self._f = None
 
     def acquire(self, blocking: bool = True) -> bool:

@@ -11,10 +11,14 @@ from sqlalchemy import select
 
 from ..errors import DataNotFoundError, InvalidInputError
 from .catalog import Catalog, ImageRow, entries_table
-from .faiss_index import GPU_MAX_K, apply_search_params, index_ids, read_index, to_search_device
-from .layout import FEATURES_DIR, WriteLock, catalog_url, index_folder, require_index
+from .layout import (FEATURES_DIR, WriteLock, catalog_url, index_file_name, index_folder, load_index_model,
+                     require_index)
+from .searchers import Searcher, make_searcher
+from .searchers.faiss_searcher import FaissSearcher, apply_search_params, default_search_params, read_index
 from .space import to_index_space
 from .store import FeatureStore
+from .sync import faiss_is_current
+from .writer import IndexWriter  # to repair a FAISS file a crash left behind (the writer never imports the reader)
 
 
 @dataclass(frozen=True)
@@ -69,34 +73,24 @@ class OpenIndex:
         self.catalog = Catalog(catalog_url(self.folder, db), create=False)
         self._load(db)
         self._model = None
-        self._exact = None
-        self._device_index = None
+        self._exact: Searcher | None = None      # exact full ranking over the stored features (k=None)
+        self._knn: FaissSearcher | None = None   # the FAISS file, on a GPU when FAISS sees one (k-NN)
 
     # ------------------------------------------------------------------ loading
     def _repair_if_needed(self, db: str | None) -> None:
         """Re-sync the FAISS file with the catalog when a crash left it behind (if no writer is active)."""
-        from .writer import IndexWriter
-
         cat = Catalog(catalog_url(self.folder, db), create=False)
         try:
-            m = cat.manifest()
-            if m is None:
-                raise DataNotFoundError(f"index {self.name!r} has no manifest (interrupted before its first commit?); "
-                                        f"re-run `zslr index ... --name {self.name}`")
-            from .faiss_index import fingerprint, index_file_name
-
-            path = self.folder / index_file_name(fingerprint(m.index_type, m.dim, m.metric, m.model_sha256, m.backbone_weights))
-            fids = np.asarray(entries_table(cat.session())[0], np.int64)
-            current = False
-            if path.is_file():
-                try:
-                    have = index_ids(read_index(path))
-                    current = len(have) == len(fids) and np.array_equal(np.sort(have), fids)
-                except RuntimeError:
-                    current = False
+            with cat.session() as s:
+                m = cat.manifest(s)
+                if m is None:
+                    raise DataNotFoundError(f"index {self.name!r} has no manifest (interrupted before its first "
+                                            f"commit?); re-run `zslr index ... --name {self.name}`")
+                path = self.folder / index_file_name(m)
+                fids = np.asarray(entries_table(s)[0], np.int64)
         finally:
             cat.close()
-        if current:
+        if faiss_is_current(path, fids):
             return
         probe = WriteLock(self.folder)
         if not probe.acquire(blocking=False):
@@ -111,9 +105,7 @@ class OpenIndex:
         m = self.catalog.manifest()
         if m is None:
             raise DataNotFoundError(f"index {self.name!r} has no manifest; re-run `zslr index ... --name {self.name}`")
-        from .faiss_index import fingerprint, index_file_name
-
-        index_file = index_file_name(fingerprint(m.index_type, m.dim, m.metric, m.model_sha256, m.backbone_weights))
+        index_file = index_file_name(m)
         self.manifest = IndexManifest(
             name=self.name, folder=self.folder, db_url=self.catalog.url, source=m.source, backbone=m.backbone,
             backbone_weights=m.backbone_weights, feature_dim=m.feature_dim, dim=m.dim, metric=m.metric,
@@ -127,7 +119,8 @@ class OpenIndex:
             raise DataNotFoundError(f"index file missing: {path}; rebuild it with `zslr index --name {self.name} --rebuild`")
         self.index = read_index(path)
         apply_search_params(self.index, m.search_params)
-        fids, img, shard_ids, rows = (np.asarray(a, np.int64) for a in entries_table(self.catalog.session()))
+        with self.catalog.session() as s:
+            fids, img, shard_ids, rows = (np.asarray(a, np.int64) for a in entries_table(s))
         self._fids, self._img, self._shards, self._rows = fids, img, shard_ids, rows
 
     @property
@@ -136,7 +129,7 @@ class OpenIndex:
 
     def close(self) -> None:
         self.catalog.close()
-        self._exact = self._device_index = None
+        self._exact = self._knn = None
 
     def __enter__(self) -> "OpenIndex":
         return self
@@ -180,15 +173,13 @@ class OpenIndex:
         k = int(k)
         if self.ntotal == 0:
             return np.full((len(xq), k), -np.inf, np.float32), np.full((len(xq), k), -1, np.int64)
-        index = self.index
-        if k <= GPU_MAX_K:
-            if self._device_index is None:
-                self._device_index = to_search_device(self.index)
-            index = self._device_index
-        D, fid = index.search(xq, k)
-        if self.manifest.metric == "l2":
-            D = -D
-        D = np.where(fid < 0, -np.inf, D).astype(np.float32)
+        if self._knn is None:
+            # one FAISS wrapper for every search: GPU copy when FAISS sees a GPU, and an exact
+            # chunked path past the GPU's k limit (FaissSearcher.max_k)
+            params = self.manifest.search_params
+            self._knn = FaissSearcher.from_faiss_index(
+                self.index, device="auto", params=default_search_params(self.index) if params is None else params)
+        D, fid = self._knn.search(xq, k)
         return D, self._to_image_ids(fid)
 
     def raw_features(self) -> tuple[np.ndarray, np.ndarray]:
@@ -198,15 +189,11 @@ class OpenIndex:
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every entry in index space: image ids (n,) int64 and vectors (n, dim) float32."""
-        from .writer import load_index_model
-
         ids, raw = self.raw_features()
         model = load_index_model(self.folder, self._row)[0] if self._row.model_sha256 else None
         return ids, to_index_space(raw, model, self.manifest.metric)
 
     def _search_exact(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from .searchers import make_searcher
-
         if self._exact is None:
             ids, x = self.vectors()
             searcher = make_searcher("auto", self.manifest.dim, self.manifest.metric)
@@ -243,8 +230,6 @@ class OpenIndex:
 
     def model(self):
         """(ZslModel, ModelCard, class_semantics) of the index's embedding model, or None (raw features)."""
-        from .writer import load_index_model
-
         if not self._row.model_sha256:
             return None
         if self._model is None:

@@ -6,9 +6,10 @@ Every kind of query goes through :meth:`QueryEngine.run`, so the benchmark evalu
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -17,6 +18,43 @@ from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
 from .spec import QuerySpec
 from .vocab import (Vocabulary, build_attribute_vector, normalise_semantics, parse_attribute_terms,
                     parse_vector_text, read_attribute_file)
+
+
+class IndexManifestView(Protocol):
+    """The manifest fields the engine reads (``index.reader.IndexManifest`` has them)."""
+
+    name: str
+    dim: int
+    metric: str
+    backbone: str | None
+    backbone_weights: str | None
+
+
+class IndexRecordView(Protocol):
+    """A catalog record as the engine reads it (``index.reader.ImageRecord``)."""
+
+    id: int
+    path: str
+    label: str | None
+    status: str
+
+
+class SearchableIndex(Protocol):
+    """What :class:`QueryEngine` needs from an index: ``index.reader.OpenIndex`` implements it.
+
+    ``search`` takes (Q, dim) float32 queries already in index space and returns D, I (Q, k')
+    scores descending and catalog ids (-1 pads), ``k=None`` the exact full ranking; ``model()``
+    is (model, card, class_semantics) or None for an index of raw features.
+    """
+
+    @property
+    def manifest(self) -> IndexManifestView: ...
+
+    def model(self) -> tuple[Any, Any, Any] | None: ...
+
+    def search(self, xq: np.ndarray, k: int | None = 10) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def records(self, ids: Sequence[int]) -> Sequence[IndexRecordView]: ...
 
 
 # How many of a class's strongest attributes a --class query reports back.
@@ -66,7 +104,7 @@ class QueryEngine:
     The index's model (if any) is loaded once; ``vocabulary`` and ``classes`` come from its card.
     """
 
-    def __init__(self, index: Any, *, backbone_weights: str | os.PathLike | None = None):
+    def __init__(self, index: SearchableIndex, *, backbone_weights: str | os.PathLike | None = None):
         self.index = index
         self.backbone_weights = backbone_weights
         self.manifest = index.manifest

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.base import ZslDataset
+from ..data.base import ZslDataset, semantic_matrix
 from ..errors import ConsistencyError, IncompatibleError
 from ..metrics.ranking import mean_average_precision_from_rankings
 from ..models.base import ZslModel
@@ -26,9 +26,7 @@ from .spec import QuerySpec
 
 
 def class_semantics_for(dataset: ZslDataset, card: ModelCard) -> np.ndarray:
-    """(C, S) class descriptors in the layout the model was trained on (``protocol.semantic_matrix``)."""
-    from ..protocol import semantic_matrix
-
+    """(C, S) class descriptors in the layout the model was trained on (:func:`data.base.semantic_matrix`)."""
     s, _ = semantic_matrix(dataset, card.semantic_modalities or ["attributes"])
     if s.shape[1] != sum(card.semantic_dims):
         raise IncompatibleError(f"dataset {dataset.name!r} gives {s.shape[1]}-d class descriptors; "

@@ -5,16 +5,25 @@ cannot select more than 2048 neighbours per query, so ``search`` with a larger k
 score every stored vector exactly in chunks (vectors read back with ``reconstruct_n``) instead of
 silently returning a truncated list. The same chunked path serves ``rank_all`` for approximate index
 types, whose own search would miss vectors.
+
+The same module owns the persisted form used by ``zslretrieval.index``: every index file is
+``IndexIDMap2(<factory index>)`` so vectors carry explicit int64 faiss ids and the file itself
+records which ids it holds (``id_map``); comparing that set with the catalog's entries tells
+whether the file is current (``index/sync.py``). ``OpenIndex`` searches a loaded file through
+:meth:`FaissSearcher.from_faiss_index`, so there is one GPU k limit and one device-copy path.
 """
 from __future__ import annotations
 
 import functools
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...errors import IncompatibleError, InvalidInputError
+from ...fileio import atomic_write
 from .base import Searcher
 
 log = logging.getLogger(__name__)
@@ -282,3 +291,127 @@ class FaissSearcher(Searcher):
         best_s, best_p = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_p, order, 1)
         D[:, :kk], I[:, :kk] = best_s, self._ids[best_p]
         return D, I
+
+
+# --- persisted indexes (index/ folders) ----------------------------------------------------------
+
+def normalize_index_type(spec: str | None) -> str:
+    """User factory string -> canonical one without a leading IDMap (persisted indexes always add IDMap2)."""
+    spec = (spec or "Flat").strip()
+    spec = re.sub(r"^IDMap2?,", "", spec)
+    if not spec:
+        raise InvalidInputError("empty --index-type; expected a FAISS factory string such as Flat, IVF256,Flat, IVF256,PQ32, HNSW32")
+    return spec
+
+
+def _faiss_metric(metric: str) -> int:
+    faiss = _faiss()
+    metrics = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+    if metric not in metrics:
+        raise InvalidInputError(f"unknown metric {metric!r}; valid: {', '.join(metrics)}")
+    return metrics[metric]
+
+
+def new_index(spec: str, dim: int, metric: str) -> Any:
+    """An empty ``IDMap2,<spec>`` index; bad strings raise InvalidInputError naming them."""
+    faiss_metric = _faiss_metric(metric)
+    try:
+        return _faiss().index_factory(int(dim), "IDMap2," + normalize_index_type(spec), faiss_metric)
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[-1]
+        raise InvalidInputError(f"--index-type {spec!r} is not a valid FAISS factory string for dim {dim} "
+                                f"({msg.split(':')[-1].strip()}); e.g. Flat, IVF256,Flat, IVF256,PQ16, HNSW32") from None
+
+
+def min_train(spec: str) -> int:
+    """Fewest training vectors FAISS accepts for ``spec`` (k-means needs >= k points)."""
+    need = 1
+    for m in re.finditer(r"IVF(\d+)", spec):
+        need = max(need, int(m.group(1)))
+    for m in re.finditer(r"PQ\d+(?:x(\d+))?", spec):
+        need = max(need, 2 ** int(m.group(1) or 8))
+    return need
+
+
+def check_trainable(spec: str, dim: int, metric: str, n: int) -> None:
+    """Refuse a factory string that is invalid, or needs more training vectors than ``n`` (> 0)."""
+    new_index(spec, dim, metric)
+    if 0 < n < min_train(spec):
+        raise InvalidInputError(f"--index-type {spec!r} needs at least {min_train(spec)} vectors to train, the index has "
+                                f"{n}; use fewer lists/centroids (e.g. IVF{max(1, n // 39)},Flat) or the exact Flat")
+
+
+def train_index(index: Any, spec: str, x: np.ndarray, *, seed: int = 0) -> None:
+    """Train ``index`` (no-op when it needs none); too few vectors -> InvalidInputError with a fix."""
+    if index.is_trained:
+        return
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    need = min_train(spec)
+    if len(x) < need:
+        raise InvalidInputError(f"--index-type {spec!r} needs at least {need} vectors to train, the index has {len(x)}; "
+                                f"use fewer lists/centroids (e.g. IVF{max(1, len(x) // 39)},Flat) or the exact Flat")
+    ivf = _ivf(index)
+    if ivf is not None:
+        ivf.cp.seed = seed
+    try:
+        index.train(x)
+    except RuntimeError as e:
+        raise InvalidInputError(f"--index-type {spec!r} could not be trained on {len(x)} vectors: "
+                                f"{str(e).strip().splitlines()[-1]}") from None
+
+
+def build_index(spec: str, dim: int, metric: str, x: np.ndarray, ids: np.ndarray, *, seed: int = 0) -> Any:
+    """Create, train (when the type needs it) and fill an index with (n, dim) vectors under (n,) ids."""
+    index = new_index(spec, dim, metric)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if len(x):
+        train_index(index, spec, x, seed=seed)
+        index.add_with_ids(x, np.ascontiguousarray(ids, dtype=np.int64))
+    return index
+
+
+def _ivf(index: Any) -> Any:
+    try:
+        return _faiss().extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def default_search_params(index: Any) -> str:
+    """Recall-leaning defaults: IVF probes 1/8 of the lists (at least 16), HNSW efSearch 128."""
+    faiss = _faiss()
+    ivf = _ivf(index)
+    if ivf is not None:
+        return f"nprobe={min(ivf.nlist, max(16, ivf.nlist // 8))}"
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    if hasattr(inner, "hnsw"):
+        return "efSearch=128"
+    return ""
+
+
+def apply_search_params(index: Any, params: str | None) -> None:
+    """Set search parameters on a CPU index (None: :func:`default_search_params`)."""
+    params = default_search_params(index) if params is None else params
+    if not params:
+        return
+    try:
+        _faiss().ParameterSpace().set_index_parameters(index, params)
+    except RuntimeError as e:
+        raise InvalidInputError(f"--search-params {params!r} do not apply to this index "
+                                f"({str(e).strip().splitlines()[-1].split(':')[-1].strip()}); e.g. nprobe=16, efSearch=64") from None
+
+
+def index_ids(index: Any) -> np.ndarray:
+    """The (ntotal,) int64 faiss ids stored in an IDMap index."""
+    faiss = _faiss()
+    return faiss.vector_to_array(faiss.downcast_index(index).id_map).astype(np.int64) if index.ntotal else np.zeros(0, np.int64)
+
+
+def write_index(index: Any, path: Path) -> None:
+    """Atomic write: serialise, temp file beside ``path``, fsync, ``os.replace``."""
+    buf = _faiss().serialize_index(index)
+    atomic_write(path, lambda f: f.write(buf.tobytes()))
+
+
+def read_index(path: Path) -> Any:
+    return _faiss().read_index(str(path))

@@ -1,0 +1,298 @@
+"""Ingestion use cases: images or precomputed benchmark features -> an index folder.
+
+    index_images(IndexConfig(inputs=[Path("photos")], name="pets"))   # zslr index photos --name pets
+    index_features(name, features, paths, labels, model_checkpoint=...)   # benchmark galleries
+    index_dataset(DatasetIndexConfig("awa1-lampert", split="test"))     # zslr index --dataset D
+
+Each use case decides *what* to commit (new or changed files, removed paths) and drives an
+:class:`~zslretrieval.index.writer.IndexWriter`, which owns the transactions. Crash safety
+(kill -9 at any point), from the writer's order of writes:
+1. a chunk's features go to a new shard file (atomic rename) *before* its catalog transaction;
+2. the catalog transaction (image rows, index entries, shard row, manifest counters) is the
+   commit point: an unlisted shard is debris and is deleted when the index is next written;
+3. the FAISS file is derived and brought in line last (``sync.py``).
+A re-run therefore skips every committed file (same path, size, mtime) and redoes at most the
+chunk that was in flight, with no duplicates (paths are unique, entries are per image).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
+from ..features import DEFAULT_BACKBONE
+from ..features.images import ImageSource, discover
+from ..features.pipeline import FileMeta
+from .layout import index_folder
+from .reader import OpenIndex, open_index
+from .searchers.faiss_searcher import check_trainable, normalize_index_type
+from .writer import ChunkItem, IndexWriter
+
+
+@dataclass
+class IndexConfig:
+    """Options of ``zslr index DIR... / --file-list F``; see :func:`index_images`."""
+
+    inputs: list[Path] = field(default_factory=list)
+    file_list: Path | None = None
+    name: str = "default"
+    root: Path | None = None
+    db: str | None = None
+    backbone: str | None = None          # None: the index's backbone, else DEFAULT_BACKBONE
+    weights: Path | None = None
+    model: Path | None = None            # embedding model checkpoint; None keeps the index's
+    no_model: bool = False               # drop the embedding model: index raw features
+    index_type: str | None = None        # FAISS factory string; None keeps the index's (new: Flat)
+    search_params: str | None = None     # e.g. "nprobe=32"; None keeps the index's
+    device: str = "auto"
+    batch_size: int = 32
+    workers: int | None = None
+    chunk_size: int = 256                # images per catalog transaction (a crash loses at most one)
+    prune: bool = False
+    rehash: bool = False                 # hash every file, not only those whose size/mtime changed
+    retry_failed: bool = False
+    rebuild: bool = False                # rebuild the FAISS file from the store
+    progress: bool = False
+    log: Callable[[str], None] | None = None
+
+
+@dataclass
+class IndexReport:
+    name: str
+    folder: Path
+    scanned: int = 0
+    added: int = 0
+    replaced: int = 0
+    touched: int = 0
+    unchanged: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    pruned: int = 0
+    n_ok: int = 0
+    n_failed: int = 0
+    n_entries: int = 0
+    index_file: str = ""
+    index_rebuilt: bool = False
+    debris_removed: list[str] = field(default_factory=list)
+    encode_seconds: float = 0.0
+    seconds: float = 0.0
+    encoded: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
+
+
+
+def index_images(cfg: IndexConfig) -> IndexReport:
+    """Index image files (new or changed only), optionally prune vanished ones, update FAISS.
+
+    With no inputs it re-indexes the stored features (``--model`` / ``--rebuild`` /
+    ``--index-type``) without decoding any image.
+    """
+    from ..features.backbones import canonical_backbone, load_backbone
+    from ..features.pipeline import resolve_device
+
+    t0 = time.perf_counter()
+    log = cfg.log or (lambda msg: None)
+    if cfg.chunk_size < 1:
+        raise InvalidInputError(f"--chunk-size {cfg.chunk_size}; expected >= 1")
+    if cfg.model and cfg.no_model:
+        raise InvalidInputError("--model and --no-model contradict each other; give one")
+    folder = index_folder(cfg.name, cfg.root)
+    has_inputs = bool(cfg.inputs) or cfg.file_list is not None
+    sources = discover(cfg.inputs, cfg.file_list) if has_inputs else []
+    report = IndexReport(cfg.name, folder, scanned=len(sources))
+    with IndexWriter(folder, cfg.name, cfg.db, create=has_inputs) as w:
+        report.debris_removed = w.removed_debris
+        m = w.manifest()
+        if m is None and not has_inputs:
+            raise DataNotFoundError(f"index {cfg.name!r} has no manifest yet; give image folders to index first")
+        backbone = None
+        if has_inputs:
+            name = canonical_backbone(cfg.backbone) if cfg.backbone else (m.backbone if m else DEFAULT_BACKBONE)
+            if m is not None and m.source != "images":
+                raise IncompatibleError(f"index {cfg.name!r} holds {m.source} features, not images; use another --name")
+            device = resolve_device(cfg.device)
+            backbone = load_backbone(name, cfg.weights, device=device)
+            w.init_manifest(source="images", backbone=backbone.name, backbone_weights=backbone.weights_id,
+                            feature_dim=backbone.dim, index_type=cfg.index_type, search_params=cfg.search_params)
+        else:
+            w.init_manifest(source=m.source, backbone=m.backbone, backbone_weights=None, feature_dim=m.feature_dim,
+                            index_type=cfg.index_type, search_params=cfg.search_params)
+        if cfg.model:
+            w.set_model(cfg.model)
+        elif cfg.no_model:
+            w.clear_model()
+
+        if has_inputs:
+            existing = w.existing()
+            todo: list[ImageSource] = []
+            for src in sources:
+                row = existing.get(src.path)
+                if row is None or row[0] == "removed" or cfg.rehash or (cfg.retry_failed and row[0] == "failed"):
+                    todo.append(src)
+                    continue
+                try:
+                    st = os.stat(src.path)
+                    same = (st.st_size, st.st_mtime_ns) == (row[1], row[2])
+                except OSError:
+                    same = False  # vanished since the walk: let the reader record why
+                if same:
+                    report.unchanged += 1
+                else:
+                    todo.append(src)
+            seen = {s.path for s in sources}
+            report.vanished = sorted(p for p, row in existing.items()
+                                     if row[0] != "removed" and p not in seen and not os.path.lexists(p))
+            if todo:
+                _encode_and_commit(w, todo, backbone, cfg, report, log)
+            if cfg.prune and report.vanished:
+                report.pruned = w.mark_removed(report.vanished)
+                log(f"pruned {report.pruned} vanished file(s)")
+        report.index_file, report.index_rebuilt, report.n_entries = w.sync_index(rebuild=cfg.rebuild)
+        mm = w.manifest()
+        report.n_ok, report.n_failed = mm.n_ok, mm.n_failed
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _encode_and_commit(w: IndexWriter, todo: list[ImageSource], backbone, cfg: IndexConfig, report: IndexReport, log) -> None:
+    from ..features.pipeline import iter_feature_batches
+
+    paths = [s.path for s in todo]
+    ok_items: list[ChunkItem] = []
+    ok_feats: list[np.ndarray] = []
+    failed: list[tuple[ChunkItem, str]] = []
+    done = 0
+    t0 = time.perf_counter()
+
+    def commit() -> None:
+        nonlocal ok_items, ok_feats, failed
+        if not ok_items and not failed:
+            return
+        x = np.concatenate(ok_feats) if ok_feats else np.zeros((0, backbone.dim), np.float32)
+        st = w.commit_chunk(ok_items, x, failed)
+        for k in ("added", "replaced", "touched"):
+            setattr(report, k, getattr(report, k) + st[k])
+        report.failures += [(it.path, why) for it, why in failed]
+        log(f"committed {len(ok_items)} ok + {len(failed)} failed ({done}/{len(paths)})")
+        ok_items, ok_feats, failed = [], [], []
+
+    for fb in iter_feature_batches(paths, backbone, batch_size=cfg.batch_size, device=cfg.device,
+                                   workers=cfg.workers, progress=cfg.progress, desc=f"indexing {cfg.name}"):
+        ok_items += [ChunkItem(paths[i], todo[i].label, fb.meta.get(int(i))) for i in fb.positions]
+        ok_feats.append(fb.features)
+        failed += [(ChunkItem(paths[i], todo[i].label, fb.meta.get(i)), why) for i, why in fb.failures]
+        done += len(fb.positions) + len(fb.failures)
+        report.encoded += len(fb.positions)
+        if len(ok_items) + len(failed) >= cfg.chunk_size:
+            commit()
+    commit()
+    report.encode_seconds = time.perf_counter() - t0
+
+
+def index_features(name: str, features: np.ndarray, paths: Sequence[str], labels: Sequence[str | None], *,
+                   model_checkpoint: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
+                   index_type: str = "Flat", backbone: str | None = None, db: str | None = None,
+                   search_params: str | None = None, source: str = "features", chunk_size: int = 65536) -> OpenIndex:
+    """Make index ``name`` hold exactly these precomputed features (benchmark galleries).
+
+    features (N, D) float32; ``paths`` N unique catalog paths (e.g. ``awa1-lampert/test/17``);
+    ``labels`` N known class names or None. Rows already indexed with identical features are
+    kept, others added or replaced; catalog rows not in ``paths`` are marked removed. With
+    ``model_checkpoint`` the index holds ``model.embed_images(features)`` in the model's metric.
+    Returns the :class:`OpenIndex`.
+    """
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2:
+        raise InvalidInputError(f"features shape {x.shape}; expected (N, D)")
+    paths, labels = [str(p) for p in paths], list(labels)
+    if len(paths) != len(x) or len(labels) != len(x):
+        raise InvalidInputError(f"{len(x)} feature rows but {len(paths)} paths and {len(labels)} labels")
+    if len(set(paths)) != len(paths):
+        dup = next(p for p in paths if paths.count(p) > 1)
+        raise InvalidInputError(f"duplicate catalog path {dup!r}; paths must be unique")
+    if chunk_size < 1:
+        raise InvalidInputError(f"chunk_size {chunk_size}; expected >= 1")
+    check_trainable(normalize_index_type(index_type), x.shape[1], "ip", len(x))  # before anything is written
+    folder = index_folder(name, root)
+    with IndexWriter(folder, name, db, create=True) as w:
+        w.init_manifest(source=source, backbone=backbone or source, backbone_weights=None, feature_dim=x.shape[1],
+                        index_type=index_type, search_params=search_params, replace_derived=True, expected_n=len(x))
+        if model_checkpoint is not None:
+            w.set_model(model_checkpoint)
+        else:
+            w.clear_model()
+        existing = w.existing()
+        hashes = [hashlib.sha256(row.tobytes()).hexdigest() for row in x]
+        todo = [i for i, (p, h) in enumerate(zip(paths, hashes)) if existing.get(p, ("", None, None, None))[0] != "ok"
+                or existing[p][3] != h]
+        for part in range(0, len(todo), chunk_size):
+            sel = todo[part:part + chunk_size]
+            items = [ChunkItem(paths[i], labels[i], FileMeta(hashes[i], int(x[i].nbytes), 0)) for i in sel]
+            w.commit_chunk(items, x[sel], [])
+        w.set_labels(paths, labels)  # labels may change without the features changing
+        keep = set(paths)
+        w.mark_removed([p for p, row in existing.items() if row[0] != "removed" and p not in keep])
+        w.sync_index()
+    return open_index(folder)
+
+
+@dataclass
+class DatasetIndexConfig:
+    """Options of ``zslr index --dataset D``."""
+
+    dataset: str
+    split: str = "test"
+    name: str | None = None              # default: "<dataset>-<split>"
+    root: Path | None = None
+    db: str | None = None
+    data_root: Path | None = None
+    model: Path | None = None
+    index_type: str = "Flat"
+    search_params: str | None = None
+    seed: int = 0
+
+
+DATASET_SPLITS = ("test", "test_unseen", "test_seen", "trainval", "all")
+
+
+def dataset_rows(ds, split: str) -> np.ndarray:
+    """Row indices of a benchmark split; "test" = test_seen + test_unseen (the GZSL gallery)."""
+    if split == "all":
+        return np.arange(len(ds.features))
+    if split == "test":
+        return np.sort(np.concatenate([ds.split_indices("test_seen"), ds.split_indices("test_unseen")]))
+    if split not in DATASET_SPLITS:
+        raise InvalidInputError(f"unknown split {split!r}; valid: {', '.join(DATASET_SPLITS)}")
+    return np.sort(np.asarray(ds.split_indices(split)))
+
+
+def index_dataset(cfg: DatasetIndexConfig) -> OpenIndex:
+    """Index a benchmark's features (no images): catalog paths ``<dataset>/<split>/<row>``, label = class."""
+    from ..data import load_dataset
+
+    if cfg.split not in DATASET_SPLITS:
+        raise InvalidInputError(f"unknown split {cfg.split!r}; valid: {', '.join(DATASET_SPLITS)}")
+    ds = load_dataset(cfg.dataset, cfg.data_root, seed=cfg.seed)
+    rows = dataset_rows(ds, cfg.split)
+    paths = [f"{ds.name}/{cfg.split}/{int(r)}" for r in rows]
+    labels = [ds.class_names[int(ds.labels[r])] for r in rows]
+    return index_features(cfg.name or f"{ds.name}-{cfg.split}", ds.features[rows], paths, labels,
+                          model_checkpoint=cfg.model, root=cfg.root, index_type=cfg.index_type, db=cfg.db,
+                          search_params=cfg.search_params, backbone=f"dataset:{ds.name}",
+                          source=f"dataset:{ds.name}/{cfg.split}")
+
+
+def remove_index(name_or_path: str, root: str | os.PathLike | None = None) -> None:
+    """Delete an index folder (catalog too when it is the default SQLite file)."""
+    folder = index_folder(name_or_path, root)
+    if folder.is_dir():
+        shutil.rmtree(folder)

@@ -1,0 +1,229 @@
+"""The library calls behind ``zslr train`` / ``zslr eval``: typed configs in, one report out.
+
+:func:`train_from_config` loads the data, runs :func:`~zslretrieval.protocol.selection.select_and_train`
+and writes the checkpoint; :func:`eval_from_config` trains (or loads) each model, evaluates it
+(:func:`~zslretrieval.protocol.evaluation.evaluate`) and checks the mAP through the query engine;
+:func:`to_json` prints the report as strict JSON.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.base import ZslDataset, semantic_matrix
+from ..errors import ConsistencyError, InvalidInputError
+from ..features import DEFAULT_BACKBONE
+from ..metrics import AccuracyCalculator
+from ..models import ZslModel, get_model_class
+from ..models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+from .evaluation import DEFAULT_METRICS, evaluate, split_info
+from .selection import Log, select_and_train
+
+# --- CLI configs ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data comes from: a registered benchmark, or a user's image folders."""
+
+    dataset: str | None = None
+    data_root: str | None = None
+    images: str | None = None
+    class_attributes: str | None = None
+    unseen: str | None = None
+    backbone: str = DEFAULT_BACKBONE
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        custom = [self.images, self.class_attributes, self.unseen]
+        if self.dataset and any(custom):
+            raise InvalidInputError("--dataset and --images/--class-attributes/--unseen are mutually exclusive; "
+                                    "give a benchmark name or a folder of your own images")
+        if not self.dataset and not all(custom):
+            missing = [n for n, v in (("--images", self.images), ("--class-attributes", self.class_attributes),
+                                      ("--unseen", self.unseen)) if not v]
+            raise InvalidInputError("no data given: use --dataset NAME, or --images DIR --class-attributes CSV "
+                                    f"--unseen FILE (missing: {', '.join(missing)})")
+
+    def load(self) -> ZslDataset:
+        if self.dataset:
+            from ..data import load_dataset
+            return load_dataset(self.dataset, self.data_root, seed=self.seed)
+        from ..data.custom import load_custom_dataset  # heavy (backbones); only for user folders
+        return load_custom_dataset(self.images, self.class_attributes, self.unseen, backbone=self.backbone,
+                                   seed=self.seed, device="auto" if self.device == "cpu" else self.device)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str
+    data: DataConfig
+    out: str | None = None
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    modalities: tuple[str, ...] = ("attributes",)
+
+    def out_path(self, dataset_name: str) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path("runs") / f"{dataset_name}-{self.model}-seed{self.data.seed}.pt"
+
+
+@dataclasses.dataclass
+class TrainReport:
+    checkpoint: Path
+    card_path: Path
+    card: ModelCard
+    selection: dict[str, Any]
+    load_seconds: float
+    total_seconds: float
+
+
+def train_from_config(cfg: TrainConfig, log: Log | None = None) -> TrainReport:
+    """``zslr train``: load data, select + refit, write the checkpoint and its card."""
+    t0 = time.perf_counter()
+    get_model_class(cfg.model)  # unknown model -> error before loading data
+    dataset = cfg.data.load()
+    load_seconds = time.perf_counter() - t0
+    result = select_and_train(dataset, cfg.model, seed=cfg.data.seed, hparams=cfg.hparams, device=cfg.data.device,
+                              log=log, modalities=cfg.modalities)
+    path = cfg.out_path(dataset.name)
+    save_checkpoint(result.model, result.card, path, torch.from_numpy(semantic_matrix(dataset, cfg.modalities)[0]))
+    return TrainReport(checkpoint=path, card_path=path.with_name(path.name + ".card.json"), card=result.card,
+                       selection=result.selection, load_seconds=round(load_seconds, 3),
+                       total_seconds=round(time.perf_counter() - t0, 3))
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    data: DataConfig
+    models: tuple[str, ...] = ()
+    checkpoint: str | None = None
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    calibration: float | None = None
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    modalities: tuple[str, ...] = ("attributes",)
+    searcher: str = "numpy"
+    # mAP through the engine (real index + catalog + class queries) and checked against the
+    # direct computation; False reports the direct value only (no index is written).
+    engine: bool = True
+    engine_root: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.models and self.checkpoint:
+            raise InvalidInputError("give --model NAME (repeatable; trains with the protocol) or --checkpoint PATH, "
+                                    "not both")
+        AccuracyCalculator(include=self.metrics)
+
+
+# Engine and direct mAP rank the same embeddings with different code (FAISS vs numpy, float32
+# vs float64 scores); ties and rounding may move an AP by ~1e-7, never more than this.
+ENGINE_MAP_TOLERANCE = 1e-6
+
+
+def _engine_map_checked(model: ZslModel, card: ModelCard, dataset: ZslDataset, direct_map: float,
+                        root: str | None) -> dict[str, Any]:
+    """mAP through :func:`zslretrieval.query.engine_map`, raising when it disagrees with ``direct_map``."""
+    from ..query.evaluate import engine_map  # the index + query stack, only when asked for
+
+    t0 = time.perf_counter()
+    m, per_class = engine_map(model, card, dataset, root=root)
+    if not abs(m - direct_map) <= ENGINE_MAP_TOLERANCE:
+        raise ConsistencyError(f"engine-path mAP {m:.8f} differs from the direct computation {direct_map:.8f} by "
+                               f"more than {ENGINE_MAP_TOLERANCE}; the index or query path ranks differently")
+    return {"map": float(m), "direct_map": float(direct_map), "per_class_ap": per_class,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
+    """``zslr eval``: evaluate a checkpoint, or train each model with the protocol and evaluate it.
+
+    Returns one JSON-serialisable report: dataset, split info, seed, and per model the chosen
+    hyper-parameters, val scores, test metrics and wall times.
+    """
+    from ..index.searchers import make_searcher
+
+    t0 = time.perf_counter()
+    log = log or (lambda msg: None)
+    if cfg.checkpoint:
+        model, card, _ = load_checkpoint(cfg.checkpoint)
+        entries = [(model, card, 0.0)]
+    else:
+        for name in cfg.models:
+            get_model_class(name)
+        entries = []
+    # Data first: a missing benchmark file is the more useful message even when no model was named.
+    dataset = cfg.data.load()
+    load_seconds = time.perf_counter() - t0
+    if not cfg.models and not cfg.checkpoint:
+        raise InvalidInputError("nothing to evaluate: give --model NAME (repeatable; trains with the protocol) "
+                                "or --checkpoint PATH")
+
+    def factory(dim: int, metric: str):
+        return make_searcher(cfg.searcher, dim, metric)
+
+    results = []
+    todo: list[Any] = list(entries) if cfg.checkpoint else list(cfg.models)
+    for item in todo:
+        if isinstance(item, str):
+            t1 = time.perf_counter()
+            res = select_and_train(dataset, item, seed=cfg.data.seed, hparams=cfg.hparams, device=cfg.data.device,
+                                   log=log, modalities=cfg.modalities)
+            model, card, train_wall = res.model, res.card, time.perf_counter() - t1
+        else:
+            model, card, train_wall = item
+        t2 = time.perf_counter()
+        metrics = evaluate(model, dataset, cfg.metrics, calibration=cfg.calibration, searcher_factory=factory,
+                           card=card, device=cfg.data.device)
+        engine_check = None
+        if cfg.engine and "map" in metrics:
+            engine_check = _engine_map_checked(model, card, dataset, metrics["map"], cfg.engine_root)
+            metrics["map"] = engine_check["map"]
+        eval_seconds = time.perf_counter() - t2
+        log(f"[{card.model}] " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        sel = card.selection or {}
+        results.append({
+            "model": card.model, "checkpoint": cfg.checkpoint, "trained_on": card.dataset, "hparams": card.hparams,
+            "epochs": sel.get("epochs"), "val_top1": sel.get("val_top1"), "val_map": sel.get("val_map"),
+            "val_gzsl": sel.get("val_gzsl"), "val_gzsl_calibrated": sel.get("val_gzsl_calibrated"),
+            "gzsl_calibration": metrics.get("gzsl_calibration", sel.get("gzsl_calibration")),
+            "selection": [{"hparams": r["hparams"], "val_top1": r["val_top1"], "val_map": r.get("val_map"),
+                           "best_epoch": r.get("best_epoch")}
+                          for r in sel.get("candidates", [])],
+            "metrics": metrics, "map_engine": engine_check,
+            "train_seconds": round(train_wall, 3), "refit_seconds": card.train_seconds,
+            "selection_seconds": sel.get("selection_seconds"), "eval_seconds": round(eval_seconds, 3),
+        })
+    return {
+        "dataset": dataset.name, "data": split_info(dataset), "seed": cfg.data.seed,
+        "metrics_requested": list(cfg.metrics), "searcher": cfg.searcher,
+        "results": results,
+        "load_seconds": round(load_seconds, 3), "wall_seconds": round(time.perf_counter() - t0, 3),
+        "host": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                 "cpus": os.cpu_count()},
+    }
+
+
+def to_json(report: dict[str, Any]) -> str:
+    """One JSON object; non-finite floats become null so strict parsers accept it."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (np.floating, np.integer)):
+            return clean(v.item())
+        if isinstance(v, Path):
+            return str(v)
+        return v
+    return json.dumps(clean(report), sort_keys=False)
