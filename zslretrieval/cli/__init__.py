@@ -17,7 +17,7 @@ import click
 
 from .. import __version__
 from ..errors import ZslrError
-from . import demo, index, query, train
+from . import demo, index, query, serve, train
 
 
 class ZslrGroup(click.Group):
@@ -35,7 +35,8 @@ def cli() -> None:
     """Zero-shot image retrieval: describe classes you never trained on, find their images."""
 
 
-for _cmd in (train.train_cmd, train.eval_cmd, index.index_cmd, index.check_cmd, query.query_cmd, demo.demo_cmd):
+for _cmd in (train.train_cmd, train.eval_cmd, index.index_cmd, index.check_cmd, query.query_cmd, demo.demo_cmd,
+             serve.serve_cmd):
     cli.add_command(_cmd)
 
 

@@ -14,7 +14,8 @@ from .catalog import Catalog, ImageRow, entries_table
 from .layout import (FEATURES_DIR, WriteLock, catalog_url, index_file_name, index_folder, load_index_model,
                      require_index)
 from .searchers import Searcher, make_searcher
-from .searchers.faiss_searcher import FaissSearcher, apply_search_params, default_search_params, read_index
+from .searchers.faiss_searcher import (FaissSearcher, apply_search_params, default_search_params, index_ids,
+                                      read_index)
 from .space import to_index_space
 from .store import FeatureStore
 from .sync import faiss_is_current
@@ -127,6 +128,15 @@ class OpenIndex:
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
+    def in_sync(self) -> bool:
+        """True when the loaded FAISS index holds exactly the catalog entries loaded with it.
+
+        False while a writer is between its catalog commit and its FAISS sync (or after a crash
+        there, when opened with ``repair=False``): searches then miss new entries or hit stale ones.
+        """
+        have = index_ids(self.index)
+        return len(have) == len(self._fids) and bool(np.array_equal(np.sort(have), self._fids))
+
     def close(self) -> None:
         self.catalog.close()
         self._exact = self._knn = None
@@ -237,14 +247,16 @@ class OpenIndex:
         return self._model
 
 
-def open_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, *, db: str | None = None) -> OpenIndex:
+def open_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, *, db: str | None = None,
+               repair: bool = True) -> OpenIndex:
     """Open an index by name (under ``root`` / $ZSLR_INDEXES / ./indexes) or folder path.
 
-    A FAISS file left behind by a crash is brought up to date from the feature store first.
+    A FAISS file left behind by a crash is brought up to date from the feature store first, unless
+    ``repair=False`` (read-only users such as ``zslr serve``, which must never write the index).
     Missing index -> DataNotFoundError naming the folder and how to create it.
     """
     folder = index_folder(name_or_path, root)
     if not folder.is_dir():
         raise DataNotFoundError(f"index {str(name_or_path)!r} not found: {folder.absolute()} does not exist; "
                                 f"create it with `zslr index DIR --name {folder.name}` or `zslr index --dataset D --name {folder.name}`")
-    return OpenIndex(folder, folder.name, db)
+    return OpenIndex(folder, folder.name, db, repair=repair)

@@ -95,7 +95,7 @@ class _Prepared:
     spec: QuerySpec
     resolved: dict[str, Any]
     descriptor: np.ndarray | None = None   # (S,) class-semantic vector, already normalised
-    image: Path | None = None
+    image: Path | bytes | None = None      # a file, or the encoded bytes of an uploaded image
 
 
 class QueryEngine:
@@ -140,6 +140,8 @@ class QueryEngine:
     def prepare(self, spec: QuerySpec) -> _Prepared:
         """Resolve one spec into a normalised descriptor (or an image path) plus what was understood."""
         if spec.kind == "image":
+            if spec.data is not None:
+                return _Prepared(spec, {"image": spec.text}, image=spec.data)
             p = Path(spec.text).expanduser()
             if not p.is_file():
                 raise DataNotFoundError(f"query image not found: {p}")
@@ -209,17 +211,19 @@ class QueryEngine:
             raise IncompatibleError(f"{what} has {x.shape[1]} dimensions but the index holds {self.manifest.dim}-d vectors")
         return x
 
-    def _image_features(self, paths: list[Path]) -> np.ndarray:
-        """(n, feature_dim) raw backbone features of the query images, decoded exactly like indexed images."""
-        from ..features.images import ImageDecodeError, load_image
+    def _image_features(self, images: list[Path | bytes]) -> np.ndarray:
+        """(n, feature_dim) raw backbone features of the query images (files or encoded bytes), decoded
+        exactly like indexed images (same decompression-bomb and truncation guards)."""
+        from ..features.images import ImageDecodeError, decode_image, load_image
 
         backbone = self._load_backbone()
         batch = []
-        for p in paths:
+        for p in images:
             try:
-                batch.append(backbone.transform(load_image(p)))
+                batch.append(backbone.transform(decode_image(p) if isinstance(p, bytes) else load_image(p)))
             except ImageDecodeError as e:
-                raise InvalidInputError(f"query image {p} cannot be decoded ({e}); expected a JPEG/PNG/WebP/... file") from e
+                what = "uploaded query image" if isinstance(p, bytes) else f"query image {p}"
+                raise InvalidInputError(f"{what} cannot be decoded ({e}); expected a JPEG/PNG/WebP/... file") from e
         with torch.no_grad():
             feats = backbone.forward(torch.stack(batch).to(backbone.device))
         return np.asarray(feats.float().cpu().numpy(), np.float32)

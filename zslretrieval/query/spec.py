@@ -14,7 +14,7 @@ looked up in the current directory first, then next to the batch file.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataNotFoundError, InvalidInputError
@@ -31,15 +31,22 @@ _ALIASES = {
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """One query as typed: ``kind`` in :data:`KINDS`, ``text`` its argument, ``origin`` where it came from."""
+    """One query as typed: ``kind`` in :data:`KINDS`, ``text`` its argument, ``origin`` where it came from.
+
+    ``data``: for an ``image`` query whose bytes are already in memory (an upload to ``zslr serve``),
+    the encoded image; ``text`` then only names it and no file is read.
+    """
 
     kind: str
     text: str
     origin: str = ""
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InvalidInputError(f"unknown query kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if self.data is not None and self.kind != "image":
+            raise InvalidInputError(f"{self.origin or self.kind}: only image queries carry bytes, not {self.kind}")
         if not self.text.strip():
             raise InvalidInputError(f"{self.origin or self.kind}: empty {self.kind} query")
 

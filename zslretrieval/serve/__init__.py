@@ -1,0 +1,60 @@
+"""``zslr serve``: an HTTP JSON API and a search page over one index, on top of ``zslretrieval.query``.
+
+    service = SearchService(ServeConfig(index="zslr-demo/indexes/demo"))   # opens the index once
+    app = create_app(service)                                              # FastAPI (ASGI) app
+    run_server(ServeConfig(...))                                           # what the CLI calls
+
+Importing this package does not import FastAPI or torch; ``create_app`` and ``run_server`` do.
+"""
+from __future__ import annotations
+
+from .service import (CLIENT_KINDS, DEFAULT_MAX_UPLOAD, MAX_OFFSET, MAX_QUERIES, MAX_TOP_K, NotFoundError,
+                      SearchService, ServeConfig)
+
+
+def create_app(service: SearchService, **kwargs):
+    """The FastAPI app for ``service`` (see :func:`zslretrieval.serve.app.create_app`)."""
+    from .app import create_app as _create
+
+    return _create(service, **kwargs)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(cfg: ServeConfig, *, log=print) -> None:
+    """Open the index, build the app and serve it with uvicorn until interrupted."""
+    import logging
+
+    import uvicorn
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("zslr serve: %(levelname)s: %(message)s"))
+    logger = logging.getLogger("zslretrieval.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    local = is_loopback(cfg.host)
+    if not local and not cfg.token:
+        log(f"zslr serve: WARNING: binding {cfg.host} without --token: anyone who can reach this machine can "
+            "search the index and read its images; give --token (or $ZSLR_SERVE_TOKEN)")
+    service = SearchService(cfg)
+    app = create_app(service, token=cfg.token, loopback_only=local)
+    info = service.info()
+    shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    log(f"zslr serve: index {info['index']} ({info['entries']} entries, model {info['model'] or 'none'}) "
+        f"on http://{shown}:{cfg.port}/" + (" (token required)" if cfg.token else ""))
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5)
+
+
+__all__ = ["CLIENT_KINDS", "DEFAULT_MAX_UPLOAD", "MAX_OFFSET", "MAX_QUERIES", "MAX_TOP_K", "NotFoundError",
+           "SearchService", "ServeConfig", "create_app", "is_loopback", "run_server"]

@@ -1,0 +1,310 @@
+// zslr serve: the search page. Plain JavaScript, no build step, nothing loaded from elsewhere.
+// The query lives in the URL (/?attributes=stripes,water&class=zebra&top_k=24), so a search can be
+// shared and reloaded; an uploaded example image cannot be put in a URL and is kept in memory only.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const FIELDS = ["attributes", "text", "class"];
+const state = { vocab: [], caps: {}, file: null, offset: 0, topK: 24, params: null, loading: false, more: false };
+
+function norm(s) { return s.toLowerCase().replace(/[\s_+\-]+/g, ""); }
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else if (v !== null && v !== undefined) e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+function setStatus(text, isError, suggestions) {
+  const s = $("status");
+  s.replaceChildren(text);
+  s.className = isError ? "error" : "";
+  for (const name of suggestions || []) {
+    const b = el("button", { type: "button", class: "sugg" }, name);
+    b.addEventListener("click", () => replaceUnknown(name));
+    s.append(b);
+  }
+}
+
+// ----------------------------------------------------------------------------- URL state
+function readUrl() {
+  const q = new URLSearchParams(location.search);
+  for (const f of FIELDS) $(f).value = q.getAll(f).join(f === "attributes" ? ", " : " ");
+  const k = parseInt(q.get("top_k") || "24", 10);
+  if ([12, 24, 48, 96].includes(k)) $("top_k").value = String(k);
+  return q;
+}
+
+function formParams() {
+  const p = new URLSearchParams();
+  for (const f of FIELDS) {
+    const v = $(f).value.trim();
+    if (v && !$("f-" + f).hidden) p.append(f, v);
+  }
+  p.set("top_k", $("top_k").value);
+  return p;
+}
+
+function hasQuery(p) { return FIELDS.some((f) => p.has(f)); }
+
+// ----------------------------------------------------------------------------- rendering
+function describe(resolved, query) {
+  const why = el("p", { class: "why" });
+  if (resolved.class) {
+    why.append("class ", el("b", {}, resolved.class));
+    if (resolved.attributes && resolved.attributes.length) {
+      why.append(" — its strongest attributes: " +
+        resolved.attributes.map((a) => `${a.name} ${a.weight.toFixed(2)}`).join(", "));
+    }
+  } else if (resolved.attributes) {
+    why.append("understood as: ");
+    resolved.attributes.forEach((a, i) => {
+      if (i) why.append(", ");
+      why.append(el("b", {}, a.name), a.weight === 1 ? "" : `=${a.weight}`);
+    });
+  } else if (resolved.image) {
+    why.append("example image ", el("b", {}, resolved.image));
+  } else if (resolved.text) {
+    why.append("text ", el("b", {}, resolved.text));
+  } else {
+    why.append(query.kind + ": " + query.text);
+  }
+  return why;
+}
+
+function hitFigure(h) {
+  const img = el("img", { src: h.thumb, alt: h.name, loading: "lazy", width: 256, height: 256 });
+  img.addEventListener("error", () => img.replaceWith(el("div", { class: "ph" }, "no image file", el("br"), "id " + h.id)));
+  const link = el("a", { href: h.image, target: "_blank", rel: "noopener", title: h.name }, img);
+  const cap = el("figcaption", {},
+    el("span", { class: "rank" }, "#" + h.rank), " · ",
+    el("span", { class: "score" }, h.score.toFixed(4)), " · ",
+    el("span", { class: "label" }, h.label === null ? "–" : h.label), el("br"),
+    el("span", { class: "name" }, h.name));
+  return el("figure", { class: "hit", "data-id": h.id }, link, cap);
+}
+
+function render(data, append) {
+  const main = $("results");
+  if (!append) main.replaceChildren();
+  data.queries.forEach((q, i) => {
+    let sec = main.querySelector(`section[data-q="${i}"]`);
+    if (!sec) {
+      sec = el("section", { class: "query", "data-q": i },
+        el("h2", {}, `${q.query.kind}: ${q.query.text}`), describe(q.resolved, q.query), el("div", { class: "grid" }));
+      main.append(sec);
+    }
+    const grid = sec.querySelector(".grid");
+    for (const h of q.results) grid.append(hitFigure(h));
+    if (!q.results.length && !append) grid.append(el("p", {}, "no results: the index is empty"));
+  });
+  state.more = data.queries.some((q) => q.more);
+  $("more").hidden = !state.more;
+  const shown = main.querySelectorAll("figure.hit").length;
+  setStatus(`${shown} result${shown === 1 ? "" : "s"} shown · ${data.entries} images in index ${data.index} · ` +
+            `search ${data.took_ms.toFixed(1)} ms`);
+}
+
+// ----------------------------------------------------------------------------- searching
+async function call(url, opts) {
+  const r = await fetch(url, opts);
+  let body;
+  try { body = await r.json(); } catch (e) { body = { error: `HTTP ${r.status}` }; }
+  if (!r.ok) {
+    const err = new Error(body.error || `HTTP ${r.status}`);
+    err.suggestions = body.suggestions;
+    throw err;
+  }
+  return body;
+}
+
+async function search(append) {
+  if (state.loading) return;
+  const p = new URLSearchParams(state.params);
+  if (!hasQuery(p) && !state.file) { $("results").replaceChildren(); $("more").hidden = true; setStatus(""); return; }
+  state.loading = true;
+  if (!append) { state.offset = 0; setStatus("searching…"); }
+  p.set("offset", String(state.offset));
+  try {
+    let data;
+    if (state.file) {
+      p.set("name", state.file.name || "uploaded image");
+      data = await call("/api/search/image?" + p, {
+        method: "POST", body: state.file,
+        headers: { "Content-Type": state.file.type || "application/octet-stream" } });
+    } else {
+      data = await call("/api/search?" + p);
+    }
+    render(data, append);
+    state.loading = false;
+    // the page may still end above the fold (few results per page, a tall screen): keep filling it
+    const r = $("pager").getBoundingClientRect();
+    if (state.more && r.top < window.innerHeight) setTimeout(more, 0);
+  } catch (e) {
+    if (!append) $("results").replaceChildren();
+    $("more").hidden = true;
+    setStatus(e.message, true, e.suggestions);
+  } finally {
+    state.loading = false;
+  }
+}
+
+function submit(ev) {
+  if (ev) ev.preventDefault();
+  hideSuggest();
+  state.params = formParams();
+  const url = "/?" + state.params.toString();
+  if (url !== location.pathname + location.search) history.pushState(null, "", url);
+  search(false);
+}
+
+function more() {
+  if (state.loading || !state.more) return;
+  state.offset += parseInt($("top_k").value, 10);
+  search(true);
+}
+
+function replaceUnknown(name) {
+  // swap the last attribute term (the usual culprit) or the class for a suggested name
+  const a = $("attributes"), c = $("class");
+  if (c.value.trim() && state.classes && state.classes.includes(name)) c.value = name;
+  else {
+    const terms = a.value.split(",");
+    const bad = $("status").firstChild.textContent.match(/unknown \w+ '([^']*)'/);
+    const i = bad ? terms.findIndex((t) => t.trim().replace(/^-/, "").split("=")[0].trim() === bad[1]) : -1;
+    const j = i >= 0 ? i : terms.length - 1;
+    const neg = terms[j].trim().startsWith("-") ? "-" : "";
+    const w = terms[j].includes("=") ? "=" + terms[j].split("=")[1].trim() : "";
+    terms[j] = " " + neg + name + w;
+    a.value = terms.join(",").replace(/^ /, "");
+  }
+  submit();
+}
+
+// ----------------------------------------------------------------------------- image upload
+function useFile(file) {
+  if (!file) return;
+  state.file = file;
+  $("drop-text").textContent = `example: ${file.name} (${Math.round(file.size / 1024)} KiB) — `;
+  submit();
+}
+
+function setupDrop() {
+  const d = $("drop");
+  d.addEventListener("dragover", (e) => { e.preventDefault(); d.classList.add("over"); });
+  d.addEventListener("dragleave", () => d.classList.remove("over"));
+  d.addEventListener("drop", (e) => {
+    e.preventDefault();
+    d.classList.remove("over");
+    useFile(e.dataTransfer.files[0]);
+  });
+  $("file").addEventListener("change", (e) => useFile(e.target.files[0]));
+}
+
+// ----------------------------------------------------------------------------- autocomplete
+let active = -1;
+
+function currentTerm() {
+  const v = $("attributes").value;
+  const start = v.lastIndexOf(",") + 1;
+  let t = v.slice(start);
+  const lead = t.match(/^\s*-?\s*/)[0];
+  t = t.slice(lead.length);
+  if (t.includes("=")) return null;   // a weight is being typed: the name is done
+  return { start: start + lead.length, text: t };
+}
+
+function hideSuggest() { $("suggest").hidden = true; active = -1; }
+
+function showSuggest() {
+  const term = currentTerm();
+  const list = $("suggest");
+  if (!term || !term.text.trim()) return hideSuggest();
+  const key = norm(term.text);
+  const prefix = [], inside = [];
+  for (const name of state.vocab) {
+    const n = norm(name);
+    if (n.startsWith(key)) prefix.push(name); else if (n.includes(key)) inside.push(name);
+  }
+  const names = prefix.concat(inside).slice(0, 10);
+  if (!names.length || (names.length === 1 && norm(names[0]) === key)) return hideSuggest();
+  list.replaceChildren(...names.map((n, i) => {
+    const li = el("li", { role: "option", "data-name": n }, n);
+    li.addEventListener("mousedown", (e) => { e.preventDefault(); accept(n); });
+    if (i === active) li.className = "active";
+    return li;
+  }));
+  list.hidden = false;
+}
+
+function accept(name) {
+  const a = $("attributes"), term = currentTerm();
+  if (!term) return;
+  a.value = a.value.slice(0, term.start) + name + ", ";
+  hideSuggest();
+  a.focus();
+}
+
+function setupAutocomplete() {
+  const a = $("attributes");
+  a.addEventListener("input", () => { active = -1; showSuggest(); });
+  a.addEventListener("blur", () => setTimeout(hideSuggest, 100));
+  a.addEventListener("keydown", (e) => {
+    const list = $("suggest");
+    if (list.hidden) return;
+    const items = list.querySelectorAll("li");
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      e.preventDefault();
+      active = (active + (e.key === "ArrowDown" ? 1 : -1) + items.length) % items.length;
+      items.forEach((li, i) => li.classList.toggle("active", i === active));
+    } else if ((e.key === "Enter" || e.key === "Tab") && active >= 0) {
+      e.preventDefault();
+      accept(items[active].dataset.name);
+    } else if (e.key === "Escape") {
+      hideSuggest();
+    }
+  });
+}
+
+// ----------------------------------------------------------------------------- start
+async function start() {
+  setupAutocomplete();
+  setupDrop();
+  $("search").addEventListener("submit", submit);
+  $("more").addEventListener("click", more);
+  $("top_k").addEventListener("change", () => { if (hasQuery(formParams()) || state.file) submit(); });
+  $("clear").addEventListener("click", () => {
+    for (const f of FIELDS) $(f).value = "";
+    state.file = null;
+    $("file").value = "";
+    $("drop-text").textContent = "drop an image here, or";
+    submit();
+  });
+  window.addEventListener("popstate", () => { state.file = null; readUrl(); state.params = formParams(); search(false); });
+  // more results when the end of the page comes into view
+  new IntersectionObserver((entries) => { if (entries[0].isIntersecting) more(); }).observe($("pager"));
+  try {
+    const [info, vocab] = await Promise.all([call("/api/info"), call("/api/vocabulary")]);
+    state.caps = info.capabilities;
+    state.vocab = vocab.attributes;
+    state.classes = vocab.classes;
+    $("classes").replaceChildren(...vocab.classes.map((c) => el("option", { value: c })));
+    $("f-attributes").hidden = !info.capabilities.attributes;
+    $("f-class").hidden = !info.capabilities.class;
+    $("f-text").hidden = !info.capabilities.text;
+    $("f-image").hidden = !info.capabilities.image;
+    $("info").textContent = `index ${info.index} · ${info.entries} images · ` +
+      (info.model ? `model ${info.model}` : "raw features") + ` · metric ${info.metric}`;
+  } catch (e) {
+    setStatus("cannot reach the index: " + e.message, true);
+    return;
+  }
+  readUrl();
+  state.params = formParams();
+  if (hasQuery(state.params)) search(false);
+}
+
+start();
