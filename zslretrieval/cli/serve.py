@@ -38,8 +38,10 @@ def register(group: click.Group) -> None:
                   help="Largest example image accepted, in MiB.")
     @click.option("--reload-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
                   help="Seconds between checks for a new index state (0: never reload).")
+    @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="torch/FAISS threads per request; requests already run concurrently.")
     def serve_cmd(index, index_root, host, port, token, weights, images_roots, cache_dir, max_upload_mb,
-                  reload_interval):
+                  reload_interval, threads):
         """Serve a search page and a JSON API over an index (attributes, text, class, example image)."""
         # heavy imports (torch, FastAPI, uvicorn) only when the command runs, never for `zslr --help`
         from ..serve import ServeConfig, run_server
@@ -48,5 +50,6 @@ def register(group: click.Group) -> None:
             raise click.BadParameter("empty token; give a non-empty string or leave --token out", param_hint="--token")
         cfg = ServeConfig(index=index, index_root=index_root, host=host, port=port, token=token, weights=weights,
                           images_roots=tuple(images_roots), cache_dir=cache_dir,
-                          max_upload_bytes=int(max_upload_mb * (1 << 20)), reload_interval=reload_interval)
+                          max_upload_bytes=int(max_upload_mb * (1 << 20)), reload_interval=reload_interval,
+                          threads=threads)
         run_server(cfg, log=lambda msg: click.echo(msg, err=True))

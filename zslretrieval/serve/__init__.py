@@ -42,6 +42,16 @@ def run_server(cfg: ServeConfig, *, log=print) -> None:
     logger = logging.getLogger("zslretrieval.serve")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    if cfg.threads < 1:
+        from ..errors import InvalidInputError
+        raise InvalidInputError(f"--threads must be >= 1, got {cfg.threads}")
+    # Requests run concurrently in a thread pool; intra-op thread teams on top of that only
+    # oversubscribe the cores (and their spin-waits hurt most on a loaded machine).
+    import faiss
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    faiss.omp_set_num_threads(cfg.threads)
     local = is_loopback(cfg.host)
     if not local and not cfg.token:
         log(f"zslr serve: WARNING: binding {cfg.host} without --token: anyone who can reach this machine can "

@@ -73,6 +73,7 @@ class ServeConfig:
     cache_dir: str | None = None              # thumbnail cache; default under $XDG_CACHE_HOME
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     reload_interval: float = 1.0              # seconds between checks for a new index state; 0 = never
+    threads: int = 1                          # torch/FAISS threads per request (requests run concurrently)
     preload: bool = True                      # load the backbone at start, not on the first image query
 
 
@@ -120,6 +121,7 @@ class SearchService:
         self._image_slots = threading.BoundedSemaphore(IMAGE_QUERY_SLOTS)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._rejected: tuple | None = None
         self.snapshot = self._open(generation=1, previous=None)
         if not self.snapshot.in_sync:
             log.warning("index %s: the FAISS file does not hold exactly the catalog's entries (a writer is "
@@ -129,13 +131,19 @@ class SearchService:
             self._preload_backbone(self.snapshot)
 
     # ------------------------------------------------------------------ snapshots
-    def _open(self, generation: int, previous: Snapshot | None) -> Snapshot:
+    def _open(self, generation: int, previous: Snapshot | None) -> Snapshot | None:
+        """A snapshot of the index as it is now; None when replacing ``previous`` and not in sync."""
         from ..index import open_index
         from ..query import QueryEngine
 
         ix = open_index(self.cfg.index, self.cfg.index_root, repair=False)
         try:
             sig = index_signature(ix)
+            if previous is not None and not ix.in_sync():
+                # a writer is between its catalog commit and its FAISS write: keep the old state
+                # (checked before the model is loaded: this happens on every tick of a long write)
+                ix.close()
+                return None
             engine = QueryEngine(ix, backbone_weights=self.cfg.weights)
             if previous is not None and _same_backbone(previous.index.manifest, ix.manifest):
                 # the backbone is the heavy part (weights, ~1 s); a new index state does not change it
@@ -173,16 +181,15 @@ class SearchService:
             except Exception as e:  # catalog busy or being replaced: try again next tick
                 log.debug("index signature unavailable: %s", e)
                 return False
-            if sig == cur.signature:
+            if sig == cur.signature or sig == self._rejected:
                 return False
             try:
                 new = self._open(cur.generation + 1, cur)
             except Exception as e:
                 log.info("index changed but cannot be opened yet (%s); keeping generation %d", e, cur.generation)
                 return False
-            if not new.in_sync:
-                # a writer is between its catalog commit and its FAISS write: keep the old state
-                new.index.close()
+            if new is None:
+                self._rejected = sig   # retried when the index changes again (the writer's FAISS write)
                 return False
             self.snapshot = new
             log.info("index %s: now generation %d (%d entries)", new.index.name, new.generation, new.index.ntotal)

@@ -83,7 +83,7 @@ function hitFigure(h) {
     el("span", { class: "rank" }, "#" + h.rank), " · ",
     el("span", { class: "score" }, h.score.toFixed(4)), " · ",
     el("span", { class: "label" }, h.label === null ? "–" : h.label), el("br"),
-    el("span", { class: "name" }, h.name));
+    el("span", { class: "name", title: h.name }, h.name.split("/").pop()));
   return el("figure", { class: "hit", "data-id": h.id }, link, cap);
 }
 
