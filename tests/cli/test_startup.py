@@ -35,7 +35,7 @@ def test_help_imports_no_library():
 
 
 def test_subcommand_help_imports_no_library():
-    for cmd in ("train", "index", "query", "demo", "check"):
+    for cmd in ("train", "index", "query", "demo", "check", "serve"):
         assert _heavy_modules_after(cmd, "--help") == [], cmd
 
 

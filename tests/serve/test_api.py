@@ -324,7 +324,7 @@ def test_serve_help_does_not_import_the_stack():
 
     code = ("import sys; from zslretrieval.cli import main\n"
             "try:\n    main(['serve', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', [m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules])")
+            "print('LOADED', [m for m in ('fastapi', 'uvicorn', 'starlette', 'torch') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(_repo()), os.environ.get("PYTHONPATH", "")])})
     assert "--images-root" in out.stdout and "LOADED []" in out.stdout, out.stdout + out.stderr

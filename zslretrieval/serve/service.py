@@ -97,9 +97,11 @@ def default_cache_dir() -> Path:
 
 def index_signature(index: Any) -> tuple:
     """What changes when a writer commits: the manifest's clock and counts, the FAISS files' stat."""
+    from ..index.layout import INDEX_FILE_GLOB
+
     m = index.catalog.manifest()
     files = []
-    for p in sorted(Path(index.folder).glob("index-*.faiss")):
+    for p in sorted(Path(index.folder).glob(INDEX_FILE_GLOB)):
         try:
             st = p.stat()
         except FileNotFoundError:
