@@ -132,6 +132,7 @@ def test_page_search_grid_url_state_paging_and_upload(server, demo_index, tmp_pa
             # 3. paging: 12 per page; scrolling to the end loads the next pages, 48 images in all
             page.set_viewport_size({"width": 1280, "height": 500})
             page.goto(url + "/?attributes=red&top_k=12")
+            page.wait_for_function("() => document.querySelectorAll('figure.hit').length >= 12", timeout=30_000)
             first_page = page.locator("figure.hit").evaluate_all("fs => fs.slice(0, 12).map(f => f.dataset.id)")
             for _ in range(20):
                 if page.locator("figure.hit").count() == 48:
