@@ -39,14 +39,18 @@ def _echo_err(msg: str) -> None:
 @click.option("--rehash", is_flag=True, help="Hash every file, not only those whose size or mtime changed.")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
 @click.option("--rebuild", is_flag=True, help="Rebuild the FAISS index from the stored features (no decoding).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Who decodes + encodes: this process, or a pool of Ray actors (pip install 'zslretrieval[ray]').")
+@click.option("--ray-address", help="Ray cluster to join, e.g. ray://head:10001 or auto [default: start a local one].")
+@click.option("--ray-actors", type=int, help="Ray encoder actors [default: one per GPU of the cluster, else one per CPU].")
 @click.option("--dataset", help="Index a benchmark's features instead of images (e.g. awa1-lampert, AWA2).")
 @click.option("--split", default="test", show_default=True, help="Benchmark rows: test (seen+unseen), test_unseen, test_seen, trainval, all.")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Benchmark data root [default: $ZSLR_DATA].")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-chunk messages.")
 def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model, no_model, index_type, search_params,
-              device, batch_size, workers, chunk_size, prune, rehash, retry_failed, rebuild, dataset, split, data_root,
-              seed, quiet):
+              device, batch_size, workers, chunk_size, prune, rehash, retry_failed, rebuild, executor, ray_address,
+              ray_actors, dataset, split, data_root, seed, quiet):
     """Index images (folders, recursively, or --file-list) or a benchmark's features (--dataset).
 
     Re-runs add only new or changed files; --prune removes vanished ones. With no input,
@@ -68,7 +72,8 @@ def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model,
     cfg = IndexConfig(inputs=list(inputs), file_list=file_list, name=name, root=index_root, db=db, backbone=backbone,
                       weights=weights, model=model, no_model=no_model, index_type=index_type, search_params=search_params,
                       device=device, batch_size=batch_size, workers=workers, chunk_size=chunk_size, prune=prune,
-                      rehash=rehash, retry_failed=retry_failed, rebuild=rebuild, progress=not quiet,
+                      rehash=rehash, retry_failed=retry_failed, rebuild=rebuild, executor=executor,
+                      ray_address=ray_address, ray_actors=ray_actors, progress=not quiet,
                       log=None if quiet else _echo_err)
     r = index_images(cfg)
     if r.debris_removed:
@@ -86,7 +91,9 @@ def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model,
         verb = "removed" if r.pruned else "kept (use --prune to remove)"
         click.echo(f"{len(r.vanished)} indexed file(s) no longer exist: {verb}")
     if r.encoded:
-        click.echo(f"encoded {r.encoded} image(s) in {r.encode_seconds:.1f} s ({r.images_per_s:.1f} img/s)")
+        startup = f" after {r.startup_seconds:.1f} s start-up" if r.startup_seconds else ""
+        click.echo(f"encoded {r.encoded} image(s) in {r.encode_seconds:.1f} s ({r.images_per_s:.1f} img/s, "
+                   f"{r.executor}){startup}")
     click.echo(f"index {r.name!r} at {r.folder}: {r.n_ok} image(s) ok, {r.n_failed} failed, {r.n_entries} vector(s) "
                f"in {r.index_file}{' (rebuilt)' if r.index_rebuilt else ''}")
 

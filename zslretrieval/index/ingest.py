@@ -58,6 +58,10 @@ class IndexConfig:
     rehash: bool = False                 # hash every file, not only those whose size/mtime changed
     retry_failed: bool = False
     rebuild: bool = False                # rebuild the FAISS file from the store
+    executor: str = "local"              # who decodes + encodes: "local" (this process) or "ray"
+    ray_address: str | None = None       # Ray cluster to join (None: start a local one)
+    ray_actors: int | None = None        # Ray encoder actors (None: one per GPU, else per CPU)
+    ray_max_restarts: int = 2            # restarts of a dead Ray actor (its partition is retried)
     progress: bool = False
     log: Callable[[str], None] | None = None
 
@@ -80,7 +84,9 @@ class IndexReport:
     index_file: str = ""
     index_rebuilt: bool = False
     debris_removed: list[str] = field(default_factory=list)
-    encode_seconds: float = 0.0
+    encode_seconds: float = 0.0          # decode + encode + commit, without executor start-up
+    startup_seconds: float = 0.0         # e.g. Ray cluster + actors + backbone loads
+    executor: str = "local"
     seconds: float = 0.0
     encoded: int = 0
 
@@ -108,6 +114,11 @@ def index_images(cfg: IndexConfig) -> IndexReport:
     folder = index_folder(cfg.name, cfg.root)
     has_inputs = bool(cfg.inputs) or cfg.file_list is not None
     sources = discover(cfg.inputs, cfg.file_list) if has_inputs else []
+    if has_inputs:
+        from ..distributed import make_executor
+
+        executor = make_executor(cfg.executor, address=cfg.ray_address, actors=cfg.ray_actors,
+                                 max_restarts=cfg.ray_max_restarts, log=log)
     report = IndexReport(cfg.name, folder, scanned=len(sources))
     with IndexWriter(folder, cfg.name, cfg.db, create=has_inputs) as w:
         report.debris_removed = w.removed_debris
@@ -119,7 +130,8 @@ def index_images(cfg: IndexConfig) -> IndexReport:
             name = canonical_backbone(cfg.backbone) if cfg.backbone else (m.backbone if m else DEFAULT_BACKBONE)
             if m is not None and m.source != "images":
                 raise IncompatibleError(f"index {cfg.name!r} holds {m.source} features, not images; use another --name")
-            device = resolve_device(cfg.device)
+            # with a remote executor the driver's backbone only names dim and weights: keep it on the CPU
+            device = resolve_device(cfg.device) if cfg.executor == "local" else "cpu"
             backbone = load_backbone(name, cfg.weights, device=device)
             w.init_manifest(source="images", backbone=backbone.name, backbone_weights=backbone.weights_id,
                             feature_dim=backbone.dim, index_type=cfg.index_type, search_params=cfg.search_params)
@@ -152,7 +164,7 @@ def index_images(cfg: IndexConfig) -> IndexReport:
             report.vanished = sorted(p for p, row in existing.items()
                                      if row[0] != "removed" and p not in seen and not os.path.lexists(p))
             if todo:
-                _encode_and_commit(w, todo, backbone, cfg, report, log)
+                _encode_and_commit(w, todo, backbone, executor, cfg, report, log)
             if cfg.prune and report.vanished:
                 report.pruned = w.mark_removed(report.vanished)
                 log(f"pruned {report.pruned} vanished file(s)")
@@ -163,39 +175,28 @@ def index_images(cfg: IndexConfig) -> IndexReport:
     return report
 
 
-def _encode_and_commit(w: IndexWriter, todo: list[ImageSource], backbone, cfg: IndexConfig, report: IndexReport, log) -> None:
-    from ..features.pipeline import iter_feature_batches
+def _encode_and_commit(w: IndexWriter, todo: list[ImageSource], backbone, executor, cfg: IndexConfig, report: IndexReport,
+                       log) -> None:
+    """Encode ``todo`` with ``executor`` and commit each partition it yields, in order."""
+    from ..distributed import EncodeOptions
 
     paths = [s.path for s in todo]
-    ok_items: list[ChunkItem] = []
-    ok_feats: list[np.ndarray] = []
-    failed: list[tuple[ChunkItem, str]] = []
-    done = 0
+    opts = EncodeOptions(weights=None if cfg.weights is None else str(cfg.weights), device=cfg.device,
+                         batch_size=cfg.batch_size, workers=cfg.workers, chunk_size=cfg.chunk_size,
+                         stage_dir=w.store.folder, progress=cfg.progress, desc=f"indexing {cfg.name}")
     t0 = time.perf_counter()
-
-    def commit() -> None:
-        nonlocal ok_items, ok_feats, failed
-        if not ok_items and not failed:
-            return
-        x = np.concatenate(ok_feats) if ok_feats else np.zeros((0, backbone.dim), np.float32)
-        st = w.commit_chunk(ok_items, x, failed)
+    for part in executor.run(paths, backbone, opts):
+        ok = [ChunkItem(paths[i], todo[i].label, part.meta.get(int(i))) for i in part.positions]
+        failed = [(ChunkItem(paths[i], todo[i].label, part.meta.get(i)), why) for i, why in part.failures]
+        st = w.commit_chunk(ok, part.load_features(backbone.dim), failed, staged=part.staged)
         for k in ("added", "replaced", "touched"):
             setattr(report, k, getattr(report, k) + st[k])
         report.failures += [(it.path, why) for it, why in failed]
-        log(f"committed {len(ok_items)} ok + {len(failed)} failed ({done}/{len(paths)})")
-        ok_items, ok_feats, failed = [], [], []
-
-    for fb in iter_feature_batches(paths, backbone, batch_size=cfg.batch_size, device=cfg.device,
-                                   workers=cfg.workers, progress=cfg.progress, desc=f"indexing {cfg.name}"):
-        ok_items += [ChunkItem(paths[i], todo[i].label, fb.meta.get(int(i))) for i in fb.positions]
-        ok_feats.append(fb.features)
-        failed += [(ChunkItem(paths[i], todo[i].label, fb.meta.get(i)), why) for i, why in fb.failures]
-        done += len(fb.positions) + len(fb.failures)
-        report.encoded += len(fb.positions)
-        if len(ok_items) + len(failed) >= cfg.chunk_size:
-            commit()
-    commit()
-    report.encode_seconds = time.perf_counter() - t0
+        report.encoded += len(ok)
+        log(f"committed {len(ok)} ok + {len(failed)} failed ({part.stop}/{len(paths)})")
+    report.startup_seconds = getattr(executor, "startup_seconds", 0.0)
+    report.encode_seconds = time.perf_counter() - t0 - report.startup_seconds
+    report.executor = executor.describe()
 
 
 def index_features(name: str, features: np.ndarray, paths: Sequence[str], labels: Sequence[str | None], *,

@@ -3,7 +3,8 @@
     <root>/<name>/            root: --index-root, else $ZSLR_INDEXES, else ./indexes
         zslr-index.json       format tag + the catalog URL when --db put it elsewhere
         catalog.sqlite        default catalog (SQLAlchemy URL via --db)
-        features/shard-*.npy  feature store (raw backbone features)
+        features/shard-*.npy  feature store (raw backbone features; names from store.FeatureStore)
+        features/shard-stage-<run>-<part>.npy   a Ray worker's partition until the commit renames it
         index-<fp>.faiss      FAISS index for the manifest's settings (fp = fingerprint of 5 fields)
         model-<sha16>.pt      copy of the embedding model checkpoint (first 16 hex of its sha256), when one is used
         .lock                 advisory write lock (flock): one writer at a time

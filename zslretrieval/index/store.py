@@ -32,6 +32,21 @@ class FeatureStore:
     def path(self, shard_id: int) -> Path:
         return self.folder / self.file_name(shard_id)
 
+    @staticmethod
+    def stage_prefix(token: str) -> str:
+        # starts with "shard-" so that an uncommitted staged file is debris for remove_unlisted
+        return f"shard-stage-{token}-"
+
+    def stage_path(self, token: str, part: int) -> Path:
+        """Where a worker writes partition ``part`` of run ``token`` before the commit adopts it."""
+        return self.folder / f"{self.stage_prefix(token)}{part:08d}.npy"
+
+    def adopt(self, staged: Path, shard_id: int) -> str:
+        """Rename a complete staged file into shard ``shard_id`` (same folder: atomic); returns its name."""
+        os.replace(staged, self.path(shard_id))
+        fsync_dir(self.folder)
+        return self.file_name(shard_id)
+
     def write(self, shard_id: int, x: np.ndarray) -> str:
         """Write (rows, dim) float32 as a new shard; returns its file name."""
         x = np.ascontiguousarray(x, dtype=np.float32)

@@ -186,11 +186,14 @@ class IndexWriter:
             rows = s.execute(select(ImageRow.path, ImageRow.status, ImageRow.size, ImageRow.mtime_ns, ImageRow.sha256))
             return {p: (st, sz, mt, h) for p, st, sz, mt, h in rows}
 
-    def commit_chunk(self, ok: Sequence[ChunkItem], features: np.ndarray, failed: Sequence[tuple[ChunkItem, str]]) -> dict[str, int]:
+    def commit_chunk(self, ok: Sequence[ChunkItem], features: np.ndarray, failed: Sequence[tuple[ChunkItem, str]],
+                     staged: Path | None = None) -> dict[str, int]:
         """One transaction: new/changed images with their feature rows, failures, counters.
 
         ``features`` (len(ok), feature_dim). An ok item whose content hash equals the committed
-        one only has its size/mtime refreshed (a touched file is not re-added).
+        one only has its size/mtime refreshed (a touched file is not re-added). ``staged``: a
+        file in the store a worker already wrote ``features`` to; it becomes the shard (renamed)
+        when every row is kept, and is deleted in any case.
         """
         features = np.ascontiguousarray(features, dtype=np.float32)
         if len(features) != len(ok):
@@ -240,7 +243,10 @@ class IndexWriter:
                 if keep:
                     shard_id = m.next_shard_id
                     shard_path = self.store.path(shard_id)
-                    fname = self.store.write(shard_id, features[keep])
+                    if staged is not None and len(keep) == len(ok):
+                        fname = self.store.adopt(staged, shard_id)
+                    else:
+                        fname = self.store.write(shard_id, features[keep])
                     s.add(FeatureShard(id=shard_id, file=fname, rows=len(keep), created=utcnow()))
                     s.flush()
                     base = int(m.next_faiss_id)
@@ -253,6 +259,9 @@ class IndexWriter:
             if shard_path is not None:
                 shard_path.unlink(missing_ok=True)  # the transaction rolled back: the shard is debris
             raise
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
         return stats
 
     def set_labels(self, paths: Sequence[str], labels: Sequence[str | None]) -> None:

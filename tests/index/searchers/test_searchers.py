@@ -105,7 +105,7 @@ def test_bad_input_is_rejected(name, kw):
 
 
 def test_unknown_names_and_options():
-    with pytest.raises(UnknownNameError, match="valid: faiss, numpy, torch"):
+    with pytest.raises(UnknownNameError, match="valid: faiss, numpy, sharded, torch"):
         make_searcher("fiass", 4)
     with pytest.raises(InvalidInputError, match="unknown metric 'cos'"):
         make_searcher("faiss", 4, "cos", device="cpu")

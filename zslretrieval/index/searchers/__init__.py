@@ -3,6 +3,7 @@
     numpy  float64 brute force, the reference (CPU)
     faiss  FAISS IndexIDMap2 over Flat (exact) or any index_factory string; GPU when FAISS sees one
     torch  exact fp16/bf16 scan + fp32 re-rank on a torch device (CUDA; CPU for tests)
+    sharded  shards by id of one of these (``inner=``), searched in threads, exact top-k merge
     auto   faiss on GPU if faiss.get_num_gpus() > 0, else torch on CUDA if available, else faiss CPU
 """
 from __future__ import annotations
@@ -16,12 +17,14 @@ from ...errors import InvalidInputError
 from ...registry import Registry
 from .base import METRICS, NumpySearcher, Searcher, exact_scores
 from .faiss_searcher import FAISS_GPU_MAX_K, FaissSearcher, faiss_num_gpus
+from .sharded import ShardedSearcher, merge_topk
 from .torch_searcher import TorchSearcher
 
 SEARCHERS: Registry[type[Searcher]] = Registry("searcher")
 SEARCHERS.add("numpy", NumpySearcher)
 SEARCHERS.add("faiss", FaissSearcher)
 SEARCHERS.add("torch", TorchSearcher)
+SEARCHERS.add("sharded", ShardedSearcher)
 
 
 def list_searchers() -> list[str]:
@@ -68,5 +71,6 @@ def _make_positional(name: str, kwargs: dict, dim: int, metric: str = "ip") -> S
     return make_searcher(name, dim, metric, **kwargs)
 
 
-__all__ = ["FAISS_GPU_MAX_K", "METRICS", "SEARCHERS", "FaissSearcher", "NumpySearcher", "Searcher", "TorchSearcher",
+__all__ = ["FAISS_GPU_MAX_K", "METRICS", "SEARCHERS", "FaissSearcher", "NumpySearcher", "Searcher", "ShardedSearcher",
+           "TorchSearcher", "merge_topk",
            "exact_scores", "list_searchers", "make_searcher", "resolve_auto", "searcher_factory"]
