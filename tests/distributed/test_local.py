@@ -35,3 +35,39 @@ def test_unknown_executor_fails_before_anything_is_written(tmp_path):
     with pytest.raises(UnknownNameError, match="unknown executor 'spark'; valid: local, ray"):
         index_images(IndexConfig(inputs=[tmp_path / "imgs"], root=tmp_path / "ix", executor="spark"))
     assert not (tmp_path / "ix").exists()
+
+
+class _FakeRay:
+    """Just ``cluster_resources()``: the Ray executor's resource plan needs nothing else."""
+
+    def __init__(self, **res):
+        self.res = res
+
+    def cluster_resources(self):
+        return self.res
+
+
+@pytest.mark.parametrize("res, device, actors, expect", [
+    # 2 GPU nodes of 8 GPUs and 64 cores: one actor per GPU, 7 cores each (one left for the driver) -> 6 decoders
+    ({"CPU": 128, "GPU": 16}, "auto", None, (16, 7, 1, "cuda", 6)),
+    ({"CPU": 128, "GPU": 16}, "cpu", None, (128, 1, 0, "cpu", 0)),      # --device cpu ignores the GPUs
+    ({"CPU": 2}, "auto", None, (2, 1, 0, "cpu", 0)),                    # no GPU: one single-threaded actor per CPU
+    ({"CPU": 2}, "auto", 1, (1, 1, 0, "cpu", 0)),
+])
+def test_ray_resource_plan(res, device, actors, expect):
+    from zslretrieval.distributed.ray_executor import RayExecutor
+
+    p = RayExecutor(actors=actors)._plan(_FakeRay(**res), EncodeOptions(device=device))
+    assert (p.actors, p.num_cpus, p.num_gpus, p.device, p.workers) == expect
+
+
+def test_ray_resource_plan_refusals():
+    from zslretrieval.distributed.ray_executor import RayExecutor
+    from zslretrieval.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="'cuda' but the Ray cluster has no GPU"):
+        RayExecutor()._plan(_FakeRay(CPU=4), EncodeOptions(device="cuda"))
+    with pytest.raises(InvalidInputError, match="3 Ray actor.* do not fit the cluster \\(8 CPU, 2 GPU\\)"):
+        RayExecutor(actors=3)._plan(_FakeRay(CPU=8, GPU=2), EncodeOptions(device="auto"))
+    with pytest.raises(InvalidInputError, match="--ray-actors 0"):
+        RayExecutor(actors=0)
