@@ -82,32 +82,36 @@ def random_specs(vocab: list[str], n: int, seed: int) -> list[QuerySpec]:
 
 
 def timed_pair(fa, fb, repeats: int) -> tuple[np.ndarray, np.ndarray]:
-    """Wall-clock seconds of ``repeats`` calls of ``fa`` and of ``fb``, interleaved call by call.
+    """Seconds of ``repeats`` calls of ``fa`` and of ``fb``, interleaved call by call: (repeats, 2) arrays
+    of [wall clock, this thread's CPU time] each.
 
     Interleaving matters on a shared machine: a burst of load from other processes then hits
-    both paths alike instead of skewing one measurement. One warm-up call of each first.
+    both paths alike instead of skewing one measurement. CPU time (``time.thread_time``) leaves
+    out the time spent waiting for a core, which dominates wall clock on an oversubscribed
+    machine; with one thread it is the work the call does. One warm-up call of each first.
     """
     fa(), fb()
-    ta, tb = np.empty(repeats), np.empty(repeats)
+    ta, tb = np.empty((repeats, 2)), np.empty((repeats, 2))
     for i in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         fa()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         fb()
-        t2 = time.perf_counter()
-        ta[i], tb[i] = t1 - t0, t2 - t1
+        t2, c2 = time.perf_counter(), time.thread_time()
+        ta[i], tb[i] = (t1 - t0, c1 - c0), (t2 - t1, c2 - c1)
     return ta, tb
 
 
-def timed(fn, repeats: int) -> np.ndarray:
-    return timed_pair(fn, lambda: None, repeats)[0]
-
-
-def row(mode: str, path: str, secs: np.ndarray, per_call: int, base_p50: float | None) -> str:
-    p50, p95 = np.percentile(secs, 50), np.percentile(secs, 95)
-    qps = per_call / secs.mean()
-    ratio = f"{p50 / base_p50:.1f}x" if base_p50 else "1.0x (baseline)"
-    return f"| {mode} | {path} | {p50 * 1e3:.3f} | {p95 * 1e3:.3f} | {qps:,.0f} | {ratio} |"
+def row(mode: str, path: str, secs: np.ndarray, per_call: int, base: np.ndarray | None) -> str:
+    p50, p95 = np.percentile(secs[:, 0], 50), np.percentile(secs[:, 0], 95)
+    cpu50 = np.percentile(secs[:, 1], 50)
+    qps = per_call / secs[:, 0].mean()
+    if base is None:
+        ratio = cpu_ratio = "1.00x (baseline)"
+    else:
+        ratio = f"{p50 / np.percentile(base[:, 0], 50):.2f}x"
+        cpu_ratio = f"{cpu50 / np.percentile(base[:, 1], 50):.2f}x"
+    return f"| {mode} | {path} | {p50 * 1e3:.3f} | {p95 * 1e3:.3f} | {qps:,.0f} | {ratio} | {cpu50 * 1e3:.3f} | {cpu_ratio} |"
 
 
 def main() -> None:
@@ -189,13 +193,16 @@ def main() -> None:
               f"index type {getattr(engine.manifest, 'index_type', '?')}, top-k {k}; torch threads "
               f"{torch.get_num_threads()}, faiss threads {faiss.omp_get_max_threads()}; {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cpus; engine results == raw FAISS results on 20 queries: {same}\n")
-        print("| queries per call | path | p50 ms/call | p95 ms/call | queries/s | p50 vs raw |")
-        print("|---|---|---|---|---|---|")
+        print("| queries per call | path | p50 ms/call | p95 ms/call | queries/s | p50 vs raw | p50 CPU ms/call "
+              "| CPU p50 vs raw |")
+        print("|---|---|---|---|---|---|---|---|")
         print(row("1", "raw faiss.search (pre-embedded)", single_raw, 1, None))
-        print(row("1", "zslr engine (parse+build+project+search+records)", single_engine, 1, np.percentile(single_raw, 50)))
+        print(row("1", "zslr engine (parse+build+project+search+records)", single_engine, 1, single_raw))
         print(row(f"{args.batch:,}", "raw faiss.search (pre-embedded)", batch_raw, args.batch, None))
         print(row(f"{args.batch:,}", "zslr engine (parse+build+project+search+records)", batch_engine, args.batch,
-                  np.percentile(batch_raw, 50)))
+                  batch_raw))
+        print(f"\nload average while measuring: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min) "
+              f"on {os.cpu_count()} cpus")
         print("\nSingle-query breakdown of the engine path (p50 ms): "
               f"parse+build {np.percentile(prep, 50) * 1e3:.3f}, project {np.percentile(emb, 50) * 1e3:.3f}, "
               f"search {np.percentile(srch, 50) * 1e3:.3f}, records {np.percentile(coll, 50) * 1e3:.3f}")

@@ -123,6 +123,7 @@ class OpenIndex:
         with self.catalog.session() as s:
             fids, img, shard_ids, rows = (np.asarray(a, np.int64) for a in entries_table(s))
         self._fids, self._img, self._shards, self._rows = fids, img, shard_ids, rows
+        self._lut = _id_lookup_table(fids, img)
 
     @property
     def ntotal(self) -> int:
@@ -153,6 +154,10 @@ class OpenIndex:
 
     # ------------------------------------------------------------------ search
     def _to_image_ids(self, fid: np.ndarray) -> np.ndarray:
+        if self._lut is not None:
+            # -1 padding and ids the catalog no longer lists (a writer removed them after the FAISS
+            # file was read) land on the table's trailing -1
+            return self._lut[np.minimum(fid, len(self._lut) - 1)]
         pos = np.clip(np.searchsorted(self._fids, fid), 0, max(len(self._fids) - 1, 0))
         ok = (fid >= 0) & (len(self._fids) > 0)
         if len(self._fids):
@@ -245,6 +250,16 @@ class OpenIndex:
         if self._model is None:
             self._model = load_index_model(self.folder, self._row)
         return self._model
+
+
+def _id_lookup_table(fids: np.ndarray, img: np.ndarray) -> np.ndarray | None:
+    """faiss id -> image id as one array (-1 where none, and at position -1 for FAISS's padding), when
+    the faiss ids are dense enough for it (they are allocated in sequence); else None (searchsorted)."""
+    if not len(fids) or fids[0] < 0 or fids[-1] >= 2 * len(fids) + 4096:
+        return None
+    lut = np.full(int(fids[-1]) + 2, -1, np.int64)  # the last slot stays -1
+    lut[fids] = img
+    return lut
 
 
 def open_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, *, db: str | None = None,

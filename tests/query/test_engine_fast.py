@@ -1,0 +1,136 @@
+"""The engine's fast paths (affine projection, cached record table, top-k clamping) against
+the exact references they replace: ``model.embed_classes``, ``OpenIndex.records`` and the full
+exact ranking."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from zslretrieval.cli import cli
+from zslretrieval.errors import InvalidInputError
+from zslretrieval.index import index_features, open_index
+from zslretrieval.query import QueryConfig, QueryEngine, QuerySpec, run_query
+from zslretrieval.query import engine as engine_mod
+from zslretrieval.query.engine import Projector
+
+from .fakes import VOCAB, LinearModel
+
+
+class MlpModel(LinearModel):
+    """A non-affine projection (ReLU), which must keep the torch path."""
+
+    name = "fake-mlp"
+
+    def embed_classes(self, s):
+        return torch.relu(self.sem(s)) + 0.1 * self.sem(s)
+
+
+def test_affine_projection_equals_embed_classes():
+    model = LinearModel(8, [len(VOCAB)], seed=1).eval()
+    with torch.no_grad():
+        model.sem.bias = nn.Parameter(torch.randn(model.sem.out_features))  # affine, not just linear
+    p = Projector(model)
+    assert p.affine
+    s = np.random.default_rng(0).standard_normal((50, len(VOCAB))).astype(np.float32)
+    with torch.no_grad():
+        want = model.embed_classes(torch.from_numpy(s)).numpy()
+    np.testing.assert_allclose(p(s), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p(s[:1]), want[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_non_affine_projection_keeps_torch_exactly():
+    model = MlpModel(8, [len(VOCAB)], seed=1).eval()
+    p = Projector(model)
+    assert not p.affine
+    s = np.random.default_rng(0).standard_normal((5, len(VOCAB))).astype(np.float32)
+    with torch.no_grad():
+        want = model.embed_classes(torch.from_numpy(s)).numpy()
+    np.testing.assert_array_equal(p(s), want)
+
+
+@pytest.fixture(scope="module")
+def real_index(tmp_path_factory):
+    """A 60-image index (FAISS + SQL catalog) under an ESZSL model fitted on synthetic data."""
+    from zslretrieval.data.synthetic import make_synthetic
+    from zslretrieval.models.checkpoint import save_checkpoint
+
+    from .test_end_to_end import fit
+
+    root = tmp_path_factory.mktemp("fast")
+    ds = make_synthetic(seed=5)
+    model, card = fit(ds, hparams={"gamma": 1.0, "lam": 1.0})
+    ckpt = save_checkpoint(model, card, root / "m.pt", torch.from_numpy(ds.attributes))
+    rows = np.sort(ds.split_indices("test_unseen"))[:60]
+    ix = index_features("fast", ds.features[rows], [f"img/{r}.jpg" for r in rows],
+                        [ds.class_names[c] for c in ds.labels[rows]], model_checkpoint=ckpt, root=root)
+    ix.close()
+    return root, list(ds.attribute_names), [ds.class_names[c] for c in ds.split_classes("test_unseen")]
+
+
+def _engine(real):
+    return QueryEngine(open_index("fast", root=real[0]))
+
+
+def test_record_table_equals_catalog_records(real_index):
+    eng = _engine(real_index)
+    vocab, classes = real_index[1], real_index[2]
+    specs = [QuerySpec("attributes", f"{vocab[0]}, -{vocab[3]}"), QuerySpec("class", classes[0])]
+    first = eng.run(specs, k=7)            # per-call catalog lookup
+    second = eng.run(specs, k=7)           # whole table read once, array lookups
+    assert eng.records_table.ids is not None and len(eng.records_table.ids) == 60
+    for a, b in zip(first, second):
+        assert [h.to_dict() for h in a.hits] == [h.to_dict() for h in b.hits]
+        recs = eng.index.records([h.id for h in b.hits])
+        assert [(h.path, h.label, h.status) for h in b.hits] == [(r.path, r.label, r.status) for r in recs]
+    # an id the table lacks falls back to the catalog
+    t = eng.records_table
+    keep = t.ids != second[0].hits[0].id
+    t.ids, t.paths, t.labels, t.status = t.ids[keep], t.paths[keep], t.labels[keep], t.status[keep]
+    third = eng.run(specs, k=7)
+    assert [h.to_dict() for h in third[0].hits] == [h.to_dict() for h in second[0].hits]
+    eng.index.close()
+
+
+def test_top_k_beyond_index_is_the_full_ranking(real_index):
+    eng = _engine(real_index)
+    vocab = real_index[1]
+    spec = [QuerySpec("attributes", f"{vocab[1]}, {vocab[2]}=0.5")]
+    full = eng.run(spec, k=None)[0]
+    huge = eng.run(spec, k=10**9)[0]
+    exact60 = eng.run(spec, k=60)[0]
+    assert len(full.hits) == 60
+    assert [h.id for h in huge.hits] == [h.id for h in full.hits] == [h.id for h in exact60.hits]
+    assert eng.effective_k(59) == 59 and eng.effective_k(60) is None and eng.effective_k(10**12) is None
+    eng.index.close()
+    # the library call used by the CLI, the API and the server
+    run = run_query(QueryConfig(specs=spec, index="fast", index_root=str(real_index[0]), top_k=10**9))
+    assert [h.id for h in run.results[0].hits] == [h.id for h in full.hits]
+    r = CliRunner().invoke(cli, ["query", "--index", "fast", "--index-root", str(real_index[0]), "--attributes",
+                                 vocab[1], "--top-k", "1000000000", "--json"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count('"rank"') == 60
+
+
+def test_result_size_is_bounded_before_allocation(real_index, monkeypatch):
+    eng = _engine(real_index)
+    monkeypatch.setattr(engine_mod, "MAX_RESULTS", 100)
+    with pytest.raises(InvalidInputError, match="at most 100 per call"):
+        eng.run([QuerySpec("attributes", real_index[1][0])] * 2, k=10**9)    # 2 x 60 > 100
+    assert len(eng.run([QuerySpec("attributes", real_index[1][0])] * 10, k=10)) == 10
+    with pytest.raises(InvalidInputError, match="top-k"):
+        eng.run([QuerySpec("attributes", real_index[1][0])], k=0)
+    eng.index.close()
+
+
+def test_faiss_id_table_equals_searchsorted(real_index):
+    ix = open_index("fast", root=real_index[0])
+    assert ix._lut is not None
+    fid = np.array([[-1, 0, 3, int(ix._fids[-1]), int(ix._fids[-1]) + 5, 10**12]], np.int64)
+    fast = ix._to_image_ids(fid)
+    ix._lut = None
+    np.testing.assert_array_equal(fast, ix._to_image_ids(fid))
+    assert fast[0, 0] == -1 and fast[0, -1] == -1 and fast[0, -2] == -1
+    ix.close()
