@@ -59,6 +59,7 @@ def make_jpegs(folder: Path, n: int, seed: int, size: tuple[int, int] = (500, 37
 
 
 def bench_ingestion(args) -> list[tuple]:
+    """Naive loop vs ``extract_features`` on each image size, interleaved ``--rounds`` times."""
     import torch
     from PIL import Image
 
@@ -67,30 +68,37 @@ def bench_ingestion(args) -> list[tuple]:
 
     torch.set_num_threads(args.threads)
     bb = load_backbone(args.backbone, device="cpu" if args.device == "auto" and not torch.cuda.is_available() else args.device)
+    workers = default_workers(bb.device) if args.workers is None else args.workers
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = make_jpegs(Path(tmp), args.images, args.seed)
-        # warm-up (first-call allocations, lazy imports) outside the timings
-        extract_features(paths[:4], bb, batch_size=4, device=args.device, workers=0)
-
-        t0 = time.perf_counter()
-        naive = []
-        for p in paths:  # the baseline: one image at a time, decode + preprocess + forward in one thread
-            with Image.open(p) as im:
-                x = bb.transform(im.convert("RGB"))[None].to(bb.device)
-            naive.append(bb.forward(x).cpu().numpy()[0])
-        t_naive = time.perf_counter() - t0
-
-        workers = default_workers(bb.device) if args.workers is None else args.workers
-        t0 = time.perf_counter()
-        feats, ok, fail = extract_features(paths, bb, batch_size=args.batch_size, device=args.device, workers=workers)
-        t_pipe = time.perf_counter() - t0
-        assert len(ok) == len(paths) and not fail
-        err = float(np.abs(feats - np.stack(naive)).max())
-    n = len(paths)
-    rows.append(("naive loop (baseline)", n, "1 / 0", f"{t_naive:.1f}", f"{n / t_naive:.1f}", "1.00x", "-"))
-    rows.append(("extract_features", n, f"{args.batch_size} / {workers}", f"{t_pipe:.1f}", f"{n / t_pipe:.1f}",
-                 f"{t_naive / t_pipe:.2f}x", f"{err:.1e}"))
+    sets = [("500x375", (500, 375), args.images), ("4032x3024", (4032, 3024), args.phone_images)]
+    for label, size, n in sets:
+        if n <= 0:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = make_jpegs(Path(tmp), n, args.seed, size)
+            # warm-up (first-call allocations, lazy imports) outside the timings
+            extract_features(paths[:2], bb, batch_size=2, device=args.device, workers=1)
+            t_naive = t_pipe = 0.0
+            for _ in range(args.rounds):  # alternate the two paths so load bursts hit both alike
+                t0 = time.perf_counter()
+                naive = []
+                for p in paths:  # the baseline: one image at a time, full decode + preprocess + forward, one thread
+                    with Image.open(p) as im:
+                        x = bb.transform(im.convert("RGB"))[None].to(bb.device)
+                    naive.append(bb.forward(x).cpu().numpy()[0])
+                t_naive += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                feats, ok, fail = extract_features(paths, bb, batch_size=args.batch_size, device=args.device,
+                                                   workers=workers)
+                t_pipe += time.perf_counter() - t0
+                assert len(ok) == len(paths) and not fail
+            ref = np.stack(naive)
+            err = float(np.abs(feats - ref).max())
+            cos = float(((feats * ref).sum(1) / np.linalg.norm(feats, axis=1) / np.linalg.norm(ref, axis=1)).min())
+        m = n * args.rounds
+        rows.append((label, "naive loop (baseline)", m, "1 / 0", f"{t_naive:.1f}", f"{m / t_naive:.1f}", "1.00x", "-", "-"))
+        rows.append((label, "extract_features", m, f"{args.batch_size} / {workers} threads", f"{t_pipe:.1f}",
+                     f"{m / t_pipe:.1f}", f"{t_naive / t_pipe:.2f}x", f"{err:.1e}", f"{cos:.4f}"))
     return rows
 
 
@@ -157,7 +165,9 @@ def table(header: tuple, rows: list[tuple]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
-    ap.add_argument("--images", type=int, default=128)
+    ap.add_argument("--images", type=int, default=128, help="generated 500x375 JPEGs")
+    ap.add_argument("--phone-images", type=int, default=24, help="generated 4032x3024 JPEGs (phone photos)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating timed rounds of naive loop and pipeline")
     ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-search", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
-        args.images, args.sizes, args.queries = 8, [3000], 100
+        args.images, args.phone_images, args.rounds, args.sizes, args.queries = 8, 2, 1, [3000], 100
 
     import platform
 
@@ -181,9 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# bench_index  (python {platform.python_version()}, torch {torch.__version__}, faiss {faiss.__version__}, "
           f"{os.cpu_count()} cpus, threads={args.threads}, seed={args.seed})\n")
     if not args.skip_ingestion:
-        print(f"## Ingestion: {args.images} generated 500x375 JPEGs -> {args.backbone} features ({args.device})\n")
-        print(table(("path", "images", "batch / workers", "seconds", "images/s", "speed-up", "max |diff| vs naive"),
-                    bench_ingestion(args)))
+        print(f"## Ingestion: generated JPEGs -> {args.backbone} features ({args.device}); naive = full decode, "
+              f"one image at a time, {args.threads} torch thread(s)\n")
+        print(table(("JPEG size", "path", "images", "batch / workers", "seconds", "images/s", "speed-up",
+                     "max |diff| vs naive", "min cosine vs naive"), bench_ingestion(args)))
+        print(f"\nload average: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)")
         print()
     if not args.skip_search:
         print(f"## Search: {args.queries} queries, k=10, dim={args.dim}, clustered L2-normalised vectors, inner product\n")

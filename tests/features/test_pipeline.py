@@ -137,12 +137,24 @@ def test_cuda_path_matches_cpu(files):
     np.testing.assert_allclose(x_gpu, x_cpu, rtol=5e-2, atol=5e-2)  # bf16/fp16 autocast
 
 
-def test_default_workers_leave_cpu_cores_to_the_encoder(monkeypatch):
+def test_default_workers_fit_the_cores(monkeypatch):
     from zslretrieval.features import pipeline
 
+    # CPU: one decode+encode thread per core; CUDA: decoder processes on all cores but one
     monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _pid: set(range(2)), raising=False)
-    assert pipeline.default_workers("cpu") == 0 and pipeline.default_workers("cuda") == 1
+    assert pipeline.default_workers("cpu") == 2 and pipeline.default_workers("cuda") == 1
     monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _pid: set(range(32)), raising=False)
     assert pipeline.default_workers("cpu") == 8 and pipeline.default_workers("cuda") == 8
-    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
-    assert pipeline.default_workers("cpu") == 2 and pipeline.default_workers("cuda:0") == 7
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _pid: set(range(1)), raising=False)
+    assert pipeline.default_workers("cpu") == 1 and pipeline.default_workers("cuda:0") == 0
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_cpu_threads_keep_order_and_failures(files, workers):
+    mixed, good = files
+    bb = load_backbone("tiny-test")
+    batches = list(iter_feature_batches(mixed, bb, batch_size=6, device="cpu", workers=workers))
+    assert [len(b.positions) + len(b.failures) for b in batches] == [6, 6, 3]
+    pos = np.concatenate([b.positions for b in batches])
+    assert list(pos) == sorted(pos) and [mixed[i] for i in pos] == good
+    np.testing.assert_allclose(np.concatenate([b.features for b in batches]), _reference(good, bb), rtol=1e-5, atol=1e-6)

@@ -89,8 +89,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
         raise ImageDecodeError(f"unsupported image mode {mode!r} ({e})") from None
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Encoded bytes -> fully decoded RGB PIL image, EXIF orientation applied (first frame of GIF/TIFF).
+def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
+    """Encoded bytes -> decoded RGB PIL image, EXIF orientation applied (first frame of GIF/TIFF).
+
+    ``min_side``: the caller only needs the shorter side at >= this many pixels (a backbone's
+    resize). A JPEG is then decoded straight to the smallest 1/2, 1/4 or 1/8 scale that keeps
+    it (Pillow's draft mode: libjpeg scales in the DCT domain, so a 12 MP phone photo costs
+    ~1/8 of the work); other formats and small JPEGs decode in full. The feature difference
+    against full decoding is measured in tests/features/test_draft_decode.py.
 
     Raises ImageDecodeError with a short reason; Pillow's decompression-bomb limit
     (``Image.MAX_IMAGE_PIXELS``) is enforced, its warning treated as an error too.
@@ -102,6 +108,9 @@ def decode_image(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 img.seek(0)
+                if min_side and img.format == "JPEG":
+                    # a square request keeps the shorter side >= min_side whatever the orientation
+                    img.draft("RGB", (int(min_side), int(min_side)))
                 img.load()  # decode now: truncated data raises here, not later in a worker
                 img = ImageOps.exif_transpose(img)
                 return to_rgb(img)
@@ -121,9 +130,9 @@ def decode_image(data: bytes) -> Image.Image:
         raise ImageDecodeError(f"corrupt image ({type(e).__name__}: {e})") from None
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Read and decode one file: ``decode_image(read_file(path).data)``."""
-    return decode_image(read_file(path).data)
+def load_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+    """Read and decode one file: ``decode_image(read_file(path).data, min_side)``."""
+    return decode_image(read_file(path).data, min_side)
 
 
 def is_jpeg(data: bytes) -> bool:

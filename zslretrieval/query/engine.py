@@ -235,7 +235,8 @@ class QueryEngine:
         batch = []
         for p in images:
             try:
-                batch.append(backbone.transform(decode_image(p) if isinstance(p, bytes) else load_image(p)))
+                side = backbone.preprocess.resize  # decoded like indexed images (JPEG draft mode)
+                batch.append(backbone.transform(decode_image(p, side) if isinstance(p, bytes) else load_image(p, side)))
             except ImageDecodeError as e:
                 what = "uploaded query image" if isinstance(p, bytes) else f"query image {p}"
                 raise InvalidInputError(f"{what} cannot be decoded ({e}); expected a JPEG/PNG/WebP/... file") from e
