@@ -15,7 +15,7 @@ from .layout import (FEATURES_DIR, WriteLock, catalog_url, index_file_name, inde
                      require_index)
 from .searchers import Searcher, make_searcher
 from .searchers.faiss_searcher import (FaissSearcher, apply_search_params, default_search_params, index_ids,
-                                      read_index)
+                                      read_index, split_rerank)
 from .space import to_index_space
 from .store import FeatureStore
 from .sync import faiss_is_current
@@ -194,8 +194,31 @@ class OpenIndex:
             params = self.manifest.search_params
             self._knn = FaissSearcher.from_faiss_index(
                 self.index, device="auto", params=default_search_params(self.index) if params is None else params)
-        D, fid = self._knn.search(xq, k)
+        rerank = split_rerank(self.manifest.search_params)[1]
+        if rerank:
+            # approximate codes (PQ) only shortlist: re-score max(k, rerank) candidates exactly from
+            # the stored features, so the scores and order returned are exact ones
+            D, fid = self._knn.search(xq, max(k, rerank))
+            from .autotune import rerank as _rerank
+            D, fid = _rerank(D, fid, xq, self._exact_scores, k)
+        else:
+            D, fid = self._knn.search(xq, k)
         return D, self._to_image_ids(fid)
+
+    def _exact_scores(self, xq: np.ndarray, fid: np.ndarray) -> np.ndarray:
+        """(nq, dim) queries x (nq, c) faiss ids -> (nq, c) exact scores from the stored features (-inf for -1)."""
+        uniq = np.unique(fid[fid >= 0])
+        pos = np.searchsorted(self._fids, uniq)
+        raw = FeatureStore(self.folder / FEATURES_DIR).gather(self._shards[pos], self._rows[pos],
+                                                              self.manifest.feature_dim)
+        v = to_index_space(raw, self.model()[0] if self._row.model_sha256 else None, self.manifest.metric)
+        at = np.searchsorted(uniq, np.maximum(fid, 0)).clip(0, max(len(uniq) - 1, 0))
+        cand = v[at]                                                    # (nq, c, dim)
+        if self.manifest.metric == "ip":
+            s = np.einsum("qd,qcd->qc", xq, cand)
+        else:
+            s = -np.square(cand - xq[:, None, :]).sum(-1)
+        return np.where(fid < 0, -np.inf, s).astype(np.float32)
 
     def raw_features(self) -> tuple[np.ndarray, np.ndarray]:
         """Every entry's stored backbone features: image ids (n,) int64, features (n, feature_dim) float32."""

@@ -189,6 +189,9 @@ class FaissSearcher(Searcher):
         return _faiss().index_gpu_to_cpu(self._index)
 
     def _set_params(self, params: str) -> None:
+        params = split_rerank(params)[0]  # rerank=N is the reader's exact re-scoring, not FAISS's
+        if not params:
+            return
         faiss = _faiss()
         ps = faiss.GpuParameterSpace() if self.on_gpu else faiss.ParameterSpace()
         try:
@@ -389,9 +392,26 @@ def default_search_params(index: Any) -> str:
     return ""
 
 
+def split_rerank(params: str | None) -> tuple[str, int]:
+    """``"nprobe=16,rerank=100"`` -> (``"nprobe=16"``, 100): FAISS gets the rest; ``rerank=N`` asks the
+    reader to re-score N candidates exactly from the stored features (``index.autotune``)."""
+    if not params:
+        return params or "", 0
+    keep, rerank = [], 0
+    for item in params.split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "rerank":
+            if not value.isdigit() or int(value) < 1:
+                raise InvalidInputError(f"search parameter {item.strip()!r}; expected rerank=N with N >= 1")
+            rerank = int(value)
+        elif item.strip():
+            keep.append(item.strip())
+    return ",".join(keep), rerank
+
+
 def apply_search_params(index: Any, params: str | None) -> None:
-    """Set search parameters on a CPU index (None: :func:`default_search_params`)."""
-    params = default_search_params(index) if params is None else params
+    """Set search parameters on a CPU index (None: :func:`default_search_params`; ``rerank=N`` is skipped)."""
+    params = default_search_params(index) if params is None else split_rerank(params)[0]
     if not params:
         return
     try:
