@@ -404,11 +404,12 @@ class RecordTable:
         recs = all_records("ok")
         ids = np.fromiter((r.id for r in recs), np.int64, len(recs))
         order = np.argsort(ids, kind="stable")
-        self.ids = ids[order]
-        # plain lists: the per-hit lookups are Python indexing (fancy-indexing arrays when needed)
+        # object arrays: per-hit lookups index them one by one, per-image vectors can fancy-index alike
         self.paths = _objects([str(recs[j].path) for j in order])
         self.labels = _objects([_label(recs[j].label) for j in order])
         self.status = _objects([recs[j].status for j in order])
+        # ids last: a server thread that sees them set finds the other arrays complete
+        self.ids = ids[order]
 
     def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row of each id in the table and whether it is there (ids any shape; -1 is never there)."""
