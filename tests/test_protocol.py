@@ -47,7 +47,17 @@ def _poisoned(ds):
     return dataclasses.replace(ds, features=spy, attributes=att), set(test_rows.tolist())
 
 
-@pytest.mark.parametrize("model,hp", [("eszsl", None), ("sae", None), ("dem", DEM_HP)])
+SMALL_NEURAL = {
+    "ssl": {"hidden_dim": 32, "embed_dim": 16, "semantic_hidden_dim": 16, "epochs": 3, "batch_size": 64},
+    "acmr": {"latent_dim": 8, "visual_hidden_dim": 32, "semantic_hidden_dim": 16, "epochs": 3, "batch_size": 64,
+             "cls_samples_per_class": 10, "cls_epochs": 2},
+    "dml": {"group_dim": 16, "attention_dim": 8, "embed_dim": 16, "semantic_hidden_dim": 16, "epochs": 3,
+            "batch_size": 64},
+}
+
+
+@pytest.mark.parametrize("model,hp", [("eszsl", None), ("sae", None), ("dem", DEM_HP),
+                                      *[(m, hp) for m, hp in SMALL_NEURAL.items()]])
 def test_selection_never_reads_test_data(model, hp):
     ds, test_rows = _poisoned(_small())
     res = select_and_train(ds, model, seed=0, hparams=hp)

@@ -22,19 +22,28 @@ def test_hand_worked_scalar_case():
     # D = A = 1, x = [1, 2] of classes [0, 1], s = [[1], [-1]], gamma = lambda = 1.
     # XX^T + g = 1 + 4 + 1 = 6;  Y = [[1, -1], [-1, 1]], Y S^T = [2, -2], X Y S^T = 1*2 + 2*(-2) = -2;
     # SS^T + l = 2 + 1 = 3  ->  V = -2 / (6 * 3) = -1/9.
-    m = create_model("eszsl", 1, [1], {"gamma": 1.0, "lam": 1.0, "ridge": "absolute"})
+    m = create_model("eszsl", 1, [1], {"gamma": 1.0, "lam": 1.0, "ridge": "absolute", "center": False})
     m.fit(torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([[1.0], [-1.0]]))
     assert m.V.item() == pytest.approx(-1.0 / 9.0, rel=1e-6)
     # relative ridge: the mean eigenvalue of XX^T = [5] is 5, so gamma 0.2 means 1 -> the same V
-    m = create_model("eszsl", 1, [1], {"gamma": 0.2, "lam": 1.0})
+    m = create_model("eszsl", 1, [1], {"gamma": 0.2, "lam": 1.0, "ridge": "relative", "center": False})
     m.fit(torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([[1.0], [-1.0]]))
     assert m.V.item() == pytest.approx(-1.0 / 9.0, rel=1e-6)
+
+
+def test_hand_worked_centred_case():
+    # The same data centred (the default): mean 1.5, x = [-0.5, 0.5]; XX^T + g = 0.5 + 1 = 1.5;
+    # X Y S^T = -0.5*2 + 0.5*(-2) = -2; V = -2 / (1.5 * 3) = -4/9; an image embeds as (x - 1.5) V.
+    m = create_model("eszsl", 1, [1], {"gamma": 1.0, "lam": 1.0})
+    m.fit(torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([[1.0], [-1.0]]))
+    assert m.V.item() == pytest.approx(-4.0 / 9.0, rel=1e-6)
+    assert m.embed_images(torch.tensor([[3.5]])).item() == pytest.approx(2.0 * -4.0 / 9.0, rel=1e-6)
 
 
 def test_relative_ridge_makes_predictions_scale_free():
     x, y, s = _toy(3)
-    a = Eszsl(x.shape[1], s.shape[1], {"gamma": 0.1, "lam": 1.0})
-    b = Eszsl(x.shape[1], s.shape[1], {"gamma": 0.1, "lam": 1.0})
+    a = Eszsl(x.shape[1], s.shape[1], {"gamma": 0.1, "lam": 1.0, "ridge": "relative"})
+    b = Eszsl(x.shape[1], s.shape[1], {"gamma": 0.1, "lam": 1.0, "ridge": "relative"})
     a.fit(x, y, s)
     b.fit(100.0 * x, y, s)  # raw CNN features are often this much larger than unit-norm ones
     torch.testing.assert_close(a.scores(x, s), b.scores(100.0 * x, s), rtol=1e-4, atol=1e-5)
@@ -43,7 +52,7 @@ def test_relative_ridge_makes_predictions_scale_free():
 def test_matches_explicit_inverse_and_normal_equations():
     x, y, s = _toy()
     g, lam = 0.5, 2.0
-    m = Eszsl(x.shape[1], s.shape[1], {"gamma": g, "lam": lam, "ridge": "absolute"})
+    m = Eszsl(x.shape[1], s.shape[1], {"gamma": g, "lam": lam, "ridge": "absolute", "center": False})
     losses = m.fit(x, y, s)
     X = x.double().numpy().T                     # (D, N), the paper's layout
     S = s.double().numpy().T                     # (A, Z)
@@ -64,7 +73,7 @@ def test_matches_explicit_inverse_and_normal_equations():
 
 def test_optimum_beats_perturbations():
     x, y, s = _toy(1)
-    m = Eszsl(x.shape[1], s.shape[1], {"gamma": 1.0, "lam": 1.0, "ridge": "absolute"})
+    m = Eszsl(x.shape[1], s.shape[1], {"gamma": 1.0, "lam": 1.0, "ridge": "absolute", "center": False})
     m.fit(x, y, s)
     X, S = x.double().numpy().T, s.double().numpy().T
     Y = -np.ones((x.shape[0], s.shape[0]))
@@ -83,7 +92,9 @@ def test_optimum_beats_perturbations():
 
 def test_fit_grid_equals_individual_fits_and_scores_are_bilinear():
     x, y, s = _toy(2)
-    cands = [{"gamma": 0.1, "lam": 1.0}, {"gamma": 0.1, "lam": 10.0}, {"gamma": 3.0, "lam": 1.0}]
+    cands = [{"gamma": 0.1, "lam": 1.0, "center": False}, {"gamma": 0.1, "lam": 10.0, "center": False},
+             {"gamma": 3.0, "lam": 1.0, "center": False}, {"gamma": 3.0, "lam": 1.0}, {"gamma": 0.3, "lam": 1.0,
+                                                                                       "ridge": "relative"}]
     grid = list(Eszsl.fit_grid(x.shape[1], [s.shape[1]], cands, x, y, s))
     assert len(grid) == len(cands)
     for hp, (gm, losses) in zip(cands, grid):

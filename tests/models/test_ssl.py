@@ -48,10 +48,37 @@ def test_l2_constraint_ablation_changes_loss(data):
     assert torch.equal(t_on["ce"], t_off["ce"])
     assert t_on["l2"] > 0
     torch.testing.assert_close(t_on["loss"] - t_off["loss"], 0.5 * t_on["l2"])
-    # The l2 term equals 2 - 2 cos(f(x), g(s_y)) on normalised vectors.
-    f = torch.nn.functional.normalize(on.embed_images(x), dim=1)
-    w = torch.nn.functional.normalize(on.embed_classes(s), dim=1)
-    torch.testing.assert_close(t_on["l2"], (2 - 2 * (f * w[y]).sum(1)).mean())
+    # The paper's form: the visual feature v(x) (PCA-reduced input over one global scale) against the
+    # prototype R g(s_y) reconstructed from the class semantics in that visual space.
+    with torch.no_grad():
+        v = on.reduce(x) / on.v_scale
+        proto = on.visual_prototypes(s)
+    torch.testing.assert_close(t_on["l2"], (v - proto[y]).pow(2).mean(1).mean())
+    # It is not a function of the softmax logits: scaling the generated weights (which leaves every
+    # cosine logit, hence the CE, unchanged) moves it.
+    with torch.no_grad():
+        on.semantic_net[-1].weight.mul_(3.0)
+        on.semantic_net[-1].bias.mul_(3.0)
+    t_scaled = on.loss_terms(x, y, s)
+    torch.testing.assert_close(t_scaled["ce"], t_on["ce"])
+    assert not torch.isclose(t_scaled["l2"], t_on["l2"])
+
+
+def test_l2_constraint_pulls_prototypes_onto_class_means(data):
+    """Trained with the constraint, each seen class's reconstructed prototype is near its images'
+    mean visual feature; without it (ablation) the reconstruction is never trained."""
+    x, y, s = seen_subset(*data)
+    on = create_model("ssl", 40, 16, {**SMALL, "l2_weight": 5.0})
+    off = create_model("ssl", 40, 16, {**SMALL, "l2_weight": 5.0, "use_l2_constraint": False})
+    on.fit(x, y, s, seed=0)
+    off.fit(x, y, s, seed=0)
+
+    def gap(m):
+        with torch.no_grad():
+            v = m.reduce(x) / m.v_scale
+            means = torch.stack([v[y == c].mean(0) for c in range(len(s))])
+            return float((m.visual_prototypes(s) - means).pow(2).mean())
+    assert gap(on) < 0.5 * gap(off), (gap(on), gap(off))
 
 
 def test_ablation_trains_differently(data):
@@ -117,7 +144,7 @@ def test_bad_inputs():
 def test_pca_reduce_matches_exact_svd():
     """The randomised PCA (torch.pca_lowrank) spans the exact top-k principal subspace (full SVD,
     float64) of each reduced group; narrow groups pass through untouched."""
-    from zslretrieval.models.ssl import PCAReduce
+    from zslretrieval.models.layers import PCAReduce
 
     g = np.random.default_rng(3)
     # group 0: 30 dims with a clear 4-dim principal subspace; group 1: 3 dims (< k, kept as is)

@@ -33,7 +33,7 @@ def _import_all() -> None:
     import pkgutil
 
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name not in {"base", "checkpoint"} and not mod.name.startswith("_"):
+        if mod.name not in {"base", "checkpoint", "layers", "training"} and not mod.name.startswith("_"):
             importlib.import_module(f"{__name__}.{mod.name}")
 
 

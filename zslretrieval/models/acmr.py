@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -46,8 +46,9 @@ from torch.nn import functional as F
 
 from ..errors import InvalidInputError
 from . import MODELS
-from .base import Hparams, ZslModel
-from .ssl import PCAReduce, check_embed_input, check_epochs, check_fit_inputs, minibatches, mlp, run_epochs, seeded_training
+from .base import Hparams
+from .layers import PCAReduce, mlp
+from .training import IterativeModel, TrainingSetup, check_embed_input, minibatches
 
 __all__ = ["ACMR", "ACMRHparams"]
 
@@ -111,20 +112,19 @@ class _GaussianEncoder(nn.Module):
 
 
 @MODELS.register("acmr")
-class ACMR(ZslModel):
+class ACMR(IterativeModel):
     """Two VAEs with cross-reconstruction, W2 alignment, VSA classifier and IEM; latent-mean retrieval."""
 
     name = "acmr"
     metric = "ip"
     Hparams = ACMRHparams
-    iterative = True
 
     def __init__(self, feature_dim: int, semantic_dims: Sequence[int] | int,
                  hparams: ACMRHparams | dict | None = None):
         super().__init__(feature_dim, semantic_dims, hparams)
         hp = self.hparams
         self._require_positive("latent_dim", "visual_hidden_dim", "semantic_hidden_dim", "batch_size",
-                               "cls_samples_per_class")
+                               "cls_samples_per_class", "epochs")
         if hp.warmup_epochs < 0:
             raise InvalidInputError(f"acmr: warmup_epochs={hp.warmup_epochs}; expected >= 0")
         self.reduce = PCAReduce([self.feature_dim], hp.pca_dim)
@@ -179,15 +179,24 @@ class ACMR(ZslModel):
         w = self.hparams.warmup_epochs
         return 1.0 if w == 0 else min(1.0, epoch / w)
 
+    def prepare_inputs(self, x: Tensor) -> Tensor:
+        return self.reduce(x)
+
     def loss_terms(self, x: Tensor, y: Tensor, s: Tensor, *, epoch: int | None = None,
                    vsa_head: nn.Linear | None = None, perm: Tensor | None = None,
                    reduced: bool = False) -> dict[str, Tensor]:
-        """Loss of one batch: x (B, D) (or (B, pca_dim) when ``reduced``), y (B,) rows of s (C, A). ``epoch`` sets the warm-up (None:
-        fully warm); ``vsa_head`` (Z -> C) enables the VSA term; ``perm`` (B,) pairs IEM negatives
-        (default: a roll by one). Inputs are raw; reconstruction is measured on the normalised
-        scale. Returns each raw term and ``loss`` (the weighted total)."""
-        hp = self.hparams
-        x, sy = self._nx(x if reduced else self.reduce(x)), self._ns(s[y])
+        """Loss of one batch: x (B, D) (or (B, pca_dim) when ``reduced``), y (B,) rows of s (C, A).
+        ``epoch`` sets the warm-up (None: fully warm); ``vsa_head`` (Z -> C) enables the VSA term;
+        ``perm`` (B,) pairs IEM negatives (default: a roll by one). Returns each raw term and
+        ``loss`` (the weighted total)."""
+        return super().loss_terms(x, y, s, epoch=epoch, reduced=reduced, vsa_head=vsa_head, perm=perm)
+
+    def compute_terms(self, x: Tensor, y: Tensor, s: Tensor, *, epoch: int | None = None,
+                      vsa_head: nn.Linear | None = None, perm: Tensor | None = None,
+                      **objects: Any) -> dict[str, Tensor]:
+        """x (B, D') PCA-reduced (raw scale), y (B,) rows of s. Reconstruction is measured on the
+        normalised scale. Terms: recon, cross, kl, align, iem, vsa."""
+        x, sy = self._nx(x), self._ns(s[y])
         mu_v, lv_v = self.enc_v(x)
         mu_s, lv_s = self.enc_s(sy)
         z_v = mu_v + torch.randn_like(mu_v) * (0.5 * lv_v).exp()
@@ -199,46 +208,31 @@ class ACMR(ZslModel):
             "align": _w2_diag(mu_v, lv_v, mu_s, lv_s).mean(),
         }
         if perm is None:
-            perm = torch.roll(torch.arange(len(y)), 1)
+            perm = torch.roll(torch.arange(len(y), device=x.device), 1)
         terms["iem"] = _jsd_mi_loss(self.critic_v, x, mu_v, y, perm) + _jsd_mi_loss(self.critic_s, sy, mu_s, y, perm)
         terms["vsa"] = (F.cross_entropy(vsa_head(z_v), y) + F.cross_entropy(vsa_head(z_s), y)
                         if vsa_head is not None else torch.zeros((), device=x.device))
-        warm = 1.0 if epoch is None else self._warm(epoch)
-        terms["loss"] = (terms["recon"] + warm * (hp.cross_weight * terms["cross"] + hp.beta * terms["kl"]
-                                                  + hp.align_weight * terms["align"])
-                         + hp.vsa_weight * terms["vsa"] + hp.iem_weight * terms["iem"])
         return terms
 
-    def fit(self, x: Tensor, y: Tensor, s: Tensor, *, seed: int = 0, epochs: int | None = None,
-            on_epoch: Callable[[int], None] | None = None) -> list[float]:
-        """Train on seen classes: x (N, D), y (N,) indices into s (C_seen, A). Returns per-epoch mean loss."""
-        x, y, s = check_fit_inputs(self, x, y, s)
-        n_epochs = check_epochs(self, epochs)
+    def loss_weights(self, epoch: int | None) -> dict[str, float]:
         hp = self.hparams
+        warm = 1.0 if epoch is None else self._warm(epoch)
+        return {"recon": 1.0, "cross": warm * hp.cross_weight, "kl": warm * hp.beta, "align": warm * hp.align_weight,
+                "vsa": hp.vsa_weight, "iem": hp.iem_weight}
+
+    def setup_training(self, x: Tensor, y: Tensor, s: Tensor, gen: torch.Generator, *,
+                       seed: int) -> TrainingSetup:
         self._cls_cache = None
-        with seeded_training(self, seed) as gen:
-            self.reduce.fit(x, gen)
-            xr = self.reduce.transform(x)
-            self._fit_normalisation(xr, s[y])
-            # Training-only: one row per seen class, discarded after fit (see module docstring).
-            vsa_head = nn.Linear(hp.latent_dim, s.shape[0])
-            opt = torch.optim.Adam(list(self.parameters()) + list(vsa_head.parameters()),
-                                   lr=hp.lr, weight_decay=hp.weight_decay)
+        self.reduce.fit(x, gen)
+        xr = self.reduce.transform(x)
+        self._fit_normalisation(xr, s[y])
+        # Training-only: one row per seen class, discarded after fit (see module docstring).
+        vsa_head = nn.Linear(self.hparams.latent_dim, s.shape[0]).to(x.device)
+        return TrainingSetup(x=xr, objects={"vsa_head": vsa_head}, params=list(vsa_head.parameters()))
 
-            def step(epoch: int) -> float:
-                total, count = 0.0, 0
-                for idx in minibatches(len(x), hp.batch_size, gen):
-                    perm = torch.randperm(len(idx), generator=gen)
-                    loss = self.loss_terms(xr[idx], y[idx], s, epoch=epoch, vsa_head=vsa_head, perm=perm,
-                                           reduced=True)["loss"]
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                    count += len(idx)
-                return total / count
-
-            return run_epochs(self, n_epochs, step, on_epoch)
+    def batch_objects(self, n: int, gen: torch.Generator) -> dict[str, Any]:
+        # IEM negatives: a fresh pairing per batch, drawn from the training generator
+        return {"perm": torch.randperm(n, generator=gen)}
 
     # -- GZSL latent classifier -------------------------------------------------------------
     @torch.no_grad()

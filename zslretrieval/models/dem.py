@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -44,8 +44,8 @@ from torch import Tensor, nn
 
 from ..errors import InvalidInputError
 from . import MODELS
-from .base import Hparams, ZslModel
-from .eszsl import _check_fit_inputs
+from .base import Hparams
+from .training import IterativeModel, TrainingSetup
 
 FEATURE_NORMS = ("none", "standardize", "whiten")
 
@@ -116,11 +116,12 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 
 @MODELS.register("dem")
-class Dem(ZslModel):
+class Dem(IterativeModel):
     name = "dem"
     metric = "l2"
     Hparams = DemHparams
-    iterative = True
+    # The official loop keeps a last batch of a single image.
+    merge_lone_batch = False
     # The visual space is fixed before the first epoch, so the protocol may embed val images once.
     static_image_embedding = True
 
@@ -161,11 +162,6 @@ class Dem(ZslModel):
         return [{"feature_norm": "whiten", "unit_norm": True, "hidden": 700, "weight_decay": wd, "lr": 1e-3}
                 for wd in (1e-4, 1e-3)]
 
-    def _reset(self, seed: int) -> None:
-        torch.manual_seed(seed)
-        for layer in [*self.branches, self.out]:
-            layer.reset_parameters()
-
     def prototypes(self, s: Tensor) -> Tensor:
         """(C, sum(semantic_dims)) semantics -> (C, E) visual prototypes in the model's visual space."""
         parts = torch.split(s, self.semantic_dims, dim=1)
@@ -190,58 +186,48 @@ class Dem(ZslModel):
         self.feat_mean.copy_(mean)
         self.proj.copy_(proj)
 
-    def fit(self, x: Tensor, y: Tensor, s: Tensor, *, seed: int = 0, epochs: int | None = None,
-            on_epoch: Callable[[int], None] | None = None) -> list[float]:
-        """Adam on minibatches of images; returns the mean loss of each epoch (data term + penalty)."""
-        _check_fit_inputs(x, y, s, self.feature_dim, self.semantic_dim, self.name)
-        hp = self.hparams
-        n_epochs = hp.epochs if epochs is None else int(epochs)
-        if n_epochs < 1:
-            raise InvalidInputError(f"dem: epochs={n_epochs}; must be >= 1")
-        dev = self.out.weight.device
-        x = x.to(dev, torch.float32)
-        y = y.to(dev, torch.int64)
-        s = s.to(dev, torch.float32)
-        self._reset(seed)
+    # -- training (the loop is IterativeModel.fit) --------------------------------------------
+    def setup_training(self, x: Tensor, y: Tensor, s: Tensor, gen: torch.Generator, *,
+                       seed: int) -> TrainingSetup:
+        """Fix the visual space on the training images; the targets are the images in it."""
         with torch.no_grad():
             self._fit_feature_space(x, y, seed)
             target = self.embed_images(x)
-            if hp.output_relu == "auto":
+            if self.hparams.output_relu == "auto":
                 self.relu_out.fill_(bool((target >= 0).all()))
+        return TrainingSetup(x=target)
+
+    def compute_terms(self, x: Tensor, y: Tensor, s: Tensor, *, epoch: int | None = None,
+                      **objects: Any) -> dict[str, Tensor]:
+        """x (B, E) target images in the visual space, y (B,) rows of s. Term: data (squared L2)."""
+        # f depends on the class only: run it once per distinct class in the batch
+        cls, inv = torch.unique(y, return_inverse=True)
+        pred = self.prototypes(s[cls])[inv]
+        return {"data": (pred - x).pow(2).sum(1).mean()}
+
+    def loss_weights(self, epoch: int | None) -> dict[str, float]:
+        # the weight penalty is Adam's coupled weight decay (make_optimizer), not a term
+        return {"data": 1.0}
+
+    def prepare_inputs(self, x: Tensor) -> Tensor:
+        return self.embed_images(x)
+
+    def make_optimizer(self, extra) -> torch.optim.Optimizer:
+        hp = self.hparams
         weights = [layer.weight for layer in [*self.branches, self.out]]
         biases = [layer.bias for layer in [*self.branches, self.out]]
         # Adam's (coupled) weight_decay adds wd * W to the gradient: exactly the gradient of the
         # penalty weight_decay * ||W||^2 when wd = 2 * weight_decay, without a large temporary.
-        opt = torch.optim.Adam([{"params": weights, "weight_decay": 2 * hp.weight_decay},
-                                {"params": biases, "weight_decay": 0.0}], lr=hp.lr)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        n = len(x)
-        losses = []
+        return torch.optim.Adam([{"params": weights, "weight_decay": 2 * hp.weight_decay},
+                                 {"params": biases, "weight_decay": 0.0}], lr=hp.lr)
+
+    def step_context(self):
         # A step is a few matmuls with <= batch_size rows; on CPU extra threads mostly add
         # synchronisation, which on a shared 2-core machine made steps 10-20x slower.
-        step_threads = 1 if dev.type == "cpu" else torch.get_num_threads()
-        for epoch in range(1, n_epochs + 1):
-            self.train()
-            order = torch.randperm(n, generator=gen).to(dev)
-            total = 0.0
-            with _torch_threads(step_threads):
-                for start in range(0, n, hp.batch_size):
-                    idx = order[start:start + hp.batch_size]
-                    # f depends on the class only: run it once per distinct class in the batch
-                    cls, inv = torch.unique(y[idx], return_inverse=True)
-                    pred = self.prototypes(s[cls])[inv]
-                    data = (pred - target[idx]).pow(2).sum(1).mean()
-                    opt.zero_grad(set_to_none=True)
-                    data.backward()
-                    opt.step()
-                    total += float(data.detach()) * len(idx)
-            with torch.no_grad():
-                losses.append(total / n + hp.weight_decay * float(self._penalty()))
-            self.eval()
-            if on_epoch is not None:
-                on_epoch(epoch)
-        self.eval()
-        return losses
+        return _torch_threads(1) if self.out.weight.device.type == "cpu" else contextlib.nullcontext()
+
+    def epoch_loss(self, mean_batch_loss: float) -> float:
+        return mean_batch_loss + self.hparams.weight_decay * float(self._penalty())
 
     def embed_images(self, x: Tensor) -> Tensor:
         """(N, D) -> (N, E): identity (E = D), standardised (E = D) or whitened (E = whiten_dim) features."""

@@ -26,7 +26,7 @@ Pieces, all trained together on the seen classes:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -37,8 +37,9 @@ from torch.nn import functional as F
 
 from ..errors import InvalidInputError
 from . import MODELS
-from .base import Hparams, ZslModel
-from .ssl import PCAReduce, check_embed_input, check_epochs, check_fit_inputs, minibatches, mlp, run_epochs, seeded_training
+from .base import Hparams
+from .layers import PCAReduce, mlp
+from .training import IterativeModel, TrainingSetup, check_embed_input
 
 __all__ = ["DML", "DMLHparams", "GradientReversal", "grad_reverse"]
 
@@ -91,13 +92,12 @@ class DMLHparams(Hparams):
 
 
 @MODELS.register("dml")
-class DML(ZslModel):
+class DML(IterativeModel):
     """Attention-fused feature groups + MS loss + gradient-reversed class adversary; attribute queries."""
 
     name = "dml"
     metric = "ip"
     Hparams = DMLHparams
-    iterative = True
 
     def __init__(self, feature_dim: int, semantic_dims: Sequence[int] | int,
                  hparams: DMLHparams | dict | None = None):
@@ -107,7 +107,7 @@ class DML(ZslModel):
         if not groups or min(groups) < 1 or sum(groups) != self.feature_dim:
             raise InvalidInputError(f"dml: feature_groups={hp.feature_groups} must be positive sizes summing to "
                                     f"the feature dim {self.feature_dim} (or None for one group)")
-        self._require_positive("group_dim", "attention_dim", "embed_dim", "semantic_hidden_dim", "batch_size")
+        self._require_positive("group_dim", "attention_dim", "embed_dim", "semantic_hidden_dim", "batch_size", "epochs")
         self.reduce = PCAReduce(groups, hp.pca_dim)
         self.groups = self.reduce.out_groups
         self.group_proj = nn.ModuleList(
@@ -147,13 +147,25 @@ class DML(ZslModel):
         return (pml_losses.MultiSimilarityLoss(alpha=hp.ms_alpha, beta=hp.ms_beta, base=hp.ms_base),
                 pml_miners.MultiSimilarityMiner(epsilon=hp.miner_epsilon))
 
+    def prepare_inputs(self, x: Tensor) -> Tensor:
+        return self.reduce(x)
+
     def loss_terms(self, x: Tensor, y: Tensor, s: Tensor, *, adv_head: nn.Module | None = None,
-                   metric_loss: tuple[nn.Module, nn.Module] | None = None, reduced: bool = False) -> dict[str, Tensor]:
-        """Loss of one batch: x (B, D) (or PCA-reduced when ``reduced``), y (B,) rows of s (C, A). ``adv_head`` (E -> C) enables the
-        gradient-reversed adversary. Returns raw terms ``metric``, ``semantic``, ``adv`` and ``loss``."""
+                   metric_loss: tuple[nn.Module, nn.Module] | None = None, reduced: bool = False,
+                   epoch: int | None = None) -> dict[str, Tensor]:
+        """Loss of one batch: x (B, D) (or PCA-reduced when ``reduced``), y (B,) rows of s (C, A).
+        ``adv_head`` (E -> C) enables the gradient-reversed adversary. Returns raw terms ``metric``,
+        ``semantic``, ``adv`` and ``loss``."""
+        return super().loss_terms(x, y, s, epoch=epoch, reduced=reduced, adv_head=adv_head,
+                                  metric_loss=metric_loss if metric_loss is not None else self._metric_loss())
+
+    def compute_terms(self, x: Tensor, y: Tensor, s: Tensor, *, epoch: int | None = None,
+                      adv_head: nn.Module | None = None, metric_loss: tuple[nn.Module, nn.Module] | None = None,
+                      **objects: Any) -> dict[str, Tensor]:
+        """x (B, D') PCA-reduced, y (B,) rows of s (C, A). Terms: metric, semantic, adv."""
         hp = self.hparams
-        loss_fn, miner = metric_loss if metric_loss is not None else self._metric_loss()
-        e = self._embed_reduced(x if reduced else self.reduce(x))
+        loss_fn, miner = metric_loss
+        e = self._embed_reduced(x)
         en = F.normalize(e, dim=1)
         metric = loss_fn(en, y, miner(en, y))
         w = F.normalize(self.semantic_net(s), dim=1)
@@ -163,36 +175,22 @@ class DML(ZslModel):
             adv = F.cross_entropy(adv_head(grad_reverse(en, hp.adv_weight)), y)
         else:
             adv = torch.zeros((), device=x.device)
-        loss = hp.metric_weight * metric + hp.semantic_weight * semantic + adv
-        return {"metric": metric, "semantic": semantic, "adv": adv, "loss": loss}
+        return {"metric": metric, "semantic": semantic, "adv": adv}
 
-    def fit(self, x: Tensor, y: Tensor, s: Tensor, *, seed: int = 0, epochs: int | None = None,
-            on_epoch: Callable[[int], None] | None = None) -> list[float]:
-        """Train on seen classes: x (N, D), y (N,) indices into s (C_seen, A). Returns per-epoch mean loss."""
-        x, y, s = check_fit_inputs(self, x, y, s)
-        n_epochs = check_epochs(self, epochs)
+    def loss_weights(self, epoch: int | None) -> dict[str, float]:
         hp = self.hparams
-        with seeded_training(self, seed) as gen:
-            # Training-only: one row per seen class, discarded after fit (see module docstring).
-            adv_head = nn.Sequential(nn.Linear(hp.embed_dim, hp.embed_dim), nn.ReLU(),
-                                     nn.Linear(hp.embed_dim, s.shape[0]))
-            params = list(self.parameters()) + (list(adv_head.parameters()) if hp.adv_weight > 0 else [])
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-            metric_loss = self._metric_loss()
-            self.reduce.fit(x, gen)
-            xr = self.reduce.transform(x)
-            head = adv_head if hp.adv_weight > 0 else None
+        # adv's strength is the gradient-reversal factor adv_weight; its own weight stays 1 so the
+        # adversary head itself learns at full rate.
+        return {"metric": hp.metric_weight, "semantic": hp.semantic_weight, "adv": 1.0}
 
-            def step(_epoch: int) -> float:
-                total, count = 0.0, 0
-                for idx in minibatches(len(x), hp.batch_size, gen):
-                    loss = self.loss_terms(xr[idx], y[idx], s, adv_head=head, metric_loss=metric_loss,
-                                           reduced=True)["loss"]
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                    count += len(idx)
-                return total / count
-
-            return run_epochs(self, n_epochs, step, on_epoch)
+    def setup_training(self, x: Tensor, y: Tensor, s: Tensor, gen: torch.Generator, *,
+                       seed: int) -> TrainingSetup:
+        hp = self.hparams
+        # Training-only: one row per seen class, discarded after fit (see module docstring).
+        adv_head = nn.Sequential(nn.Linear(hp.embed_dim, hp.embed_dim), nn.ReLU(),
+                                 nn.Linear(hp.embed_dim, s.shape[0])).to(x.device)
+        self.reduce.fit(x, gen)
+        use_adv = hp.adv_weight > 0
+        return TrainingSetup(x=self.reduce.transform(x),
+                             objects={"adv_head": adv_head if use_adv else None, "metric_loss": self._metric_loss()},
+                             params=list(adv_head.parameters()) if use_adv else [])

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,8 +36,8 @@ from torch import Tensor, nn
 
 from ..errors import InvalidInputError
 from . import MODELS
-from .base import Hparams, ZslModel
-from .eszsl import _check_fit_inputs, gram
+from .base import Hparams
+from .training import ClosedFormModel, gram
 
 DIRECTIONS = ("encoder", "decoder")
 
@@ -100,11 +100,10 @@ class _SaeSolver:
 
 
 @MODELS.register("sae")
-class Sae(ZslModel):
+class Sae(ClosedFormModel):
     name = "sae"
     metric = "ip"
     Hparams = SaeHparams
-    iterative = False
 
     def __init__(self, feature_dim: int, semantic_dims: Sequence[int] | int, hparams: SaeHparams | dict | None = None):
         super().__init__(feature_dim, semantic_dims, hparams)
@@ -118,18 +117,14 @@ class Sae(ZslModel):
         return [{"lam": lam, "direction": d} for d, lam in itertools.product(
             DIRECTIONS, (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6))]
 
-    def fit(self, x: Tensor, y: Tensor, s: Tensor, *, seed: int = 0, epochs: int | None = None,
-            on_epoch: Callable[[int], None] | None = None) -> list[float]:
-        """Closed form; ``seed``/``epochs`` are ignored. Returns [objective per image]."""
-        _check_fit_inputs(x, y, s, self.feature_dim, self.semantic_dim, self.name)
-        return self._fit_from(_SaeSolver(x, y, s), on_epoch)
+    @classmethod
+    def make_solver(cls, x: Tensor, y: Tensor, s: Tensor, hparams: SaeHparams) -> _SaeSolver:
+        # one eigendecomposition serves every lambda and both directions
+        return _SaeSolver(x, y, s)
 
-    def _fit_from(self, solver: _SaeSolver, on_epoch: Callable[[int], None] | None) -> list[float]:
+    def fit_from(self, solver: _SaeSolver) -> list[float]:
         w, objective = solver.solve(self.hparams.lam)
         self.W.copy_(torch.from_numpy(w).to(self.W))
-        self.eval()
-        if on_epoch is not None:
-            on_epoch(1)
         return [objective]
 
     @torch.no_grad()
@@ -139,18 +134,6 @@ class Sae(ZslModel):
         rec = (xn - sy @ self.W).pow(2).sum()
         enc = (xn @ self.W.T - sy).pow(2).sum()
         return float((rec + self.hparams.lam * enc) / max(1, len(x)))
-
-    @classmethod
-    def fit_grid(cls, feature_dim: int, semantic_dims: Sequence[int] | int, candidates: Sequence[dict],
-                 x: Tensor, y: Tensor, s: Tensor, *, seed: int = 0) -> Iterator[tuple["Sae", list[float]]]:
-        """Fit each candidate sharing one eigendecomposition; yields ``(model, losses)`` in order."""
-        solver = None
-        for hp in candidates:
-            model = cls(feature_dim, semantic_dims, hp)
-            if solver is None:
-                _check_fit_inputs(x, y, s, model.feature_dim, model.semantic_dim, cls.name)
-                solver = _SaeSolver(x, y, s)
-            yield model, model._fit_from(solver, None)
 
     def embed_images(self, x: Tensor) -> Tensor:
         """(N, D) -> (N, A) encoder codes, or (N, D) normalised features for ``direction="decoder"``."""
