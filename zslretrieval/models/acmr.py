@@ -55,7 +55,7 @@ __all__ = ["ACMR", "ACMRHparams"]
 
 @dataclasses.dataclass
 class ACMRHparams(Hparams):
-    pca_dim: int = 256             # input PCA fitted on the training images (models.ssl.PCAReduce); 0 = off
+    pca_dim: int = 256             # input PCA fitted on the training images (models.layers.PCAReduce); 0 = off
     latent_dim: int = 64
     visual_hidden_dim: int = 256   # encoder and decoder hidden width of the visual VAE
     semantic_hidden_dim: int = 256

@@ -71,7 +71,7 @@ class GradientReversal(nn.Module):
 @dataclasses.dataclass
 class DMLHparams(Hparams):
     feature_groups: list[int] | None = None   # sizes of the input's feature groups, in order; None = one
-    pca_dim: int = 256             # per-group input PCA fitted on training images (models.ssl.PCAReduce); 0 = off
+    pca_dim: int = 256             # per-group input PCA fitted on training images (models.layers.PCAReduce); 0 = off
     group_dim: int = 128           # per-group projection width
     attention_dim: int = 64
     embed_dim: int = 128
