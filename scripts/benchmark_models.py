@@ -54,16 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def dataset_hparams(model_cls, dataset) -> dict:
-    """Dataset facts a model can use that are not hyper-parameters to tune: the feature groups
-    (awa1-lampert: lss, sift, surf, rgsift, phog) for models that fuse groups."""
-    fields = getattr(model_cls.Hparams, "__dataclass_fields__", {})
-    groups = (dataset.meta or {}).get("feature_groups")
-    if "feature_groups" in fields and isinstance(groups, dict) and sum(groups.values()) == dataset.feature_dim:
-        return {"feature_groups": [int(v) for v in groups.values()]}
-    return {}
-
-
 def chance(dataset) -> dict[str, float]:
     """Top-1 of a uniform random guess among the unseen classes; mAP of a random ranking
     (expected AP = fraction of positives, averaged over the unseen classes)."""
@@ -75,10 +65,12 @@ def chance(dataset) -> dict[str, float]:
 def run_one(dataset, model_name: str, seed: int, log) -> dict:
     from zslretrieval import protocol
     from zslretrieval.models import get_model_class
+    from zslretrieval.protocol.selection import dataset_hparams
 
+    # recorded only: select_and_train applies the dataset's facts itself (as zslr train/eval do)
     hp = dataset_hparams(get_model_class(model_name), dataset)
     t0 = time.perf_counter()
-    res = protocol.select_and_train(dataset, model_name, seed=seed, hparams=hp or None, log=log)
+    res = protocol.select_and_train(dataset, model_name, seed=seed, log=log)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     metrics = protocol.evaluate(res.model, dataset, METRICS, card=res.card)

@@ -33,3 +33,26 @@ def test_gzsl_hand_worked_with_calibration():
     # -0.15: both seen rows now lose to class 2
     r = gzsl(scores_seen, np.array([0, 1]), scores_unseen, np.array([2, 2]), seen_classes, unseen_classes, 0.15)
     assert (r.seen, r.unseen) == (0.0, 1.0)
+
+
+def test_standardize_rows_hand_example_and_z_calibration():
+    from zslretrieval.metrics.classification import standardize_rows
+
+    # row [1, 2, 3] over all three columns: mean 2, std sqrt(2/3) -> [-1.2247, 0, 1.2247]
+    z = standardize_rows(np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 9.0]]), np.array([0, 1, 2]))
+    np.testing.assert_allclose(z[0], [-1.224744871, 0.0, 1.224744871], rtol=1e-9)
+    # a column outside the candidates is -inf; a constant row stays finite (std 0 -> divide by 1)
+    z2 = standardize_rows(np.array([[4.0, 4.0, 7.0]]), np.array([0, 1]))
+    assert z2[0, 2] == -np.inf and np.all(z2[0, :2] == 0.0)
+    # Image [0.9, 0.2, 0.5]: z = [1.279, -1.163, -0.116] (mean 0.5333, std 0.2867). Uncalibrated
+    # it is class 0 in both spaces; a z offset of 1.0 keeps class 0 (0.279 > -0.116), 1.5 flips it
+    # to the unseen class 2 (-0.221 < -0.116). In raw units 0.5 flips it (0.4 < 0.5).
+    seen, unseen = np.array([0, 1]), np.array([2])
+    s = np.array([[0.9, 0.2, 0.5]])
+
+    def pred_is_seen(cal, space):
+        return gzsl(s, np.array([0]), s, np.array([2]), seen, unseen, cal, space=space).seen == 1.0
+
+    assert pred_is_seen(0.0, "raw") and pred_is_seen(0.0, "z")
+    assert pred_is_seen(1.0, "z") and not pred_is_seen(1.5, "z")
+    assert pred_is_seen(0.35, "raw") and not pred_is_seen(0.45, "raw")

@@ -40,12 +40,14 @@ SearcherFactory = Callable[[int, str], Searcher]
 
 class AccuracyCalculator:
     def __init__(self, include: Sequence[str] = ("top1", "map", "gzsl"), k: int | None = None,
-                 calibration: float = 0.0, searcher_factory: SearcherFactory = NumpySearcher):
+                 calibration: float = 0.0, searcher_factory: SearcherFactory = NumpySearcher,
+                 calibration_space: str = "raw"):
         valid = self.metric_names()
         for name in include:
             if name not in valid:
                 raise UnknownNameError("metric", name, valid)
         self.include, self.k, self.calibration = list(include), k, calibration
+        self.calibration_space = calibration_space  # "raw" scores or per-image "z" scores (metrics.gzsl)
         self.searcher_factory = searcher_factory
 
     @classmethod
@@ -97,5 +99,5 @@ class AccuracyCalculator:
             return {}
         r = gzsl(self._scores(inp.seen_emb, inp.class_emb, inp.metric), inp.seen_labels,
                  self._scores(inp.unseen_emb, inp.class_emb, inp.metric), inp.unseen_labels,
-                 inp.seen_classes, inp.unseen_classes, self.calibration)
+                 inp.seen_classes, inp.unseen_classes, self.calibration, space=self.calibration_space)
         return {"gzsl_u": r.unseen, "gzsl_s": r.seen, "gzsl_h": r.harmonic, "gzsl_calibration": r.calibration}

@@ -57,16 +57,20 @@ def evaluate(model: ZslModel, dataset: ZslDataset, metrics: Sequence[str] = DEFA
 
     Embeddings: ``metric="ip"`` models are L2-normalised (cosine), ``"l2"`` models are used raw.
     GZSL is reported uncalibrated (``gzsl_u/s/h``) and, when a calibration is known -- the
-    argument, else ``card.selection["gzsl_calibration"]`` (chosen on val) -- calibrated
-    (``gzsl_cal_u/s/h`` + ``gzsl_calibration``). Never chooses anything on test data.
+    argument (raw score units), else ``card.selection["gzsl_calibration"]`` (chosen on val, in the
+    units of ``gzsl_calibration_space``) -- calibrated (``gzsl_cal_u/s/h`` + ``gzsl_calibration``).
+    Never chooses anything on test data.
     """
     metrics = list(dict.fromkeys(metrics))
     AccuracyCalculator(include=metrics)  # validates names
     if modalities is None:
         modalities = card.semantic_modalities if card is not None else ["attributes"]
     check_compatible(model, card, dataset, modalities)
+    space = "raw"
     if calibration is None and card is not None:
         calibration = card.selection.get("gzsl_calibration")
+        # cards from before the z rule carry a raw offset
+        space = card.selection.get("gzsl_calibration_space", "raw") if calibration is not None else "raw"
     sem, _ = semantic_matrix(dataset, modalities)
     model = model.to(device).eval()
     class_emb = embed_batched(model.embed_classes, sem, device)
@@ -86,8 +90,8 @@ def evaluate(model: ZslModel, dataset: ZslDataset, metrics: Sequence[str] = DEFA
     out = calc.get_accuracy(inputs)
     out.pop("gzsl_calibration", None)
     if "gzsl" in metrics and seen_emb is not None and calibration is not None:
-        cal = AccuracyCalculator(include=["gzsl"], calibration=float(calibration),
-                                 searcher_factory=searcher_factory).get_accuracy(inputs)
+        cal = AccuracyCalculator(include=["gzsl"], calibration=float(calibration), searcher_factory=searcher_factory,
+                                 calibration_space=space).get_accuracy(inputs)
         out.update({"gzsl_cal_u": cal["gzsl_u"], "gzsl_cal_s": cal["gzsl_s"], "gzsl_cal_h": cal["gzsl_h"],
                     "gzsl_calibration": cal["gzsl_calibration"]})
     return {k_: float(v) for k_, v in out.items()}

@@ -12,7 +12,8 @@ semantics of test classes:
 3. The best (candidate, epoch) by val top-1 wins (ties: the earlier candidate / epoch).
 4. GZSL calibrated stacking is chosen on the same winner: val images act as pseudo-unseen and the
    held-out train images as pseudo-seen, searched over train + val classes; the calibration
-   maximising the harmonic mean is kept in ``selection["gzsl_calibration"]``.
+   maximising the harmonic mean is kept in ``selection["gzsl_calibration"]``, in units of
+   per-image standardised scores (``gzsl_calibration_space="z"``) so that it transfers to the refit.
 5. The winner is refitted on ``trainval`` with the chosen values. Iterative models keep the chosen
    number of *epochs* (passes over the data): trainval is only ~1.2-1.5x train, and GBU keeps
    epochs fixed too, so the refit makes proportionally more optimiser steps on more data.
@@ -33,10 +34,13 @@ import torch
 from ..data.base import ZslDataset, semantic_matrix
 from ..errors import InvalidInputError
 from ..metrics import gzsl, mean_average_precision, per_class_top1
+from ..metrics.classification import standardize_rows
 from ..models import ZslModel, get_model_class, pairwise_scores
 from ..models.checkpoint import ModelCard
 
 Log = Callable[[str], None]
+# Units of the GZSL calibration offset (metrics.classification.gzsl): per-image z-scores.
+CALIBRATION_SPACE = "z"
 
 
 @dataclasses.dataclass
@@ -209,15 +213,20 @@ class _ValidationSet:
 
 def choose_calibration(scores_seen: np.ndarray, labels_seen: np.ndarray, scores_unseen: np.ndarray,
                        labels_unseen: np.ndarray, seen_classes: np.ndarray, unseen_classes: np.ndarray,
-                       n_grid: int = 200) -> tuple[float, dict[str, float], dict[str, float]]:
+                       n_grid: int = 200, space: str = "raw") -> tuple[float, dict[str, float], dict[str, float]]:
     """Calibrated-stacking offset maximising H on (pseudo) GZSL data.
 
     scores_* (n, C) indexed by class id (unused columns -inf). Candidates are 0 and midpoints
     between quantiles of each image's gap "best seen score - best unseen score" (the offsets at
     which predictions flip). Returns (calibration, uncalibrated U/S/H, calibrated U/S/H); ties
-    prefer the smallest |calibration|.
+    prefer the smallest |calibration|. ``space="z"``: the offset is in units of per-image
+    standardised scores (:func:`~zslretrieval.metrics.classification.standardize_rows`), which is
+    how the protocol carries it from the selection model to the refit one.
     """
     seen_classes, unseen_classes = np.asarray(seen_classes), np.asarray(unseen_classes)
+    if space == "z":
+        both = np.concatenate([seen_classes, unseen_classes])
+        scores_seen, scores_unseen = standardize_rows(scores_seen, both), standardize_rows(scores_unseen, both)
     both = np.concatenate([scores_seen, scores_unseen])
     gaps = both[:, seen_classes].max(1) - both[:, unseen_classes].max(1)
     gaps = gaps[np.isfinite(gaps)]
@@ -236,9 +245,22 @@ def choose_calibration(scores_seen: np.ndarray, labels_seen: np.ndarray, scores_
     return best, fmt(raw), fmt(cal)
 
 
-def _candidates(cls: type[ZslModel], hparams: dict | None) -> list[dict[str, Any]]:
-    """The grid with user-given values overriding it; duplicates removed, order kept."""
-    fixed = dict(hparams or {})
+def dataset_hparams(cls: type[ZslModel], dataset: ZslDataset) -> dict[str, Any]:
+    """Dataset facts a model uses that are not hyper-parameters to tune: the feature groups
+    (awa1-lampert: lss, sift, surf, rgsift, phog; multi-stage backbones: one group per stage) for
+    models with a ``feature_groups`` field (DML's attention). Applied on every path (train, eval,
+    benchmarks); a user-given value wins."""
+    fields = getattr(cls.Hparams, "__dataclass_fields__", {})
+    groups = (dataset.meta or {}).get("feature_groups")
+    if "feature_groups" in fields and isinstance(groups, dict) and len(groups) > 1 \
+            and sum(groups.values()) == dataset.feature_dim:
+        return {"feature_groups": [int(v) for v in groups.values()]}
+    return {}
+
+
+def _candidates(cls: type[ZslModel], hparams: dict | None, facts: dict | None = None) -> list[dict[str, Any]]:
+    """The grid with dataset facts, then user-given values, overriding it; duplicates removed, order kept."""
+    fixed = {**(facts or {}), **(hparams or {})}
     out: list[dict[str, Any]] = []
     for c in cls.search_space() or [{}]:
         merged = {**c, **fixed}
@@ -288,7 +310,7 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
     if not 0.0 <= holdout < 1.0:
         raise InvalidInputError(f"holdout={holdout}; must be in [0, 1)")
     cls = get_model_class(model_name)
-    candidates = _candidates(cls, hparams_for(model_name, hparams))
+    candidates = _candidates(cls, hparams_for(model_name, hparams), dataset_hparams(cls, dataset))
     train_c, val_c = _check_protocol_splits(dataset)
     sem, dims = semantic_matrix(dataset, modalities)
     _seed_everything(seed)
@@ -352,8 +374,12 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
 
     chosen = dict(candidates[winner.candidate])
     epochs = winner.epoch if cls.iterative else None
+    # Chosen on the selection model, applied to the refit one: in per-image z units, because the
+    # refit (more classes, more images) changes the raw score scale -- raw offsets carried over
+    # made ESZSL's calibrated H fall below its uncalibrated H on test.
     cal, val_gzsl, val_gzsl_cal = choose_calibration(winner.seen, val.y_held, winner.unseen, val.y_val, train_c,
-                                                     val_c) if len(val.x_held) else (0.0, {}, {})
+                                                     val_c, space=CALIBRATION_SPACE) if len(val.x_held) \
+        else (0.0, {}, {})
     selection_seconds = time.perf_counter() - t_sel
     log(f"[{model_name}] chosen {chosen}" + (f", {epochs} epoch(s)" if epochs else "")
         + f", val top-1 {winner.top1:.4f}, GZSL calibration {cal:.4g} ({selection_seconds:.1f}s)")
@@ -388,7 +414,7 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
         "chosen": chosen, "epochs": epochs, "val_top1": winner.top1,
         "val_map": best.val_map,
         "val_map_mixed": best.val_map_mixed,
-        "gzsl_calibration": cal, "val_gzsl": val_gzsl, "val_gzsl_calibrated": val_gzsl_cal,
+        "gzsl_calibration": cal, "gzsl_calibration_space": CALIBRATION_SPACE, "val_gzsl": val_gzsl, "val_gzsl_calibrated": val_gzsl_cal,
         "refit": "trainval" + (", same number of epochs" if epochs else ""),
         "refit_final_loss": float(losses[-1]) if losses else None,
         "selection_seconds": round(selection_seconds, 3),
