@@ -204,3 +204,21 @@ def test_static_image_embedding_cache_changes_nothing(monkeypatch):
     for a, b in zip(fast.selection["candidates"], slow.selection["candidates"]):
         assert a["curve"] == pytest.approx(b["curve"])
     assert fast.selection["gzsl_calibration"] == pytest.approx(slow.selection["gzsl_calibration"])
+
+
+def test_dataset_feature_groups_reach_dml_on_every_path():
+    """A dataset whose features are several groups (awa1-lampert's five descriptors, a multi-stage
+    backbone) gets DML attention over those groups from the protocol itself -- zslr train/eval and
+    the benchmark all go through select_and_train -- while a user value still wins."""
+    ds = _small()
+    ds = dataclasses.replace(ds, meta={**ds.meta, "feature_groups": {"a": 12, "b": 8}})
+    res = select_and_train(ds, "dml", seed=0, hparams=SMALL_NEURAL["dml"])
+    assert res.model.hparams.feature_groups == [12, 8] and len(res.model.group_proj) == 2
+    assert all(c["hparams"]["feature_groups"] == [12, 8] for c in res.selection["candidates"])
+    with torch.no_grad():
+        _, att = res.model.group_attention(res.model.reduce(torch.from_numpy(ds.features[:5])))
+    assert att.shape == (5, 2) and not torch.allclose(att, torch.ones_like(att))
+    # models without feature groups are untouched; a user-given value overrides the dataset's
+    assert _candidates(Dem, None) == _candidates(Dem, None, {})
+    res1 = select_and_train(ds, "dml", seed=0, hparams={**SMALL_NEURAL["dml"], "feature_groups": [20]})
+    assert res1.model.hparams.feature_groups == [20]

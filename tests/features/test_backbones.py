@@ -65,3 +65,23 @@ def test_efficientnet_lite0_offline_on_real_photos(shared_data):
     # different photos, different features; a batch gives the same as one at a time
     assert np.abs(f[0] - f[1]).max() > 1e-2
     np.testing.assert_allclose(bb.forward(x[1:2]).numpy()[0], f[1], rtol=1e-4, atol=1e-5)
+
+
+def test_efficientnet_lite0_stages_pool_intermediate_maps(shared_data):
+    """The multi-stage variant: one pooled group per stage (28x28 -> 7x7) then the head, whose last
+    group equals the plain backbone's 1280-d feature; the group table is known without weights."""
+    from zslretrieval.features.backbones import backbone_feature_groups
+    from zslretrieval.features.backbones.efficientnet import STAGE_GROUPS
+
+    groups = backbone_feature_groups("efficientnet-lite0-stages")
+    assert list(groups.values()) == [40, 80, 112, 192, 320, 1280] and backbone_feature_groups("resnet101") is None
+    bb, plain = load_backbone("efficientnet-lite0-stages"), load_backbone("efficientnet-lite0")
+    assert bb.dim == 2024 and bb.groups == dict(STAGE_GROUPS)
+    photos = sorted((shared_data / "photos" / "awa2" / "JPEGImages").glob("*/*.jpg"))[:2]
+    x = torch.stack([bb.transform(Image.open(p).convert("RGB")) for p in photos])
+    f = bb.forward(x)
+    assert f.shape == (2, 2024) and torch.isfinite(f).all()
+    torch.testing.assert_close(f[:, -1280:], plain.forward(x), rtol=1e-4, atol=1e-5)
+    # the stage groups are real intermediate maps: not constant, and different from each other's scale
+    for part in torch.split(f[:, :-1280], [40, 80, 112, 192, 320], dim=1):
+        assert part.abs().max() > 0 and (part[0] - part[1]).abs().max() > 1e-3

@@ -136,6 +136,19 @@ def default_cache_dir(images_dir: Path) -> Path:
     return base / hashlib.sha1(str(images_dir.resolve()).encode()).hexdigest()[:16]
 
 
+def _feature_groups(backbone: str, dim: int) -> dict:
+    """``{"feature_groups": {...}}`` when the backbone's vector is several pooled stages (DML attends
+    over them), else nothing. Injected feature functions of other widths get no groups."""
+    from ..features.backbones import backbone_feature_groups
+    from ..errors import UnknownNameError
+
+    try:
+        groups = backbone_feature_groups(backbone)
+    except UnknownNameError:
+        return {}
+    return {"feature_groups": groups} if groups and sum(groups.values()) == dim else {}
+
+
 def cache_file(cache_dir: Path, backbone: str) -> Path:
     return Path(cache_dir) / f"features-{_safe(backbone)}.npz"
 
@@ -295,6 +308,7 @@ def load_custom_dataset(images_dir: str | os.PathLike, class_attributes_csv: str
             "class_attributes_csv": str(class_attributes_csv),
             "unseen_file": str(unseen_file),
             "feature_source": backbone,
+            **_feature_groups(backbone, feats.shape[1]),
             "paths": [str(p) for p in ok_paths],
             "failures": [(str(p), why) for p, why in failures],
             "n_extracted": n_extracted,

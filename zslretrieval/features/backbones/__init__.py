@@ -97,8 +97,10 @@ class Backbone:
     """
 
     def __init__(self, name: str, net: nn.Module, dim: int, preprocess: PreprocessSpec, weights_id: str,
-                 pool: Callable[[nn.Module, Tensor], Tensor] | None = None):
+                 pool: Callable[[nn.Module, Tensor], Tensor] | None = None, groups: dict[str, int] | None = None):
         self.name, self.dim, self.preprocess, self.weights_id = name, int(dim), preprocess, weights_id
+        # named widths of consecutive feature groups (pooled stages), or None for one vector
+        self.groups = dict(groups) if groups else None
         self.net = net.eval()
         self.transform: Callable[[Image.Image], Tensor] = preprocess.pil_transform()
         self._pool = pool
@@ -135,6 +137,14 @@ def load_backbone(name: str, weights: str | os.PathLike | None = None, device: s
     return BACKBONES.get(name)(weights, str(device)).to(device)
 
 
+def backbone_feature_groups(name: str) -> dict[str, int] | None:
+    """Named widths of the feature groups a backbone's vector is made of (None: one group), known
+    without loading weights -- e.g. efficientnet-lite0-stages: one group per pooled stage."""
+    from .efficientnet import STAGE_GROUPS, STAGES_NAME
+
+    return dict(STAGE_GROUPS) if canonical_backbone(name) == STAGES_NAME else None
+
+
 def canonical_backbone(name: str) -> str:
     """The registered name for ``name`` or an alias (UnknownNameError listing the valid ones)."""
     _import_all()
@@ -155,4 +165,4 @@ def _import_all() -> None:
 _import_all()
 
 
-__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessSpec", "canonical_backbone", "list_backbones", "load_backbone"]
+__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessSpec", "backbone_feature_groups", "canonical_backbone", "list_backbones", "load_backbone"]
