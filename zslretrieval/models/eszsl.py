@@ -82,8 +82,10 @@ class _EszslSolver:
         if gamma not in self._left:
             a = self.G.copy()
             a[np.diag_indices_from(a)] += gamma
-            self._left[gamma] = scipy.linalg.cho_solve(scipy.linalg.cho_factor(a, check_finite=False),
-                                                       self.XYS, check_finite=False)
+            # factorise in place: a second D x D float64 copy is 0.5 GB at D = 8k
+            self._left[gamma] = scipy.linalg.cho_solve(
+                scipy.linalg.cho_factor(a, overwrite_a=True, check_finite=False), self.XYS, check_finite=False)
+            del a
         return self._left[gamma]
 
     def solve(self, gamma: float, lam: float) -> np.ndarray:
