@@ -93,6 +93,9 @@ def test_errors_are_specific():
 def test_index_without_model_refuses_semantic_queries():
     eng = QueryEngine(make_index(with_model=False))
     with pytest.raises(IncompatibleError, match="need an index built with a model"):
+        eng.run([QuerySpec("vector", "1,0,0")])
+    # names and text go through the general model, which needs images of an ImageNet backbone
+    with pytest.raises(IncompatibleError, match="precomputed features"):
         eng.run([QuerySpec("class", "zebra")])
 
 

@@ -62,5 +62,7 @@ def test_image_query_generated_images_and_bad_file(tmp_path):
     bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
     r = runner.invoke(cli, base + ["--image", str(bad)])
     assert r.exit_code == 2 and "cannot be decoded" in r.output
-    r = runner.invoke(cli, base + ["--class", "zebra"])
+    vec = tmp_path / "v.txt"
+    vec.write_text("1 0 1")
+    r = runner.invoke(cli, base + ["--attribute-file", str(vec)])
     assert r.exit_code == 2 and "need an index built with a model" in r.output

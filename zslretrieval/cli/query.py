@@ -5,6 +5,8 @@ import click
 
 _EPILOG = """\b
 Examples:
+  zslr index ./photos && zslr query --text "a striped animal in the water"   # no training needed
+  zslr query --class okapi                        # any name, on an index of raw features
   zslr query --index awa1 --attributes stripes,water
   zslr query --index awa1 --attributes "black=0.5, white, -domestic" --top-k 20
   zslr query --index awa1 --class zebra --json
@@ -13,10 +15,16 @@ Examples:
 
 Attribute names ignore case, spaces and _ - +; 'name=0.7' sets a weight, '-name' asks for
 its absence (a negative weight). Unknown names exit with status 2 and suggestions.
+On an index of raw features (`zslr index DIR` without --model) --text, --attributes and
+--class take any words: the general model (built once from the backbone's ImageNet
+classifier, offline) maps them into the image feature space; each result says what the
+query was understood as.
 """
 
 
 @click.command("query", epilog=_EPILOG)
+@click.option("--text", "text", metavar="TEXT",
+              help="Free text, e.g. 'a striped animal in the water' (raw-feature index or a text model).")
 @click.option("--attributes", "attributes", metavar="LIST",
               help="Comma-separated attribute names: name, name=0.7, -name.")
 @click.option("--class", "class_name", metavar="NAME", help="A class of the model's dataset, e.g. zebra.")
@@ -24,7 +32,7 @@ its absence (a negative weight). Unknown names exit with status 2 and suggestion
               help="A descriptor: one number per line, CSV or a JSON list, one value per attribute.")
 @click.option("--image", type=click.Path(dir_okay=False), metavar="PATH", help="Query by example image.")
 @click.option("--batch", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Several queries, one per line: 'attributes: ...', 'class: ...', 'image: ...'.")
+              help="Several queries, one per line: 'text: ...', 'attributes: ...', 'class: ...', 'image: ...'.")
 @click.option("--index", "index", default="default", show_default=True, help="Index name or folder.")
 @click.option("--index-root", type=click.Path(file_okay=False), default=None,
               help="Folder holding named indexes (default $ZSLR_INDEXES or ./indexes).")
@@ -34,13 +42,15 @@ its absence (a negative weight). Unknown names exit with status 2 and suggestion
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write a self-contained HTML gallery to this file.")
-def query_cmd(attributes, class_name, attribute_file, image, batch, index, index_root, weights, top_k, as_json,
+def query_cmd(text, attributes, class_name, attribute_file, image, batch, index, index_root, weights, top_k, as_json,
               html_path):
     """Rank the images of an index by a description, a class name or an example image."""
     from ..query import (QueryConfig, QuerySpec, format_table, read_batch_file, results_to_json, run_query,
                          write_html)
 
     specs: list[QuerySpec] = []
+    if text is not None:
+        specs.append(QuerySpec("text", text, "--text"))
     if attributes is not None:
         specs.append(QuerySpec("attributes", attributes, "--attributes"))
     if class_name is not None:

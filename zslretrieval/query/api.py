@@ -29,7 +29,7 @@ class QueryRun:
 def run_query(cfg: QueryConfig) -> QueryRun:
     """Open the index, answer every spec in one batched search, return the ranked results."""
     if not cfg.specs:
-        raise InvalidInputError("no query given; use --attributes, --class, --attribute-file, --image or --batch")
+        raise InvalidInputError("no query given; use --text, --attributes, --class, --attribute-file, --image or --batch")
     if cfg.top_k is not None and cfg.top_k < 1:
         raise InvalidInputError(f"--top-k must be >= 1, got {cfg.top_k}")
     engine = open_engine(cfg.index, cfg.index_root, backbone_weights=cfg.weights)

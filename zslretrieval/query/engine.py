@@ -16,6 +16,7 @@ import torch
 
 from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
 from .spec import QuerySpec
+from .textual import general_query, text_descriptor
 from .vocab import (Vocabulary, build_attribute_vector, normalise_semantics, parse_attribute_terms,
                     parse_vector_text, read_attribute_file)
 
@@ -96,6 +97,7 @@ class _Prepared:
     resolved: dict[str, Any]
     descriptor: np.ndarray | None = None   # (S,) class-semantic vector, already normalised
     image: Path | bytes | None = None      # a file, or the encoded bytes of an uploaded image
+    vector: np.ndarray | None = None       # (E,) already in index space (general model on a raw index)
 
 
 class QueryEngine:
@@ -104,8 +106,12 @@ class QueryEngine:
     The index's model (if any) is loaded once; ``vocabulary`` and ``classes`` come from its card.
     """
 
-    def __init__(self, index: SearchableIndex, *, backbone_weights: str | os.PathLike | None = None):
+    def __init__(self, index: SearchableIndex, *, backbone_weights: str | os.PathLike | None = None,
+                 general: Any = None):
         self.index = index
+        # The general zero-shot model (text -> raw backbone features) for indexes without a model;
+        # loaded (or built, once per data folder) on the first text query.
+        self._general = general
         self.backbone_weights = backbone_weights
         self.manifest = index.manifest
         self.metric: str = self.manifest.metric
@@ -124,8 +130,28 @@ class QueryEngine:
         if self.model is None:
             raise IncompatibleError(
                 f"{spec.kind} queries need an index built with a model, but index "
-                f"{getattr(self.manifest, 'name', '?')!r} holds raw features; rebuild it with `zslr index --model "
-                "CHECKPOINT` or query it by --image")
+                f"{getattr(self.manifest, 'name', '?')!r} holds raw features; query it by --text, --attributes, "
+                "--class or --image, or rebuild it with `zslr index --model CHECKPOINT`")
+
+    def general_model(self):
+        """The general model matching this raw index's backbone and weights (IncompatibleError otherwise)."""
+        if self._general is None:
+            from ..features.backbones import BACKBONES
+            from ..text.general import HEAD_BACKBONES, load_general_model
+
+            name = getattr(self.manifest, "backbone", None)
+            if not name or name not in BACKBONES:
+                raise IncompatibleError(
+                    f"index {getattr(self.manifest, 'name', '?')!r} holds precomputed features (source {name!r}) and "
+                    "no model; text queries need either a model (`zslr index --model`) or images indexed with an "
+                    f"ImageNet backbone ({', '.join(HEAD_BACKBONES)})")
+            self._general = load_general_model(name)
+        want = getattr(self.manifest, "backbone_weights", None)
+        if want and self._general.backbone_weights != want:
+            raise IncompatibleError(
+                f"index {getattr(self.manifest, 'name', '?')!r} was built with {self._general.backbone} weights {want!r}; "
+                f"the general model knows only {self._general.backbone_weights!r}, whose classifier it was built from")
+        return self._general
 
     def _attribute_width(self, spec: QuerySpec) -> int:
         """Descriptor width for attribute queries; refuses models fusing other modalities."""
@@ -148,6 +174,13 @@ class QueryEngine:
             if not p.is_file():
                 raise DataNotFoundError(f"query image not found: {p}")
             return _Prepared(spec, {"image": str(p)}, image=p)
+        if self.model is None and spec.kind in ("text", "class", "attributes"):
+            v, resolved = general_query(spec, self.general_model(), int(self.manifest.dim))
+            return _Prepared(spec, resolved, vector=v)
+        if spec.kind == "text":
+            self._need_model(spec)
+            d, resolved = text_descriptor(spec, self.card, len(self.vocabulary or []))
+            return _Prepared(spec, resolved, descriptor=d)
         if spec.kind == "class":
             self._need_model(spec)
             if self.class_semantics is None:
@@ -197,6 +230,9 @@ class QueryEngine:
             sem = []
         else:
             out = np.zeros((len(prepared), dim), np.float32)
+        for i, p in enumerate(prepared):
+            if p.vector is not None:
+                out[i] = self._check_dim(p.vector[None], "text query vector")[0]
         if sem:
             s = np.stack([prepared[i].descriptor for i in sem]) if len(sem) > 1 else prepared[sem[0]].descriptor[None]
             out[sem] = self._check_dim(self.projector(s), "class embedding")

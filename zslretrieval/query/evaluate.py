@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +84,30 @@ def engine_map(model: ZslModel, card: ModelCard, dataset: ZslDataset, *, root: s
     m, aps = mean_average_precision_from_rankings(ranked_pos, np.array([code[c] for c in query_classes]),
                                                   gallery_labels, k)
     return m, {c: float(a) for c, a in zip(query_classes, aps)}
+
+
+def label_query_map(engine: QueryEngine, kind: str = "text",
+                    text_of: Callable[[str], str] | None = None) -> dict:
+    """mAP of querying an index by its own labels (folder names) through ``engine``: one query per label.
+
+    Each distinct catalog label ``L`` is asked as ``QuerySpec(kind, text_of(L))`` (default: the label
+    as words, ``killer+whale`` -> ``killer whale``; CUB's ``013.Bobolink`` -> ``Bobolink``); the
+    full ranking (k=None) is scored against the catalog labels. Returns ``{"map", "chance", "ap":
+    {label: AP}, "top1": {label: label of the first hit}, "n_images", "n_classes"}``; ``chance`` is
+    the mean share of each label's images (the AP of a random ranking, in expectation).
+    """
+    from .textual import humanise
+    text_of = text_of or (lambda lab: humanise(lab.split(".", 1)[1] if lab[:3].isdigit() and "." in lab else lab))
+    recs = [r for r in engine.index.all_records() if r.label is not None]
+    if not recs:
+        raise IncompatibleError("the index has no labelled images (labels come from the folder names)")
+    ids = np.array([r.id for r in recs], np.int64)
+    labels = np.array([str(r.label) for r in recs])
+    classes = sorted(set(labels))
+    results = engine.run([QuerySpec(kind, text_of(c)) for c in classes], k=None)
+    pos = {int(i): p for p, i in enumerate(ids)}
+    ranked = np.array([[pos.get(h.id, -1) for h in r.hits if h.id in pos] for r in results])
+    m, aps = mean_average_precision_from_rankings(ranked, np.array(classes), labels)
+    return {"map": m, "chance": float(np.mean([np.mean(labels == c) for c in classes])),
+            "ap": dict(zip(classes, map(float, aps))), "top1": {c: labels[row[0]] for c, row in zip(classes, ranked)},
+            "queries": {c: text_of(c) for c in classes}, "n_images": len(labels), "n_classes": len(classes)}

@@ -18,6 +18,15 @@ THUMB_PX = 160
 def describe_resolved(result: QueryResult) -> str:
     """One line saying how the query was understood, e.g. ``stripes=1, water=0.7``."""
     r = result.resolved
+    how = r.get("understood_as")
+    if how:
+        said = (f"text {r['text']!r}" if "text" in r else f"class {r['class']}" if "class" in r
+                else ", ".join(f"{a['name']}={a['weight']:g}" for a in r.get("attributes", [])))
+        line = f"{said} -> {how['model']} on {' + '.join(repr(t) for t in how['texts'])}"
+        near = how.get("nearest_imagenet")
+        if near:
+            line += "; looks like ImageNet " + ", ".join(f"{c['name']} ({c['cosine']:.2f})" for c in near)
+        return line
     if "class" in r:
         return f"class {r['class']}"
     if "attributes" in r:

