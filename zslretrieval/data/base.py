@@ -94,8 +94,16 @@ class ZslDataset:
                 parts.append(np.asarray(self.attributes, np.float32))
             elif m in self.extra_semantics:
                 parts.append(np.asarray(self.extra_semantics[m], np.float32))
+            elif m == "text":
+                # Class-name sentence embeddings (384-d, unit rows), computed on first use and
+                # cached on disk by content hash (zslretrieval.text); kept for the next call.
+                from ..text import encode_vocabulary
+                from ..text.names import CLASS_TEMPLATE, class_text
+                self.extra_semantics["text"] = encode_vocabulary([class_text(c) for c in self.class_names],
+                                                                 template=CLASS_TEMPLATE)
+                parts.append(self.extra_semantics["text"])
             else:
-                valid = ["attributes", *sorted(self.extra_semantics)]
+                valid = ["attributes", "text", *sorted(self.extra_semantics)]
                 raise InvalidInputError(f"{self.name}: unknown semantic modality {m!r}; valid: {', '.join(valid)}")
         return np.concatenate(parts, axis=1), [p.shape[1] for p in parts]
 

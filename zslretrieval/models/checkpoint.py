@@ -47,6 +47,7 @@ class ModelCard:
     vocabulary: list[str] = dataclasses.field(default_factory=list)   # attribute names, in column order
     semantic_norm: str = "l2"                    # how class descriptors were normalised ("l2", "none")
     semantic_modalities: list[str] = dataclasses.field(default_factory=lambda: ["attributes"])
+    text_encoder: str = ""                       # sentence encoder of the "text" modality (zslretrieval.text)
     feature_source: str = ""                     # e.g. "xlsa17 res101", "efficientnet-lite0"
     feature_transform: str = "none"              # e.g. "hellinger"
     selection: dict[str, Any] = dataclasses.field(default_factory=dict)  # how hparams were chosen (val)

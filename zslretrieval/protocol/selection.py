@@ -427,5 +427,14 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
         seen_classes=[names[c] for c in seen_c], unseen_classes=[names[c] for c in unseen_c],
         vocabulary=list(dataset.attribute_names), semantic_norm=dataset.semantic_norm,
         semantic_modalities=list(modalities), feature_source=_feature_source(dataset),
-        feature_transform=dataset.feature_transform, selection=selection, train_seconds=round(train_seconds, 3))
+        feature_transform=dataset.feature_transform, selection=selection, train_seconds=round(train_seconds, 3),
+        text_encoder=_text_encoder(modalities))
     return TrainResult(model=model, card=card, selection=selection)
+
+
+def _text_encoder(modalities) -> str:
+    """The sentence encoder id recorded in a card whose model reads class-name text."""
+    if "text" not in modalities:
+        return ""
+    from ..text import encoder_id
+    return encoder_id()

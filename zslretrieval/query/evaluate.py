@@ -96,8 +96,8 @@ def label_query_map(engine: QueryEngine, kind: str = "text",
     {label: AP}, "top1": {label: label of the first hit}, "n_images", "n_classes"}``; ``chance`` is
     the mean share of each label's images (the AP of a random ranking, in expectation).
     """
-    from .textual import humanise
-    text_of = text_of or (lambda lab: humanise(lab.split(".", 1)[1] if lab[:3].isdigit() and "." in lab else lab))
+    from ..text.names import class_text
+    text_of = text_of or class_text
     recs = [r for r in engine.index.all_records() if r.label is not None]
     if not recs:
         raise IncompatibleError("the index has no labelled images (labels come from the folder names)")

@@ -14,24 +14,19 @@ the same linear rule the attribute vectors follow for the linear models (``query
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
 from ..errors import IncompatibleError, InvalidInputError
+from ..text.names import CLASS_TEMPLATE, class_text, humanise
 from .spec import QuerySpec
 from .vocab import parse_attribute_terms
 
 # How many ImageNet classes a general-model query reports as "understood as".
 NEAREST_CLASSES = 3
-_SEPARATORS = re.compile(r"(::|[_+()\[\]]|\s)+")
 
-
-def humanise(name: str) -> str:
-    """A vocabulary or folder name as words: ``killer+whale`` -> ``killer whale``,
-    ``has_bill_shape::curved_(up_or_down)`` -> ``has bill shape curved up or down``."""
-    return _SEPARATORS.sub(" ", name).strip()
+__all__ = ["general_query", "humanise", "query_texts", "text_descriptor"]
 
 
 def query_texts(spec: QuerySpec) -> tuple[list[str], list[float], dict[str, Any]]:
@@ -40,7 +35,7 @@ def query_texts(spec: QuerySpec) -> tuple[list[str], list[float], dict[str, Any]
         text = " ".join(spec.text.split())
         return [text], [1.0], {"text": text}
     if spec.kind == "class":
-        name = humanise(spec.text)
+        name = class_text(spec.text)
         if not name:
             raise InvalidInputError(f"class name {spec.text!r} has no letters; expected e.g. 'zebra'")
         return [name], [1.0], {"class": name}
@@ -93,7 +88,11 @@ def text_descriptor(spec: QuerySpec, card, vocabulary_size: int) -> tuple[np.nda
         raise IncompatibleError(f"model {card.model!r} reads {'+'.join(mods) or 'attributes'}, not text; --text needs "
                                 "a model trained with `--modality text` (or an index of raw features)")
     texts, weights, resolved = query_texts(spec)
-    template = (card.selection or {}).get("text_template", "{}")
+    template = CLASS_TEMPLATE
+    from ..text import encoder_id
+    if getattr(card, "text_encoder", "") and card.text_encoder != encoder_id():
+        raise IncompatibleError(f"model {card.model!r} was trained on text embeddings of {card.text_encoder}; "
+                                f"{encoder_id()} is installed")
     e = encode_texts(apply_template(texts, template))
     t = (np.asarray(weights, np.float32)[:, None] * e).sum(0)
     n = float(np.linalg.norm(t))

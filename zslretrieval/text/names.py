@@ -1,0 +1,24 @@
+"""Class, attribute and folder names as the words a sentence encoder should read."""
+from __future__ import annotations
+
+import re
+
+# Separators used by the benchmarks and by folder names: AwA ``killer+whale``, CUB
+# ``has_bill_shape::curved_(up_or_down)``, SUN ``bus_station_outdoor``.
+_SEPARATORS = re.compile(r"(::|[_+()\[\]]|\s)+")
+# CUB-style numbered folders/classes: ``013.Bobolink``.
+_NUMBERED = re.compile(r"^\d+\.(?=\D)")
+
+# The prompt a class name is read in, for datasets' ``text`` modality and text queries on models
+# trained with it (the general model picks its own template on validation ImageNet classes).
+CLASS_TEMPLATE = "a photo of a {}."
+
+
+def humanise(name: str) -> str:
+    """``killer+whale`` -> ``killer whale``; ``has_bill_shape::curved_(up_or_down)`` -> ``has bill shape curved up or down``."""
+    return _SEPARATORS.sub(" ", name).strip()
+
+
+def class_text(name: str) -> str:
+    """A class label as words, without a numeric prefix: ``013.Bobolink`` -> ``Bobolink``."""
+    return humanise(_NUMBERED.sub("", name.strip()))
