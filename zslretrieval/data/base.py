@@ -1,28 +1,16 @@
 """The in-memory form of a zero-shot benchmark, shared by every loader."""
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import InvalidInputError
+# re-exported: the data root is resolved below the data layer so that text caches use it too
+from ..paths import DEFAULT_DATA_ROOT, resolve_data_root  # noqa: F401
 
 SPLITS = ("trainval", "train", "val", "test_seen", "test_unseen")
-DEFAULT_DATA_ROOT = Path("~/.local/share/zslretrieval/data").expanduser()
-
-
-def resolve_data_root(cli_value: str | os.PathLike | None = None) -> Path:
-    """``--data-root``, else ``$ZSLR_DATA``, else ``~/.local/share/zslretrieval/data``."""
-    if cli_value:
-        return Path(cli_value).expanduser()
-    env = os.environ.get("ZSLR_DATA")
-    if env:
-        return Path(env).expanduser()
-    return DEFAULT_DATA_ROOT
-
 
 @dataclass
 class ZslDataset:

@@ -335,7 +335,7 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
 
 def general_model_path(backbone: str, weights_id: str, data_root: str | os.PathLike | None = None) -> Path:
     """``<data root>/general/<backbone>-<key>.pt``; the key changes with weights, encoder and format."""
-    from ..data.base import resolve_data_root
+    from ..paths import resolve_data_root
     from .encoder import encoder_id
     key = hashlib.sha256(json.dumps([FORMAT, backbone, weights_id, encoder_id()]).encode()).hexdigest()[:16]
     return resolve_data_root(data_root) / "general" / f"{backbone}-{key}.pt"
@@ -348,7 +348,7 @@ def load_general_model(backbone: str = "efficientnet-lite0", *, data_root: str |
                        build: bool = True, rebuild: bool = False,
                        log: Callable[[str], None] | None = None) -> GeneralModel:
     """The cached general model of ``backbone`` (built on first use, then read from the data folder)."""
-    from ..data.base import resolve_data_root
+    from ..paths import resolve_data_root
     from ..features.backbones import canonical_backbone
     name = canonical_backbone(backbone)
     key = (name, str(resolve_data_root(data_root)))

@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Text queries without training: the general model on real photos, held-out ImageNet classes,
+text as a modality on awa1-lampert, and query latency. Prints one table per part.
+
+1. General model: held-out ImageNet prototype retrieval top-1 for DEM / ridge / ConSE (val: chosen
+   on; test: reported only), from the model's own selection record.
+2. Photos (30 each of ../shared/data/photos/{awa2,cub,sun}): `zslr index DIR` (raw features), then
+   every folder class name asked as --text through the engine; mAP vs chance (share of the class's
+   photos). Ridge and ConSE rows rank the same raw features with the baselines, same run.
+   Attribute words: awa2 photos by their class's 5 strongest AwA attributes (--attributes), and the
+   demo's generated unseen classes by their 4 attribute values.
+3. awa1-lampert (real AwA1 features, proposed split): DEM trained by the protocol with attributes,
+   text (class-name embeddings) and both fused; unseen per-class top-1 and mAP.
+4. Latency of one --text query: cold (a fresh `zslr query` process: imports, encoder and general
+   model load) vs warm (same process, encoder loaded), with --image (backbone forward) as baseline.
+
+    python scripts/bench_text.py                          # everything (~10-20 min on 2 CPU cores)
+    python scripts/bench_text.py --skip-awa1 --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def table(title: str, head: list[str], rows: list[list]) -> None:
+    cells = [[str(c) for c in r] for r in [head, *rows]]
+    w = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    print(f"\n{title}")
+    for j, r in enumerate(cells):
+        print("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)))
+        if j == 0:
+            print("  ".join("-" * x for x in w))
+
+
+def general_part(model) -> None:
+    sel, best = model.selection, model.selection["best"]
+    rows = [[m + (" (chosen)" if m == sel["chosen"] else ""), f"{best[m]['val_top1']:.3f}", f"{best[m]['test_top1']:.3f}",
+             f"{sel['chance']:.3f}"] for m in ("dem", "ridge", "conse")]
+    table(f"1. held-out ImageNet prototype retrieval ({sel['split']['train']} train / {sel['split']['val']} val / "
+          f"{sel['split']['test']} test classes, seed {sel['seed']}; template {model.template!r}; build "
+          f"{sel['build_seconds']} s)", ["method", "val top-1", "test top-1", "chance"], rows)
+
+
+def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
+    from zslretrieval.index import IndexConfig, index_images, open_index
+    from zslretrieval.metrics.ranking import mean_average_precision
+    from zslretrieval.query import QueryEngine, QuerySpec
+    from zslretrieval.query.evaluate import label_query_map
+    from zslretrieval.text import encode_vocabulary
+    from zslretrieval.text.general import (apply_ridge, conse_embed, fit_ridge, imagenet_categories, imagenet_head,
+                                           softmax)
+    from zslretrieval.text.names import class_text
+    w, b, _ = imagenet_head(model.backbone)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    cat_text = encode_vocabulary(imagenet_categories(), template=model.template)
+    ridge = fit_ridge(cat_text, unit(w), model.selection["best"]["ridge"]["alpha"])
+    conse_t = model.selection["best"]["conse"]["T"]
+    rows, out = [], {}
+    for name, folder in (("awa2", photos / "awa2" / "JPEGImages"), ("cub", photos / "cub"), ("sun", photos / "sun")):
+        if not folder.is_dir():
+            print(f"skip {name}: {folder} not found")
+            continue
+        index_images(IndexConfig(inputs=[folder], name=name, root=work / "ix", device="cpu", workers=0))
+        idx = open_index(name, root=work / "ix")
+        eng = QueryEngine(idx, general=model)
+        res = label_query_map(eng, "text")
+        ids, x = idx.raw_features()
+        lab_of = {r.id: str(r.label) for r in idx.all_records()}
+        labels = np.array([lab_of[int(i)] for i in ids])
+        classes = sorted(res["ap"])
+        q_text = model.text_embeddings([res["queries"][c] for c in classes])
+        s_ridge = unit(apply_ridge(ridge, q_text)) @ unit(x).T
+        img_text = conse_embed(softmax(x @ w.T + b), cat_text, conse_t)
+        s_conse = q_text @ img_text.T
+        m_ridge = mean_average_precision(s_ridge, np.array(classes), labels)[0]
+        m_conse = mean_average_precision(s_conse, np.array(classes), labels)[0]
+        right = sum(res["top1"][c] == c for c in classes)
+        rows.append([name, res["n_images"], res["n_classes"], f"{res['chance']:.3f}", f"{res['map']:.3f}",
+                     f"{right}/{len(classes)}", f"{m_ridge:.3f}", f"{m_conse:.3f}"])
+        out[name] = (res, idx, eng)
+        if name == "awa2":
+            print("\nawa2 per class (query -> AP, label of the first hit):")
+            print("  " + "; ".join(f"{c} {res['ap'][c]:.2f} ({res['top1'][c]})" for c in classes))
+    table(f"2a. class-name --text queries on raw-feature indexes (general {model.backbone}/{model.method}; "
+          "baselines on the same features)",
+          ["photos", "images", "classes", "chance", f"mAP {model.method}", "first hit right", "mAP ridge",
+           f"mAP ConSE T={conse_t}"], rows)
+
+    # attribute words
+    rows = []
+    if "awa2" in out:
+        res, idx, eng = out["awa2"]
+        names = (data_root / "xlsa17" / "AWA2" / "predicates.txt").read_text().split()[1::2]
+        matrix = np.loadtxt(photos / "awa2" / "predicate-matrix-continuous.txt")
+        cls_all = [ln.split()[1] for ln in (photos / "awa2" / "classes.txt").read_text().splitlines() if ln.strip()]
+        spec_of = {c: ",".join(names[j] for j in np.argsort(-matrix[cls_all.index(c)])[:5]) for c in res["ap"]}
+        r = label_query_map(eng, "attributes", text_of=lambda c: spec_of[c])
+        rows.append(["awa2 photos, 5 strongest AwA attributes", r["n_classes"], f"{r['chance']:.3f}", f"{r['map']:.3f}",
+                     f"e.g. {spec_of['tiger']!r}"])
+    from zslretrieval.demo.generator import generate_dataset
+    gen = generate_dataset(work / "demo", seed=0, images_per_class=8, image_size=160)
+    index_images(IndexConfig(inputs=[gen.images_dir], name="demo", root=work / "ix", device="cpu", workers=0))
+    deng = QueryEngine(open_index("demo", root=work / "ix"), general=model)
+    spec = {c.name: ",".join(c.attributes) for c in gen.classes}
+    recs = deng.index.all_records()
+    labels = np.array([str(rr.label) for rr in recs])
+    ids = np.array([rr.id for rr in recs])
+    results = deng.run([QuerySpec("attributes", spec[u]) for u in gen.unseen], k=None)
+    pos = {int(i): p for p, i in enumerate(ids)}
+    ranked = np.array([[pos[h.id] for h in rr.hits] for rr in results])
+    from zslretrieval.metrics.ranking import mean_average_precision_from_rankings
+    m, _ = mean_average_precision_from_rankings(ranked, np.array(gen.unseen), labels)
+    rows.append([f"demo: {len(gen.unseen)} unseen classes among {len(gen.classes)} ({len(labels)} images)",
+                 len(gen.unseen), f"{1 / len(gen.classes):.3f}", f"{m:.3f}", f"e.g. {spec[gen.unseen[0]]!r}"])
+    table("2b. attribute words as --attributes on raw-feature indexes (general model)",
+          ["gallery", "queries", "chance", "mAP", "query"], rows)
+    return out
+
+
+def awa1_part(data_root: Path, seed: int) -> None:
+    from zslretrieval.data import load_dataset
+    from zslretrieval.protocol import evaluate, select_and_train
+    ds = load_dataset("awa1-lampert", data_root, seed=seed)
+    rows = []
+    for mods in (("attributes",), ("text",), ("attributes", "text")):
+        t0 = time.perf_counter()
+        res = select_and_train(ds, "dem", seed=seed, modalities=mods)
+        m = evaluate(res.model, ds, ("top1", "map"), card=res.card)
+        rows.append(["+".join(mods), f"{res.selection['val_top1']:.3f}", f"{m['top1']:.3f}", f"{m['map']:.3f}",
+                     f"{time.perf_counter() - t0:.0f}"])
+    table(f"3. awa1-lampert (proposed split, 10 unseen classes, chance 0.100), DEM by the protocol, seed {seed}",
+          ["semantics", "val top-1", "unseen top-1", "unseen mAP", "seconds"], rows)
+
+
+def latency_part(work: Path, photos: Path, env: dict) -> None:
+    from zslretrieval.index import open_index
+    from zslretrieval.query import QueryEngine, QuerySpec
+    image = sorted((photos / "awa2" / "JPEGImages" / "tiger").glob("*.jpg"))[0]
+    base = [sys.executable, "-m", "zslretrieval", "query", "--index", "awa2", "--index-root", str(work / "ix"),
+            "--top-k", "5"]
+    cold = {}
+    for kind, arg in (("text", ["--text", "a striped animal in the water"]), ("image", ["--image", str(image)])):
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            subprocess.run(base + arg, env=env, check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+        cold[kind] = min(times)
+    eng = QueryEngine(open_index("awa2", root=work / "ix"))
+    warm = {}
+    for kind, text in (("text", "a striped animal in the water"), ("image", str(image))):
+        eng.run([QuerySpec(kind, text)], k=5)          # loads encoder + general model / backbone
+        times = []
+        for i in range(10):
+            q = f"a striped animal in the water {i}" if kind == "text" else text
+            t0 = time.perf_counter()
+            eng.run([QuerySpec(kind, q)], k=5)
+            times.append(time.perf_counter() - t0)
+        warm[kind] = statistics.median(times)
+    table("4. query latency, awa2 raw index (30 photos); cold = fresh `zslr query` process, best of 2",
+          ["query", "cold s", "warm ms (median of 10)"],
+          [[f"--{k}" + (" (baseline)" if k == "image" else ""), f"{cold[k]:.1f}", f"{1000 * warm[k]:.0f}"]
+           for k in ("text", "image")])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data",
+                    help="benchmarks and photos (read only)")
+    ap.add_argument("--work", type=Path, default=None, help="indexes, general model, caches (default: a temp dir)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-awa1", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="zslr-bench-text-"))
+    # caches and the general model go to the work folder, never into the (shared) data folder
+    os.environ["ZSLR_CACHE"] = str(work / "cache")
+    os.environ["ZSLR_DATA"] = str(work / "data")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+    torch.set_num_threads(args.threads)
+    from zslretrieval.text.general import load_general_model
+    print(f"work folder {work}; data {args.data_root}; seed {args.seed}; torch threads {args.threads}; "
+          f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    t0 = time.perf_counter()
+    model = load_general_model("efficientnet-lite0", log=lambda m: print(m, flush=True))
+    print(f"general model ready in {time.perf_counter() - t0:.1f} s")
+    general_part(model)
+    photo_part(model, args.data_root / "photos", work, args.data_root)
+    if not args.skip_awa1:
+        awa1_part(args.data_root, args.seed)
+    if not args.skip_latency:
+        latency_part(work, args.data_root / "photos", {**os.environ, "PYTHONPATH": str(ROOT)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Where the engine keeps data it reads and caches it builds (below every layer, imports nothing of ours)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_DATA_ROOT = Path("~/.local/share/zslretrieval/data").expanduser()
+
+
+def resolve_data_root(cli_value: str | os.PathLike | None = None) -> Path:
+    """``--data-root``, else ``$ZSLR_DATA``, else ``~/.local/share/zslretrieval/data``."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    env = os.environ.get("ZSLR_DATA")
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_DATA_ROOT
