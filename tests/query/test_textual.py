@@ -115,3 +115,13 @@ def test_query_texts_reads_only_text_kinds():
     assert query_texts(QuerySpec("text", " zebra ")) == (["zebra"], [1.0], {"text": "zebra"})
     with pytest.raises(InvalidInputError):
         query_texts(QuerySpec("vector", "1,2"))
+
+
+def test_supports_says_what_a_raw_index_answers():
+    _, eng = engine()
+    assert all(eng.supports(k) for k in ("text", "class", "attributes", "image"))
+    assert not eng.supports("vector") and not eng.supports("attribute-file")
+    bare = QueryEngine(make_index(n=5, feature_dim=DIM, with_model=False, backbone=None))
+    assert not bare.supports("text")
+    modelled = QueryEngine(make_index(n=5))
+    assert not modelled.supports("text") and modelled.supports("class") and modelled.supports("attributes")

@@ -133,6 +133,19 @@ class QueryEngine:
                 f"{getattr(self.manifest, 'name', '?')!r} holds raw features; query it by --text, --attributes, "
                 "--class or --image, or rebuild it with `zslr index --model CHECKPOINT`")
 
+    def supports(self, kind: str) -> bool:
+        """Whether this index can answer ``kind`` queries (for UIs; loads nothing heavy)."""
+        if kind == "image":
+            return True
+        if self.model is None:
+            from ..text.general import HEAD_BACKBONES
+            return kind in ("text", "class", "attributes") and getattr(self.manifest, "backbone", None) in HEAD_BACKBONES
+        if kind == "text":
+            return "text" in (self.card.semantic_modalities or [])
+        if kind == "class":
+            return self.class_semantics is not None
+        return bool(self.vocabulary and len(self.vocabulary) and self.model.semantic_dim == len(self.vocabulary))
+
     def general_model(self):
         """The general model matching this raw index's backbone and weights (IncompatibleError otherwise)."""
         if self._general is None:

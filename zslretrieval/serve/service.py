@@ -233,8 +233,13 @@ class SearchService:
             image = e._backbone is not None
         else:
             image = (snap or self.snapshot).index.manifest.source == "images"
-        return {"attributes": attrs, "vector": attrs, "class": bool(has_model and e.class_semantics is not None),
-                "text": text, "image": image}
+        classes = bool(has_model and e.class_semantics is not None)
+        if not has_model and callable(getattr(e, "supports", None)):
+            # a raw-feature index answers attribute words and any class name through the general model
+            classes = bool(e.supports("class"))
+            return {"attributes": bool(e.supports("attributes")), "vector": False, "class": classes, "text": text,
+                    "image": image}
+        return {"attributes": attrs, "vector": attrs, "class": classes, "text": text, "image": image}
 
     def info(self) -> dict[str, Any]:
         snap = self.snapshot
