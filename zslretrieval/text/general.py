@@ -366,7 +366,7 @@ def load_general_model(backbone: str = "efficientnet-lite0", *, data_root: str |
         if not build:
             raise CheckpointError(f"no general model for {name} at {path}; build it with `zslr general --backbone {name}`")
         say = log or (lambda m: print(f"zslr: {m}", file=sys.stderr, flush=True))
-        say(f"building the general text->image model for {name} once (about a minute on CPU); cached in {path}")
+        say(f"building the general text->image model for {name} once (a few minutes on CPU); cached in {path}")
         model = build_general_model(name, cache_dir=path.parent.parent / "cache" / "text", log=log)
         model.save(path)
     _LOADED[key] = model
