@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,35 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- catalog backends (tests/pg.py): SQLite, and PostgreSQL when $ZSLR_TEST_PG_URL is set ---
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_db(request):
+    """``--db`` of an index under test: None (SQLite file in the index folder) or a fresh PostgreSQL database."""
+    from tests.pg import catalog_for
+
+    with catalog_for(request.param) as url:
+        yield url
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line per PostgreSQL-backed test, so a CI log shows they ran against a real server."""
+    from tests.pg import NOT_SET, PG_URL
+
+    reps = [r for key in ("passed", "failed", "error", "skipped") for r in terminalreporter.stats.get(key, [])
+            if getattr(r, "when", "") in ("call", "setup") and re.search(r"[\[-]postgresql[\]-]", r.nodeid)
+            and not (r.when == "setup" and r.passed)]
+    if not reps:
+        return
+    tr = terminalreporter
+    tr.section("PostgreSQL-backed catalog tests")
+    tr.write_line(f"server: {PG_URL}" if PG_URL else NOT_SET)
+    counts: dict[str, int] = {}
+    for r in reps:
+        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+        tr.write_line(f"{r.outcome.upper():8s} {r.nodeid}")
+    tr.write_line("postgresql: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sqlalchemy import func, select
 
 import tests.index.fakes  # noqa: F401  (tiny-test backbone, tiny-linear / tiny-l2 models)
 from tests.index.fakes import make_checkpoint, write_images
 from zslretrieval.errors import DataNotFoundError, IncompatibleError, InvalidInputError
 from zslretrieval.features import extract_features
 from zslretrieval.index import IndexConfig, check_index, index_images, open_index
+from zslretrieval.index.catalog import Catalog, IndexEntry
+from zslretrieval.index.layout import catalog_url
 from zslretrieval.index.searchers import NumpySearcher
 from zslretrieval.index.space import l2_normalize
 from zslretrieval.index.writer import ChunkItem, IndexWriter
@@ -34,8 +36,11 @@ def _assert_consistent(tmp_path, n_ok, name="default"):
 
 
 def _max_faiss_id(tmp_path):
-    with sqlite3.connect(tmp_path / "ix" / "default" / "catalog.sqlite") as c:
-        return c.execute("select max(faiss_id), count(*) from index_entries").fetchone()
+    cat = Catalog(catalog_url(tmp_path / "ix" / "default", None), create=False)  # SQLite or PostgreSQL
+    with cat.session() as s:
+        out = tuple(s.execute(select(func.max(IndexEntry.faiss_id), func.count()).select_from(IndexEntry)).one())
+    cat.close()
+    return out
 
 
 @pytest.fixture()
@@ -45,8 +50,8 @@ def imgs(tmp_path):
     return paths
 
 
-def test_incremental_rerun_change_touch_prune(tmp_path, imgs):
-    r = index_images(_cfg(tmp_path))
+def test_incremental_rerun_change_touch_prune(tmp_path, imgs, catalog_db):
+    r = index_images(_cfg(tmp_path, db=catalog_db))  # later runs find the catalog URL in the folder
     assert (r.added, r.unchanged, len(r.failures), r.n_ok, r.n_entries) == (12, 0, 1, 12, 12)
     assert r.failures[0][0].endswith("broken.jpg")
     _assert_consistent(tmp_path, 12)
@@ -91,8 +96,8 @@ def test_incremental_rerun_change_touch_prune(tmp_path, imgs):
     _assert_consistent(tmp_path, 12)
 
 
-def test_search_equals_brute_force_and_records(tmp_path, imgs):
-    index_images(_cfg(tmp_path))
+def test_search_equals_brute_force_and_records(tmp_path, imgs, catalog_db):
+    index_images(_cfg(tmp_path, db=catalog_db))
     ix = open_index("default", tmp_path / "ix")
     assert ix.manifest.backbone == "tiny-test" and ix.manifest.dim == 16 and ix.manifest.metric == "ip"
     ids, x = ix.vectors()
@@ -172,8 +177,8 @@ def test_model_of_other_feature_dim_is_refused(tmp_path, imgs):
         index_images(_cfg(tmp_path, backbone="efficientnet-lite0"))
 
 
-def test_repair_after_interrupted_sync_and_debris(tmp_path, imgs):
-    index_images(_cfg(tmp_path))
+def test_repair_after_interrupted_sync_and_debris(tmp_path, imgs, catalog_db):
+    index_images(_cfg(tmp_path, db=catalog_db))
     folder = tmp_path / "ix" / "default"
     # as if killed after a chunk commit but before the FAISS update
     with IndexWriter(folder) as w:

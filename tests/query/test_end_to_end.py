@@ -38,15 +38,25 @@ def fit(ds, name="eszsl", hparams=None, seed=0):
     return model, card
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def catalog_backend(request):
+    """The catalog of the module's index: SQLite, then PostgreSQL (skipped without $ZSLR_TEST_PG_URL)."""
+    from tests.pg import catalog_for
+
+    with catalog_for(request.param) as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, catalog_backend):
     root = tmp_path_factory.mktemp("idx")
     ds = make_synthetic(seed=3)
     model, card = fit(ds, hparams={"gamma": 1.0, "lam": 1.0})
     ckpt = save_checkpoint(model, card, root / "m.pt", torch.from_numpy(ds.attributes))
     rows = np.sort(np.concatenate([ds.split_indices("test_seen"), ds.split_indices("test_unseen")]))
     ix = index_features("syn", ds.features[rows], [f"syn/test/{r}" for r in rows],
-                        [ds.class_names[c] for c in ds.labels[rows]], model_checkpoint=ckpt, root=root)
+                        [ds.class_names[c] for c in ds.labels[rows]], model_checkpoint=ckpt, root=root,
+                        db=catalog_backend)
     ix.close()
     return root, ds, model, card, rows
 

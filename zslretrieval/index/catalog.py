@@ -12,15 +12,25 @@ Tables
 
 A chunk of work is one transaction: shard row + image rows + entries + manifest counters
 commit together, so a crash at any point loses at most the chunk in flight.
+
+Backends: SQLite (default, a file in the index folder) and PostgreSQL (``--db postgresql://...``,
+``pip install 'zslretrieval[postgres]'``) go through the same code: the schema is created, and
+migrated from older versions by :data:`MIGRATIONS`, inside one write transaction, and every
+write transaction (:meth:`Catalog.write`) is serialised against all other writers of the
+catalog: ``BEGIN IMMEDIATE`` on SQLite, a transaction-scoped advisory lock on PostgreSQL. The
+index folder's flock already serialises writers on one machine; this also covers writers on
+several machines sharing one catalog, and two processes creating the same schema at once.
 """
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import (BigInteger, DateTime, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select,
+                        text)
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -28,6 +38,11 @@ from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "removed")
+# version v -> the DDL/DML that turns a version-v catalog into v+1, run in the write transaction
+# that also bumps schema_version (so a crash mid-migration leaves version v intact).
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+# pg_advisory_xact_lock key of catalog writers (any constant; "zslr" in ASCII)
+PG_WRITE_LOCK = 0x7A736C72
 
 
 def utcnow() -> _dt.datetime:
@@ -102,6 +117,14 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{Path(path).absolute()}"
 
 
+def normalize_url(url: str):
+    """Parse ``--db``; a bare ``postgresql://`` (or ``postgres://``) means the psycopg 3 driver of the postgres extra."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
@@ -115,9 +138,13 @@ class Catalog:
     def __init__(self, url: str, *, create: bool):
         self.url = url
         try:
-            self.engine: Engine = create_engine(url)
-        except (ArgumentError, ImportError, ValueError) as e:
-            raise InvalidInputError(f"--db {url!r} is not a usable SQLAlchemy URL ({e}); e.g. sqlite:////abs/path/catalog.sqlite") from e
+            self.engine: Engine = create_engine(normalize_url(url))
+        except ImportError as e:
+            extra = " (pip install 'zslretrieval[postgres]')" if url.startswith("postgres") else ""
+            raise InvalidInputError(f"--db {url!r}: its database driver is not installed ({e}){extra}") from e
+        except (ArgumentError, ValueError) as e:
+            raise InvalidInputError(f"--db {url!r} is not a usable SQLAlchemy URL ({e}); e.g. sqlite:////abs/path/catalog.sqlite "
+                                    f"or postgresql://user@host/dbname") from e
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             db = self.engine.url.database
@@ -133,24 +160,56 @@ class Catalog:
 
     def _check_schema(self, create: bool) -> None:
         tables = set(inspect(self.engine).get_table_names())
-        if not tables:
-            if not create:
-                raise DataNotFoundError(f"catalog {self.engine.url!r} is empty (no zslr tables)")
-            Base.metadata.create_all(self.engine)
-            with self.Session.begin() as s:
-                s.add(SchemaVersion(version=SCHEMA_VERSION))
-            return
+        if not tables and not create:
+            raise DataNotFoundError(f"catalog {self.engine.url!r} is empty (no zslr tables)")
+        if not tables or ("schema_version" in tables and create):
+            # re-read under the write lock: another process may have created or migrated it meanwhile
+            with self.write() as s:
+                self._create_or_migrate(s.connection())
+            tables = set(inspect(self.engine).get_table_names())
         if "schema_version" not in tables:
             raise IncompatibleError(f"catalog {self.engine.url!r} has tables {sorted(tables)[:5]} but no schema_version: "
                                     f"not a zslr catalog (expected schema version {SCHEMA_VERSION})")
         with self.Session() as s:
             found = s.scalars(select(SchemaVersion.version)).all()
         if found != [SCHEMA_VERSION]:
+            hint = "re-create the index with `zslr index`"
+            if len(found) == 1 and found[0] < SCHEMA_VERSION and all(v in MIGRATIONS for v in range(found[0], SCHEMA_VERSION)):
+                hint = "any `zslr index --name NAME` run migrates it"
             raise IncompatibleError(f"catalog {self.engine.url!r} has schema version {found[0] if len(found) == 1 else found}; "
-                                    f"this zslr reads schema version {SCHEMA_VERSION} (re-create the index with `zslr index`)")
+                                    f"this zslr reads schema version {SCHEMA_VERSION} ({hint})")
         missing = set(Base.metadata.tables) - tables
         if missing:
             raise IncompatibleError(f"catalog {self.engine.url!r} is missing tables {sorted(missing)} of schema version {SCHEMA_VERSION}")
+
+    def _create_or_migrate(self, conn: Connection) -> None:
+        """Inside a write transaction: create an empty catalog, or migrate an older one step by step."""
+        tables = set(inspect(conn).get_table_names())
+        if not tables:
+            Base.metadata.create_all(conn)
+            conn.execute(SchemaVersion.__table__.insert().values(version=SCHEMA_VERSION))
+            return
+        if "schema_version" not in tables:
+            return  # a foreign database: _check_schema names it
+        found = conn.execute(select(SchemaVersion.version)).scalars().all()
+        if len(found) != 1 or found[0] >= SCHEMA_VERSION or any(v not in MIGRATIONS for v in range(found[0], SCHEMA_VERSION)):
+            return  # current, newer, or no migration path: _check_schema explains
+        for v in range(found[0], SCHEMA_VERSION):
+            MIGRATIONS[v](conn)
+        conn.execute(SchemaVersion.__table__.update().values(version=SCHEMA_VERSION))
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction, serialised against every other writer of this catalog; commits on exit."""
+        with self.Session.begin() as s:
+            conn = s.connection()
+            if self.engine.dialect.name == "sqlite":
+                # pysqlite would BEGIN (deferred) only at the first write, after our reads of the
+                # manifest counters; IMMEDIATE takes the write lock first (waits busy_timeout).
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif self.engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_WRITE_LOCK})
+            yield s
 
     def session(self) -> Session:
         return self.Session()
@@ -202,5 +261,6 @@ def chunked(items: Iterable, n: int = 500):
         yield buf
 
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "Base", "Catalog", "FeatureShard", "ImageRow", "IndexEntry", "Manifest",
-           "SchemaVersion", "SQLAlchemyError", "chunked", "count_status", "entries_table", "refresh_counts", "sqlite_url", "utcnow"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "STATUSES", "Base", "Catalog", "FeatureShard", "ImageRow", "IndexEntry", "Manifest",
+           "SchemaVersion", "SQLAlchemyError", "chunked", "count_status", "entries_table", "normalize_url", "refresh_counts",
+           "sqlite_url", "utcnow"]

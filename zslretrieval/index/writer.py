@@ -102,7 +102,7 @@ class IndexWriter:
         if m is None:
             spec = normalize_index_type(index_type)
             check_trainable(spec, feature_dim, "ip", expected_n)  # fail before anything is written
-            with self.catalog.Session.begin() as s:
+            with self.catalog.write() as s:
                 s.add(Manifest(id=1, source=source, backbone=backbone, backbone_weights=backbone_weights,
                                feature_dim=int(feature_dim), dim=int(feature_dim), metric="ip", index_type=spec,
                                search_params=search_params, created=utcnow(), updated=utcnow()))
@@ -114,7 +114,7 @@ class IndexWriter:
         if backbone_weights and m.backbone_weights and m.backbone_weights != backbone_weights:
             raise IncompatibleError(f"index {self.name!r} was built with {m.backbone} weights {m.backbone_weights!r}, "
                                     f"not {backbone_weights!r}; use the same --weights or another --name")
-        with self.catalog.Session.begin() as s:
+        with self.catalog.write() as s:
             mm = s.get(Manifest, 1)
             if index_type is not None:
                 spec = normalize_index_type(index_type)
@@ -152,14 +152,14 @@ class IndexWriter:
         if not target.is_file():
             atomic_write(target, lambda f: f.write(checkpoint.read_bytes()))
         dim = embed_dim(model, m.feature_dim)
-        with self.catalog.Session.begin() as s:
+        with self.catalog.write() as s:
             mm = s.get(Manifest, 1)
             mm.model_checkpoint, mm.model_sha256, mm.model_card = str(checkpoint.absolute()), sha, card.to_json()
             mm.metric, mm.dim = model.metric, dim
         self._remove_stale_models(keep=target.name)
 
     def clear_model(self) -> None:
-        with self.catalog.Session.begin() as s:
+        with self.catalog.write() as s:
             mm = s.get(Manifest, 1)
             mm.model_checkpoint = mm.model_sha256 = mm.model_card = None
             mm.metric, mm.dim = "ip", mm.feature_dim
@@ -201,7 +201,7 @@ class IndexWriter:
         stats = {"added": 0, "replaced": 0, "touched": 0, "failed": len(failed)}
         shard_path = None
         try:
-            with self.catalog.Session.begin() as s:
+            with self.catalog.write() as s:
                 m = s.get(Manifest, 1)
                 if features.size and features.shape[1] != m.feature_dim:
                     raise IncompatibleError(f"features are {features.shape[1]}-d; index {self.name!r} holds {m.feature_dim}-d")
@@ -266,7 +266,7 @@ class IndexWriter:
 
     def set_labels(self, paths: Sequence[str], labels: Sequence[str | None]) -> None:
         """Give catalog rows at ``paths`` these labels (one transaction; unknown paths are ignored)."""
-        with self.catalog.Session.begin() as s:
+        with self.catalog.write() as s:
             current = dict(s.execute(select(ImageRow.path, ImageRow.label)).all())
             for p, lab in zip(paths, labels):
                 if current.get(p, lab) != lab:
@@ -276,7 +276,7 @@ class IndexWriter:
         """Status "removed" and no index entry for ``paths`` (one transaction)."""
         if not paths:
             return 0
-        with self.catalog.Session.begin() as s:
+        with self.catalog.write() as s:
             for part in chunked(paths):
                 ids = list(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(part))))
                 s.execute(delete(IndexEntry).where(IndexEntry.image_id.in_(ids)))
