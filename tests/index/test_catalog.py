@@ -53,7 +53,7 @@ def test_second_sqlite_url(tmp_path):
     ix = open_index("default", tmp_path / "ix")  # the folder remembers its catalog URL
     assert ix.manifest.db_url == url and ix.ntotal == 6
     ix.close()
-    assert check_index("default", tmp_path / "ix").ok
+    assert check_index("default", tmp_path / "ix").current
     res = CliRunner().invoke(cli, ["check", "--index-root", str(tmp_path / "ix"), "--db", url])
     assert res.exit_code == 0, res.output
     with pytest.raises(IncompatibleError, match="another catalog"):
@@ -83,7 +83,7 @@ def test_index_features_replaces_content_and_searches_exactly(tmp_path):
     ix = index_features("toy", x2, paths[:50], labels[:50], root=tmp_path)
     assert (ix.manifest.n_ok, ix.manifest.n_removed, ix.ntotal) == (50, 10, 50)
     ix.close()
-    assert check_index("toy", tmp_path).ok
+    assert check_index("toy", tmp_path).current
     # with an IVF index type and a model checkpoint
     ck = tmp_path / "m.pt"
     make_checkpoint(ck, 8, "tiny-l2")
@@ -118,4 +118,4 @@ def test_removal_in_place_or_by_rebuild(tmp_path, spec):
     ix = index_features("toy", x[5:], paths[5:], labels[5:], root=tmp_path, index_type=spec)  # HNSW cannot remove
     assert ix.ntotal == 25 and {r.path for r in ix.records(ix.search(x[:5], 25)[1].ravel())} == set(paths[5:])
     ix.close()
-    assert check_index("toy", tmp_path).ok
+    assert check_index("toy", tmp_path).current

@@ -43,7 +43,7 @@ def test_index_query_check_round_trip(tmp_path, catalog_db):
     assert (ix.manifest.n_ok, ix.manifest.n_removed, ix.ntotal) == (35, 5, 35)
     ix.close()
     rep = check_index("toy", tmp_path)
-    assert rep.ok, rep.problems
+    assert rep.current, (rep.problems, rep.repairable)
     assert rep.summary["n_entries"] == rep.summary["ntotal"] == 35
 
 
@@ -56,14 +56,14 @@ def test_schema_created_then_migrated(tmp_path, catalog_db, monkeypatch):
         assert s.scalars(select(SchemaVersion.version)).all() == [catalog_mod.SCHEMA_VERSION]
     cat.close()
 
-    # a newer zslr with schema version +1 and its migration: readers refuse and say how to migrate,
-    # a writer migrates (same DDL on both backends), the data survives
+    # a newer zslr with schema version +1 but no migration refuses, naming both versions
     v = catalog_mod.SCHEMA_VERSION
     monkeypatch.setattr(catalog_mod, "SCHEMA_VERSION", v + 1)
-    monkeypatch.setitem(catalog_mod.MIGRATIONS, v, lambda conn: conn.exec_driver_sql("ALTER TABLE manifest ADD COLUMN note VARCHAR(64)"))
-    with pytest.raises(IncompatibleError, match=f"schema version {v}.*reads schema version {v + 1}.*migrates it"):
+    with pytest.raises(IncompatibleError, match=f"schema version {v}; this zslr reads schema version {v + 1}"):
         Catalog(url, create=False)
-    cat = Catalog(url, create=True)
+    # with its migration, opening migrates (same DDL on both backends) and the data survives
+    monkeypatch.setitem(catalog_mod.MIGRATIONS, v, lambda conn: conn.exec_driver_sql("ALTER TABLE manifest ADD COLUMN note VARCHAR(64)"))
+    cat = Catalog(url, create=False)
     with cat.session() as s:
         assert s.scalars(select(SchemaVersion.version)).all() == [v + 1]
         assert s.get(Manifest, 1).n_ok == 10
@@ -140,6 +140,25 @@ def test_concurrent_writers_are_serialised(tmp_path, catalog_db, monkeypatch):
         assert sorted(fids) == list(range(38)) and len(set(shards)) == len(shards) == m.next_shard_id
     cat.close()
     rep = check_index("toy", tmp_path)
-    assert rep.ok, rep.problems
+    assert rep.current, (rep.problems, rep.repairable)
     with open_index("toy", tmp_path) as ix:
         assert ix.ntotal == 38
+
+
+def test_v1_catalog_migrates_to_shard_checksums(tmp_path, catalog_db):
+    """A schema-1 catalog (no feature_shards.sha256) opens and migrates; its old shards are reported unverified."""
+    x, paths, labels = _features(n=12)
+    index_features("toy", x, paths, labels, root=tmp_path, db=catalog_db, chunk_size=6).close()
+    url = catalog_url(tmp_path / "toy", catalog_db)
+    cat = Catalog(url, create=False)
+    with cat.engine.begin() as c:  # back to what zslr with schema 1 wrote
+        c.exec_driver_sql("ALTER TABLE feature_shards DROP COLUMN sha256")
+        c.exec_driver_sql("UPDATE schema_version SET version = 1")
+    cat.close()
+    with open_index("toy", tmp_path) as ix:  # a reader migrates too (one write transaction)
+        assert ix.ntotal == 12
+    rep = check_index("toy", tmp_path)
+    assert rep.current and any("2 feature shard(s) written before schema version 2" in n for n in rep.notes), rep.notes
+    index_features("toy", x + 1, paths, labels, root=tmp_path).close()  # every row replaced: a new, checksummed shard
+    rep = check_index("toy", tmp_path)
+    assert rep.current and rep.summary["shards"] == 3 and not any("schema version 2" in n for n in rep.notes), rep.notes

@@ -30,7 +30,7 @@ def _cfg(tmp_path, **kw):
 
 def _assert_consistent(tmp_path, n_ok, name="default"):
     rep = check_index(name, tmp_path / "ix")
-    assert rep.ok, rep.problems
+    assert rep.current, (rep.problems, rep.repairable)
     assert rep.summary["n_ok"] == rep.summary["n_entries"] == rep.summary["ntotal"] == n_ok
     return rep
 
@@ -186,7 +186,7 @@ def test_repair_after_interrupted_sync_and_debris(tmp_path, imgs, catalog_db):
         w.commit_chunk([ChunkItem("/virtual/a.jpg", "x", None), ChunkItem("/virtual/b.jpg", "x", None)], feats, [])
     (folder / "features" / "shard-99999999.npy").write_bytes(b"half-written")  # as if killed before commit
     rep = check_index("default", tmp_path / "ix")
-    assert not rep.ok and any("missing from the FAISS index" in p for p in rep.problems)
+    assert rep.ok and not rep.current and any("behind the catalog: 2 entr" in r for r in rep.repairable)
     assert any("uncommitted shard" in n for n in rep.notes)
     ix = open_index("default", tmp_path / "ix")  # repairs the FAISS file from the store, drops debris
     assert ix.ntotal == 14

@@ -102,19 +102,36 @@ def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model,
 @click.option("--name", default="default", show_default=True, help="Index name or folder path.")
 @click.option("--index-root", type=click.Path(path_type=Path), help="Where indexes live [default: $ZSLR_INDEXES or ./indexes].")
 @click.option("--db", help="SQLAlchemy URL of the catalog, if not the one recorded in the index folder.")
-def check_cmd(name, index_root, db):
-    """Verify catalog, feature store and FAISS index agree; exit 3 listing the problems otherwise."""
-    from ..index.check import check_index
+@click.option("--repair", is_flag=True, help="Rebuild derived state (FAISS file, crash debris) now instead of at the next open.")
+def check_cmd(name, index_root, db, repair):
+    """Verify catalog, feature store and FAISS index agree.
+
+    Exit 0 when they do, or when only derived state lags (the FAISS file is rebuilt from the
+    feature store at the next open; --repair does it now); exit 3 listing real inconsistencies.
+    """
+    from ..index.check import check_index, repair_index
 
     rep = check_index(name, index_root, db=db)
+    if repair and not rep.problems and (rep.repairable or rep.notes):
+        rep = repair_index(name, index_root, db=db)
+        for r in rep.summary.get("repaired", []):
+            click.echo(f"repaired: {r}")
     for note in rep.notes:
         click.echo(f"note: {note}")
+    for r in rep.repairable:
+        click.echo(f"repairable: {r}")
     if not rep.ok:
         for p in rep.problems:
             click.echo(f"problem: {p}")
+        if repair:
+            click.echo("not repairing: catalog and feature store disagree; rebuilding the FAISS file from them would hide it")
         raise ConsistencyError(f"index {rep.name!r} at {rep.folder}: {len(rep.problems)} consistency problem(s)")
     s = rep.summary
+    vectors = f"{s['ntotal']} vectors" if s["ntotal"] is not None else "no FAISS file yet"
     click.echo(f"ok: index {rep.name!r} at {rep.folder}: {s['n_ok']} image(s) ok ({s['n_failed']} failed, "
-               f"{s['n_removed']} removed), {s['n_entries']} entries = {s['ntotal']} vectors, "
+               f"{s['n_removed']} removed), {s['n_entries']} entries = {vectors}, "
                f"{s['feature_dim']}-d {s['backbone']} features -> {s['dim']}-d {s['metric']} {s['index_type']}")
+    if rep.repairable:
+        click.echo(f"the FAISS file lags the catalog (derived state): the next open or `zslr index --name {rep.name}` "
+                   f"rebuilds it; `zslr check --name {rep.name} --repair` does it now")
 

@@ -5,8 +5,8 @@ Tables
                     ("ok" | "failed" | "removed"), error reason, known label
     index_entries   faiss_id (explicit int64, never row order) <-> image id, and where the
                     image's raw features live in the feature store (shard, row)
-    feature_shards  the committed feature-store files; a shard file not listed here is debris
-                    of a crash and is deleted on the next write
+    feature_shards  the committed feature-store files with their sha256 (`zslr check` verifies it);
+                    a shard file not listed here is debris of a crash, deleted on the next write
     manifest        one row: backbone, model checkpoint + card, dims, metric, index type, counts
     schema_version  one row; opened catalogs must match :data:`SCHEMA_VERSION` exactly
 
@@ -36,11 +36,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "removed")
+
+
+def _v1_shard_checksums(conn: Connection) -> None:
+    # v2: feature_shards.sha256; shards written before stay NULL (`zslr check` says they are unverified)
+    conn.exec_driver_sql("ALTER TABLE feature_shards ADD COLUMN sha256 VARCHAR(64)")
+
+
 # version v -> the DDL/DML that turns a version-v catalog into v+1, run in the write transaction
 # that also bumps schema_version (so a crash mid-migration leaves version v intact).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_shard_checksums}
 # pg_advisory_xact_lock key of catalog writers (any constant; "zslr" in ASCII)
 PG_WRITE_LOCK = 0x7A736C72
 
@@ -77,6 +84,7 @@ class FeatureShard(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     file: Mapped[str] = mapped_column(String(255), unique=True)
     rows: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64))  # of the file; None: written by schema v1
     created: Mapped[_dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -115,6 +123,11 @@ class Manifest(Base):
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{Path(path).absolute()}"
+
+
+def _migratable(found: list[int]) -> bool:
+    """An older schema version with a migration for every step up to :data:`SCHEMA_VERSION`."""
+    return len(found) == 1 and found[0] < SCHEMA_VERSION and all(v in MIGRATIONS for v in range(found[0], SCHEMA_VERSION))
 
 
 def normalize_url(url: str):
@@ -162,20 +175,17 @@ class Catalog:
         tables = set(inspect(self.engine).get_table_names())
         if not tables and not create:
             raise DataNotFoundError(f"catalog {self.engine.url!r} is empty (no zslr tables)")
-        if not tables or ("schema_version" in tables and create):
-            # re-read under the write lock: another process may have created or migrated it meanwhile
+        if not tables or ("schema_version" in tables and _migratable(self._versions())):
+            # decided again under the write lock: another process may have created or migrated it meanwhile
             with self.write() as s:
                 self._create_or_migrate(s.connection())
             tables = set(inspect(self.engine).get_table_names())
         if "schema_version" not in tables:
             raise IncompatibleError(f"catalog {self.engine.url!r} has tables {sorted(tables)[:5]} but no schema_version: "
                                     f"not a zslr catalog (expected schema version {SCHEMA_VERSION})")
-        with self.Session() as s:
-            found = s.scalars(select(SchemaVersion.version)).all()
+        found = self._versions()
         if found != [SCHEMA_VERSION]:
             hint = "re-create the index with `zslr index`"
-            if len(found) == 1 and found[0] < SCHEMA_VERSION and all(v in MIGRATIONS for v in range(found[0], SCHEMA_VERSION)):
-                hint = "any `zslr index --name NAME` run migrates it"
             raise IncompatibleError(f"catalog {self.engine.url!r} has schema version {found[0] if len(found) == 1 else found}; "
                                     f"this zslr reads schema version {SCHEMA_VERSION} ({hint})")
         missing = set(Base.metadata.tables) - tables
@@ -192,11 +202,15 @@ class Catalog:
         if "schema_version" not in tables:
             return  # a foreign database: _check_schema names it
         found = conn.execute(select(SchemaVersion.version)).scalars().all()
-        if len(found) != 1 or found[0] >= SCHEMA_VERSION or any(v not in MIGRATIONS for v in range(found[0], SCHEMA_VERSION)):
+        if not _migratable(found):
             return  # current, newer, or no migration path: _check_schema explains
         for v in range(found[0], SCHEMA_VERSION):
             MIGRATIONS[v](conn)
         conn.execute(SchemaVersion.__table__.update().values(version=SCHEMA_VERSION))
+
+    def _versions(self) -> list[int]:
+        with self.Session() as s:
+            return list(s.scalars(select(SchemaVersion.version)))
 
     @contextmanager
     def write(self) -> Iterator[Session]:

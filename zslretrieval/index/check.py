@@ -1,4 +1,13 @@
-"""``zslr check``: verify that catalog, feature store and FAISS index agree (read-only)."""
+"""``zslr check``: verify that catalog, feature store and FAISS index agree.
+
+Three kinds of findings:
+  problems    real inconsistencies of the source of truth (catalog rows without features, entries
+              pointing nowhere, shard checksum mismatches, counters off): exit 3;
+  repairable  derived state behind the catalog (the FAISS file missing, stale, unreadable): the
+              next open or ``zslr index`` rebuilds it from the feature store, ``--repair`` now;
+  notes       harmless leftovers (crash debris, FAISS files of other settings, unverified shards).
+Checking is read-only; :func:`repair_index` is the one writer.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from ..errors import DataNotFoundError
+from ..errors import ConsistencyError, DataNotFoundError
+from ..fileio import file_digest
 from .catalog import Catalog, FeatureShard, ImageRow, IndexEntry, count_status
 from .layout import (FEATURES_DIR, INDEX_FILE_GLOB, catalog_url, index_file_name, index_folder, model_file_name,
                      require_index)
@@ -22,12 +32,19 @@ class CheckReport:
     name: str
     folder: Path
     problems: list[str] = field(default_factory=list)
+    repairable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
+        """No real inconsistency (derived state may still lag: see ``repairable``)."""
         return not self.problems
+
+    @property
+    def current(self) -> bool:
+        """Nothing to repair either: catalog, store and FAISS file agree exactly."""
+        return not self.problems and not self.repairable
 
 
 def check_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, *, db: str | None = None) -> CheckReport:
@@ -49,7 +66,8 @@ def check_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None 
             counts = count_status(s)
             ok_ids = set(s.scalars(select(ImageRow.id).where(ImageRow.status == "ok")))
             entries = s.execute(select(IndexEntry.faiss_id, IndexEntry.image_id, IndexEntry.shard_id, IndexEntry.row)).all()
-            shards = {sid: (f, rows) for sid, f, rows in s.execute(select(FeatureShard.id, FeatureShard.file, FeatureShard.rows))}
+            shards = {sid: (f, rows, sha) for sid, f, rows, sha in
+                      s.execute(select(FeatureShard.id, FeatureShard.file, FeatureShard.rows, FeatureShard.sha256))}
             max_fid = s.scalar(select(func.max(IndexEntry.faiss_id)))
             max_shard = s.scalar(select(func.max(FeatureShard.id)))
     finally:
@@ -73,7 +91,7 @@ def check_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None 
 
     # entries <-> feature store
     store = FeatureStore(folder / FEATURES_DIR)
-    bad_rows, missing_shards = 0, set()
+    bad_rows, missing_shards, unverified = 0, set(), 0
     by_shard: dict[int, list[int]] = {}
     for _, _, sid, row in entries:
         by_shard.setdefault(sid, []).append(row)
@@ -81,10 +99,16 @@ def check_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None 
         if sid not in shards:
             P(f"entries reference shard {sid}, which the catalog does not list")
             continue
-        fname, nrows = shards[sid]
+        fname, nrows, sha = shards[sid]
         p = store.folder / fname
         if not p.is_file():
             missing_shards.add(fname)
+            continue
+        if sha is None:
+            unverified += 1
+        elif file_digest(p) != sha:
+            P(f"feature shard {fname}: sha256 {file_digest(p)[:12]}... differs from the catalog's {sha[:12]}... "
+              f"(the file changed after it was committed)")
             continue
         try:
             data = np.load(p, mmap_mode="r", allow_pickle=False)
@@ -100,41 +124,46 @@ def check_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None 
         P(f"{len(missing_shards)} feature shard file(s) listed in the catalog are missing: {sorted(missing_shards)[:3]}")
     if bad_rows:
         P(f"{bad_rows} entr(y/ies) point past the end of their feature shard")
-    debris = sorted(store.files() - {f for f, _ in shards.values()})
+    if unverified:
+        rep.notes.append(f"{unverified} feature shard(s) written before schema version 2 have no checksum (not verified)")
+    debris = sorted(store.files() - {f for f, _, _ in shards.values()})
     if debris:
         rep.notes.append(f"{len(debris)} uncommitted shard file(s) (crash debris, removed by the next `zslr index`): {debris[:3]}")
 
-    # entries <-> FAISS
+    # entries <-> FAISS: the FAISS file is derived from entries + store, so whatever is wrong with
+    # it is repairable (sync_index rebuilds it), never a loss of data
+    R = rep.repairable.append
     ipath = folder / index_file_name(m)
     ntotal = None
     if not ipath.is_file():
-        P(f"FAISS index file {ipath.name} for the manifest's settings is missing (run `zslr index --name {name}` to rebuild)")
+        R(f"FAISS index file {ipath.name} for the manifest's settings is missing (derived: rebuilt from the feature store)")
     else:
         try:
             index = read_index(ipath)
         except RuntimeError as e:
-            P(f"FAISS index {ipath.name} unreadable ({str(e).strip().splitlines()[-1]})")
+            R(f"FAISS index {ipath.name} unreadable ({str(e).strip().splitlines()[-1]}); rebuilt from the feature store")
             index = None
         if index is not None:
             ntotal = int(index.ntotal)
             if index.d != m.dim:
-                P(f"FAISS index dim {index.d} != manifest dim {m.dim}")
+                R(f"FAISS index dim {index.d} != manifest dim {m.dim}")
             have = index_ids(index)
             want = np.asarray([f for f, _, _, _ in entries], np.int64)
-            if ntotal != len(entries):
-                P(f"FAISS index holds {ntotal} vectors; catalog has {len(entries)} entries")
             if len(np.unique(have)) != len(have):
-                P(f"FAISS index holds {len(have) - len(np.unique(have))} duplicate id(s)")
+                R(f"FAISS index holds {len(have) - len(np.unique(have))} duplicate id(s)")
             extra, lacking = np.setdiff1d(have, want), np.setdiff1d(want, have)
             if extra.size:
-                P(f"FAISS index holds {extra.size} id(s) with no catalog entry (e.g. {extra[:5].tolist()})")
+                R(f"FAISS index still holds {extra.size} id(s) of removed or replaced images (e.g. {extra[:5].tolist()})")
             if lacking.size:
-                P(f"{lacking.size} catalog entr(y/ies) missing from the FAISS index (e.g. {lacking[:5].tolist()})")
+                R(f"FAISS index is behind the catalog: {lacking.size} entr(y/ies) not added yet (e.g. {lacking[:5].tolist()})")
     others = sorted(p.name for p in folder.glob(INDEX_FILE_GLOB) if p != ipath)
     if others:
         rep.notes.append(f"stale FAISS file(s) of other settings: {others}")
-    if m.model_sha256 and not (folder / model_file_name(m.model_sha256)).is_file():
-        P(f"model checkpoint copy {model_file_name(m.model_sha256)} missing (manifest names {m.model_checkpoint})")
+    mpath = folder / model_file_name(m.model_sha256) if m.model_sha256 else None
+    if mpath is not None and not mpath.is_file():
+        P(f"model checkpoint copy {mpath.name} missing (manifest names {m.model_checkpoint})")
+    elif mpath is not None and file_digest(mpath) != m.model_sha256:
+        P(f"model checkpoint copy {mpath.name}: sha256 differs from the manifest's {m.model_sha256[:12]}... (the file changed)")
 
     # manifest counters
     actual = {"n_ok": counts["ok"], "n_failed": counts["failed"], "n_removed": counts["removed"],
@@ -146,3 +175,22 @@ def check_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None 
                    "index_type": m.index_type, "backbone": m.backbone, "model": m.model_checkpoint,
                    "shards": len(shards), "index_file": ipath.name}
     return rep
+
+
+def repair_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, *, db: str | None = None) -> CheckReport:
+    """Rebuild derived state (FAISS file, crash debris) when :func:`check_index` finds only that; returns the check after.
+
+    Refuses (:class:`ConsistencyError`) when there are real problems: rebuilding FAISS from a
+    store that disagrees with the catalog would hide them.
+    """
+    from .writer import IndexWriter
+
+    before = check_index(name_or_path, root, db=db)
+    if before.problems:
+        raise ConsistencyError(f"index {before.name!r}: {len(before.problems)} consistency problem(s), not repairing: "
+                               + "; ".join(before.problems[:3]))
+    with IndexWriter(before.folder, before.name, db, create=False) as w:  # removes crash debris on open
+        w.sync_index()
+    after = check_index(name_or_path, root, db=db)
+    after.summary["repaired"] = before.repairable
+    return after

@@ -9,6 +9,8 @@ removed images simply stop being referenced.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConsistencyError
-from ..fileio import atomic_write, fsync_dir  # noqa: F401  (re-exported for index/*)
+from ..fileio import atomic_write, file_digest, fsync_dir  # noqa: F401  (re-exported for index/*)
 
 
 class FeatureStore:
@@ -41,17 +43,21 @@ class FeatureStore:
         """Where a worker writes partition ``part`` of run ``token`` before the commit adopts it."""
         return self.folder / f"{self.stage_prefix(token)}{part:08d}.npy"
 
-    def adopt(self, staged: Path, shard_id: int) -> str:
-        """Rename a complete staged file into shard ``shard_id`` (same folder: atomic); returns its name."""
+    def adopt(self, staged: Path, shard_id: int) -> tuple[str, str]:
+        """Rename a complete staged file into shard ``shard_id`` (same folder: atomic); returns its name and sha256."""
+        digest = file_digest(staged)
         os.replace(staged, self.path(shard_id))
         fsync_dir(self.folder)
-        return self.file_name(shard_id)
+        return self.file_name(shard_id), digest
 
-    def write(self, shard_id: int, x: np.ndarray) -> str:
-        """Write (rows, dim) float32 as a new shard; returns its file name."""
+    def write(self, shard_id: int, x: np.ndarray) -> tuple[str, str]:
+        """Write (rows, dim) float32 as a new shard; returns its file name and the sha256 of its bytes."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        atomic_write(self.path(shard_id), lambda f: np.save(f, x, allow_pickle=False))
-        return self.file_name(shard_id)
+        buf = io.BytesIO()
+        np.save(buf, x, allow_pickle=False)
+        data = buf.getbuffer()
+        atomic_write(self.path(shard_id), lambda f: f.write(data))
+        return self.file_name(shard_id), hashlib.sha256(data).hexdigest()
 
     def read(self, shard_id: int, mmap: bool = True) -> np.ndarray:
         p = self.path(shard_id)

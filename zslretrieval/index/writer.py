@@ -244,10 +244,10 @@ class IndexWriter:
                     shard_id = m.next_shard_id
                     shard_path = self.store.path(shard_id)
                     if staged is not None and len(keep) == len(ok):
-                        fname = self.store.adopt(staged, shard_id)
+                        fname, digest = self.store.adopt(staged, shard_id)
                     else:
-                        fname = self.store.write(shard_id, features[keep])
-                    s.add(FeatureShard(id=shard_id, file=fname, rows=len(keep), created=utcnow()))
+                        fname, digest = self.store.write(shard_id, features[keep])
+                    s.add(FeatureShard(id=shard_id, file=fname, rows=len(keep), sha256=digest, created=utcnow()))
                     s.flush()
                     base = int(m.next_faiss_id)
                     s.add_all(IndexEntry(faiss_id=base + k, image_id=rows[ok[j].path].id, shard_id=shard_id, row=k)
