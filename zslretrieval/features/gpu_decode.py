@@ -25,6 +25,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ..errors import IncompatibleError
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec  # noqa: F401  (re-exported)
+from .images import MAX_IMAGE_PIXELS
 
 
 
@@ -60,7 +61,9 @@ def jpeg_problem(data: bytes) -> str | None:
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             if i + 10 > n:
                 return "truncated JPEG header"
-            comps = data[i + 9]
+            h, w, comps = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big"), data[i + 9]
+            if w * h > MAX_IMAGE_PIXELS:  # nvJPEG would allocate by the header; PIL's path refuses it with the reason
+                return f"JPEG header declares {w}x{h} pixels"
             if comps not in (1, 3):
                 return f"JPEG with {comps} colour components (CMYK/YCCK); GPU decoding handles 1 or 3"
             return None

@@ -22,6 +22,10 @@ from ..errors import DataNotFoundError, InvalidInputError
 # Extensions picked up when walking folders (a file list may name anything).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 JPEG_MAGIC = b"\xff\xd8\xff"
+# Largest image decoded at ingestion, width x height: a header may declare 65535 x 65535 in a few
+# hundred bytes, and decoding allocates by the header. 89.5 Mpx (~270 MB as RGB) is Pillow's own
+# default warning limit and well above any camera's frame; checked before Pillow allocates.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 class ImageDecodeError(Exception):
@@ -89,7 +93,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         raise ImageDecodeError(f"unsupported image mode {mode!r} ({e})") from None
 
 
-def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
+def decode_image(data: bytes, min_side: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Encoded bytes -> decoded RGB PIL image, EXIF orientation applied (first frame of GIF/TIFF).
 
     ``min_side``: the caller only needs the shorter side at >= this many pixels (a backbone's
@@ -98,16 +102,24 @@ def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
     ~1/8 of the work); other formats and small JPEGs decode in full. The feature difference
     against full decoding is measured in tests/features/test_draft_decode.py.
 
-    Raises ImageDecodeError with a short reason; Pillow's decompression-bomb limit
-    (``Image.MAX_IMAGE_PIXELS``) is enforced, its warning treated as an error too.
+    Raises ImageDecodeError with a short reason. An image whose header declares more than
+    ``max_pixels`` pixels is refused before it is decoded (Pillow's decompression-bomb limit
+    backs this up, its warning treated as an error too).
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
+            # corrupt files make Pillow warn (bad EXIF, skipped TIFF tags): the failure, if any,
+            # is reported as the reason; the warnings would only flood the terminal
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 img.seek(0)
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageDecodeError(f"image of {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
+                                           f"pixels per image")
                 if min_side and img.format == "JPEG":
                     # a square request keeps the shorter side >= min_side whatever the orientation
                     img.draft("RGB", (int(min_side), int(min_side)))
