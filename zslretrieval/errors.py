@@ -78,3 +78,10 @@ class ConsistencyError(ZslrError):
     """Catalog, feature store and index disagree (``zslr check``)."""
 
     exit_code = 3
+
+
+class StorageError(ZslrError):
+    """Writing an index failed in the file system or database: disk full, quota, file size limit,
+    read-only or permission denied. Committed work is intact; the message says how to resume."""
+
+    exit_code = 1

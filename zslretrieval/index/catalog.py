@@ -169,6 +169,10 @@ class Catalog:
         try:
             self._check_schema(create)
         except OperationalError as e:
+            from .storage import is_write_failure
+
+            if is_write_failure(e):
+                raise  # disk full / read-only: index.storage.storage_errors says so, with how to resume
             raise DataNotFoundError(f"cannot open catalog {self.engine.url!r}: {e.orig}") from e
 
     def _check_schema(self, create: bool) -> None:

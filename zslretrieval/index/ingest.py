@@ -32,6 +32,7 @@ from ..features.pipeline import FileMeta
 from .layout import index_folder
 from .reader import OpenIndex, open_index
 from .searchers.faiss_searcher import check_trainable, normalize_index_type
+from .storage import storage_errors
 from .writer import ChunkItem, IndexWriter
 
 
@@ -120,7 +121,7 @@ def index_images(cfg: IndexConfig) -> IndexReport:
         executor = make_executor(cfg.executor, address=cfg.ray_address, actors=cfg.ray_actors,
                                  max_restarts=cfg.ray_max_restarts, log=log)
     report = IndexReport(cfg.name, folder, scanned=len(sources))
-    with IndexWriter(folder, cfg.name, cfg.db, create=has_inputs) as w:
+    with storage_errors(folder, f"zslr index ... --name {cfg.name}"), IndexWriter(folder, cfg.name, cfg.db, create=has_inputs) as w:
         report.debris_removed = w.removed_debris
         m = w.manifest()
         if m is None and not has_inputs:
@@ -224,7 +225,7 @@ def index_features(name: str, features: np.ndarray, paths: Sequence[str], labels
         raise InvalidInputError(f"chunk_size {chunk_size}; expected >= 1")
     check_trainable(normalize_index_type(index_type), x.shape[1], "ip", len(x))  # before anything is written
     folder = index_folder(name, root)
-    with IndexWriter(folder, name, db, create=True) as w:
+    with storage_errors(folder, f"zslr index --dataset ... --name {name}"), IndexWriter(folder, name, db, create=True) as w:
         w.init_manifest(source=source, backbone=backbone or source, backbone_weights=None, feature_dim=x.shape[1],
                         index_type=index_type, search_params=search_params, replace_derived=True, expected_n=len(x))
         if model_checkpoint is not None:
