@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InvalidInputError
+from ..limits import MAX_BATCH_SIZE, MAX_WORKERS, require_at_most
 from .backbones import Backbone, load_backbone
 from .images import ImageDecodeError, decode_image, exif_rotated, is_jpeg, read_file
 
@@ -151,10 +152,12 @@ def iter_feature_batches(paths: Sequence[str], backbone: Backbone, *, batch_size
     """
     if batch_size < 1:
         raise InvalidInputError(f"--batch-size {batch_size}; expected >= 1")
+    require_at_most("--batch-size", batch_size, MAX_BATCH_SIZE, "images")
     dev = resolve_device(device)
     workers = default_workers(dev) if workers is None else int(workers)
     if workers < 0:
         raise InvalidInputError(f"--workers {workers}; expected >= 0")
+    require_at_most("--workers", workers, MAX_WORKERS, "processes")
     backbone.to(dev)
     # the shorter side the preprocessing resizes to: JPEGs need not be decoded any larger
     min_side = getattr(getattr(backbone, "preprocess", None), "resize", None)

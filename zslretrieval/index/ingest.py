@@ -29,6 +29,7 @@ from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
 from ..features import DEFAULT_BACKBONE
 from ..features.images import ImageSource, discover
 from ..features.pipeline import FileMeta
+from ..limits import MAX_BATCH_SIZE, MAX_WORKERS, require_at_most
 from .layout import index_folder
 from .reader import OpenIndex, open_index
 from .searchers.faiss_searcher import check_trainable, normalize_index_type
@@ -110,6 +111,9 @@ def index_images(cfg: IndexConfig) -> IndexReport:
     log = cfg.log or (lambda msg: None)
     if cfg.chunk_size < 1:
         raise InvalidInputError(f"--chunk-size {cfg.chunk_size}; expected >= 1")
+    require_at_most("--batch-size", cfg.batch_size, MAX_BATCH_SIZE, "images")  # before anything is written
+    if cfg.workers is not None:
+        require_at_most("--workers", cfg.workers, MAX_WORKERS, "processes")
     if cfg.model and cfg.no_model:
         raise InvalidInputError("--model and --no-model contradict each other; give one")
     folder = index_folder(cfg.name, cfg.root)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataNotFoundError, InvalidInputError
+from ..limits import MAX_BATCH_FILE_BYTES, MAX_BATCH_QUERIES, require_at_most, require_file_at_most
 
 KINDS = ("text", "attributes", "class", "attribute-file", "vector", "image")
 _ALIASES = {
@@ -73,6 +74,7 @@ def read_batch_file(path: str | os.PathLike) -> list[QuerySpec]:
     p = Path(path)
     if not p.is_file():
         raise DataNotFoundError(f"batch file not found: {p}")
+    require_file_at_most(p, MAX_BATCH_FILE_BYTES, "batch file")
     try:
         lines = p.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -85,6 +87,7 @@ def read_batch_file(path: str | os.PathLike) -> list[QuerySpec]:
         if spec.kind in ("image", "attribute-file"):
             spec = QuerySpec(spec.kind, str(_locate(spec.text, p.parent)), spec.origin)
         specs.append(spec)
+        require_at_most(f"the number of queries in batch file {p}", len(specs), MAX_BATCH_QUERIES)
     if not specs:
         raise InvalidInputError(f"batch file {p} holds no queries; write one per line, e.g. 'class: zebra'")
     return specs

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataNotFoundError, InvalidInputError, UnknownNameError
+from ..limits import MAX_ATTRIBUTE_TERMS, MAX_DESCRIPTOR_FILE_BYTES, require_at_most, require_file_at_most
 
 # Characters users vary freely when typing a name: case, spaces and the separators used by
 # the benchmarks (AwA ``killer+whale``, CUB ``has_bill_shape::curved_(up_or_down)``).
@@ -104,6 +105,7 @@ class AttributeTerm:
 def parse_attribute_terms(text: str) -> list[AttributeTerm]:
     """``"stripes, water=0.7, -domestic"`` -> terms; InvalidInputError on malformed items."""
     terms: list[AttributeTerm] = []
+    require_at_most("the number of attributes in the query", text.count(",") + 1, MAX_ATTRIBUTE_TERMS)
     for raw in text.split(","):
         item = raw.strip()
         if not item:
@@ -188,6 +190,7 @@ def read_attribute_file(path: str | os.PathLike, size: int) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise DataNotFoundError(f"attribute file not found: {p}")
+    require_file_at_most(p, MAX_DESCRIPTOR_FILE_BYTES, "attribute file")
     try:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
