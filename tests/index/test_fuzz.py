@@ -70,3 +70,18 @@ def test_zslr_index_over_malformed_files(tmp_path):
     assert reasons["decompression bomb refused"] > 0 and reasons["not an image"] > 0, reasons
     assert f"{len(failed)} failed" in res.stdout
     assert check_index("default", root).current
+
+
+def test_extreme_aspect_ratio_is_cropped_before_resize():
+    """A 19 x 2,097,188 TIFF (a fuzzed header, within the pixel limit) made Resize allocate ~20 GB."""
+    import torch
+
+    from zslretrieval.features.backbones import MAX_ASPECT, PreprocessSpec, limit_aspect
+
+    x = torch.zeros((3, 19, 2_097_188), dtype=torch.uint8)
+    assert limit_aspect(x).shape == (3, 19, 19 * MAX_ASPECT)
+    assert limit_aspect(x.transpose(1, 2)).shape == (3, 19 * MAX_ASPECT, 19)
+    photo = torch.zeros((3, 480, 640), dtype=torch.uint8)
+    assert limit_aspect(photo) is photo  # ordinary images pass unchanged
+    t = PreprocessSpec(resize=36, crop=32).pil_transform()
+    assert t(Image.new("RGB", (2_000_000, 3))).shape == (3, 32, 32)

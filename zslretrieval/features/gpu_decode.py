@@ -24,7 +24,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import IncompatibleError
-from .backbones import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec  # noqa: F401  (re-exported)
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, limit_aspect  # noqa: F401  (re-exported)
 from .images import MAX_IMAGE_PIXELS
 
 
@@ -131,6 +131,7 @@ class GpuJpegDecoder:
         Images of equal size are resized together (one kernel per size group, e.g. a camera's
         fixed resolution), then restored to input order.
         """
+        images = [limit_aspect(im) for im in images]  # as the PIL path: no 20 GB resize of a 19 x 2M image
         groups: dict[tuple[int, int], list[int]] = {}
         for j, im in enumerate(images):
             groups.setdefault(tuple(im.shape[-2:]), []).append(j)
