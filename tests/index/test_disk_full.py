@@ -52,6 +52,7 @@ def test_file_size_limit_mid_run_then_resume(tmp_path):
     err = res.stderr.strip().splitlines()[-1]
     assert err.startswith("zslr: error:") and "re-run `zslr index ... --name default` to resume" in err, err
     assert re.search(r"database or disk is full|disk I/O error|file too large", err), err
+    assert "catalog" in err or "cannot write" in err
     rep = check_index("default", root)
     committed = rep.summary["n_ok"]
     assert rep.ok and 0 < committed < N, (rep.problems, committed)

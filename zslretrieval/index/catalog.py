@@ -8,7 +8,8 @@ Tables
     feature_shards  the committed feature-store files with their sha256 (`zslr check` verifies it);
                     a shard file not listed here is debris of a crash, deleted on the next write
     manifest        one row: backbone, model checkpoint + card, dims, metric, index type, counts
-    schema_version  one row; opened catalogs must match :data:`SCHEMA_VERSION` exactly
+    schema_version  one row: :data:`SCHEMA_VERSION`; older versions are migrated on open (:data:`MIGRATIONS`),
+                    newer or unknown ones refused
 
 A chunk of work is one transaction: shard row + image rows + entries + manifest counters
 commit together, so a crash at any point loses at most the chunk in flight.
@@ -34,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
+from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError, StorageError
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "removed")
@@ -171,8 +172,9 @@ class Catalog:
         except OperationalError as e:
             from .storage import is_write_failure
 
-            if is_write_failure(e):
-                raise  # disk full / read-only: index.storage.storage_errors says so, with how to resume
+            if is_write_failure(e):  # creating or migrating the schema on a full or read-only disk
+                raise StorageError(f"cannot write catalog {self.engine.url!r}: {e.orig}; free space or fix "
+                                   f"permissions and run the command again (nothing was changed)") from None
             raise DataNotFoundError(f"cannot open catalog {self.engine.url!r}: {e.orig}") from e
 
     def _check_schema(self, create: bool) -> None:
