@@ -189,7 +189,11 @@ def main() -> int:
     from zslretrieval.index import open_index
     from zslretrieval.query import QueryEngine, QuerySpec
 
+    import faiss
+
+    # the server's defaults (`zslr serve --threads 1`): the baselines run under the same settings
     torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="zslr-bench-serve-"))
     server = None
     try:
