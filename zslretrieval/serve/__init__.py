@@ -31,39 +31,69 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _listen(host: str, port: int):
+    """Bind before the (slow) index load, so a taken port fails at once with a clear message."""
+    import socket
+
+    from ..errors import InvalidInputError
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise InvalidInputError(f"--host {host!r} does not resolve ({e}); give an address such as 127.0.0.1") from e
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise InvalidInputError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port") from e
+    return sock
+
+
 def run_server(cfg: ServeConfig, *, log=print) -> None:
     """Open the index, build the app and serve it with uvicorn until interrupted."""
     import logging
 
     import uvicorn
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("zslr serve: %(levelname)s: %(message)s"))
-    logger = logging.getLogger("zslretrieval.serve")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
     if cfg.threads < 1:
         from ..errors import InvalidInputError
         raise InvalidInputError(f"--threads must be >= 1, got {cfg.threads}")
-    # Requests run concurrently in a thread pool; intra-op thread teams on top of that only
-    # oversubscribe the cores (and their spin-waits hurt most on a loaded machine).
-    import faiss
-    import torch
+    sock = _listen(cfg.host, cfg.port)
+    try:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("zslr serve: %(levelname)s: %(message)s"))
+        logger = logging.getLogger("zslretrieval.serve")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        # Requests run concurrently in a thread pool; intra-op thread teams on top of that only
+        # oversubscribe the cores (and their spin-waits hurt most on a loaded machine).
+        import faiss
+        import torch
 
-    torch.set_num_threads(cfg.threads)
-    faiss.omp_set_num_threads(cfg.threads)
-    local = is_loopback(cfg.host)
-    if not local and not cfg.token:
-        log(f"zslr serve: WARNING: binding {cfg.host} without --token: anyone who can reach this machine can "
-            "search the index and read its images; give --token (or $ZSLR_SERVE_TOKEN)")
-    service = SearchService(cfg)
-    app = create_app(service, token=cfg.token, loopback_only=local)
-    info = service.info()
-    shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    log(f"zslr serve: index {info['index']} ({info['entries']} entries, model {info['model'] or 'none'}) "
-        f"on http://{shown}:{cfg.port}/" + (" (token required)" if cfg.token else ""))
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5)
+        torch.set_num_threads(cfg.threads)
+        faiss.omp_set_num_threads(cfg.threads)
+        local = is_loopback(cfg.host)
+        if not local and not cfg.token:
+            log(f"zslr serve: WARNING: binding {cfg.host} without --token: anyone who can reach this machine can "
+                "search the index and read its images; give --token (or $ZSLR_SERVE_TOKEN)")
+        service = SearchService(cfg)
+        app = create_app(service, token=cfg.token, loopback_only=local)
+        info = service.info()
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        log(f"zslr serve: index {info['index']} ({info['entries']} entries, model {info['model'] or 'none'}) "
+            f"on http://{shown}:{port}/" + (" (token required)" if cfg.token else ""))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                               timeout_graceful_shutdown=5))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal end
+            pass
+        log("zslr serve: stopped")
+    finally:
+        sock.close()
 
 
 __all__ = ["CLIENT_KINDS", "DEFAULT_MAX_UPLOAD", "MAX_OFFSET", "MAX_QUERIES", "MAX_TOP_K", "NotFoundError",
