@@ -87,6 +87,7 @@ class Snapshot:
     generation: int
     in_sync: bool
     roots: tuple[Path, ...]                   # resolved folders image files may be served from
+    capabilities: dict[str, bool] | None = None
     opened: float = field(default_factory=time.time)
 
 
@@ -131,6 +132,7 @@ class SearchService:
                         self.snapshot.index.name, self.snapshot.index.name)
         if cfg.preload:
             self._preload_backbone(self.snapshot)
+        self.capabilities(self.snapshot)   # loads what answering needs (e.g. a text encoder) now, once
 
     # ------------------------------------------------------------------ snapshots
     def _open(self, generation: int, previous: Snapshot | None) -> Snapshot | None:
@@ -193,6 +195,7 @@ class SearchService:
             if new is None:
                 self._rejected = sig   # retried when the index changes again (the writer's FAISS write)
                 return False
+            self.capabilities(new)
             self.snapshot = new
             log.info("index %s: now generation %d (%d entries)", new.index.name, new.generation, new.index.ntotal)
             # `cur` is not closed: requests that started on it may still be reading its catalog;
@@ -222,24 +225,27 @@ class SearchService:
 
     # ------------------------------------------------------------------ description
     def capabilities(self, snap: Snapshot | None = None) -> dict[str, bool]:
-        """Which query kinds this index can answer (the page shows only those inputs)."""
-        from ..query import KINDS
+        """Which query kinds this index can answer (the page shows only those inputs).
 
-        e = (snap or self.snapshot).engine
-        has_model = e.model is not None
-        attrs = bool(has_model and e.vocabulary and len(e.vocabulary) and e.model.semantic_dim == len(e.vocabulary))
-        text = "text" in KINDS and _text_supported(e)
-        if self.cfg.preload:   # the backbone was loaded at start, or there is none to load
-            image = e._backbone is not None
-        else:
-            image = (snap or self.snapshot).index.manifest.source == "images"
-        classes = bool(has_model and e.class_semantics is not None)
-        if not has_model and callable(getattr(e, "supports", None)):
-            # a raw-feature index answers attribute words and any class name through the general model
-            classes = bool(e.supports("class"))
-            return {"attributes": bool(e.supports("attributes")), "vector": False, "class": classes, "text": text,
-                    "image": image}
-        return {"attributes": attrs, "vector": attrs, "class": classes, "text": text, "image": image}
+        Asked of the engine itself (``QueryEngine.supports``: the library's rule, loading nothing
+        heavy), so a general text model for raw-feature indexes shows up here with no second copy
+        of its rules. Once per snapshot.
+        """
+        snap = snap or self.snapshot
+        if snap.capabilities is None:
+            from ..query import KINDS
+
+            e = snap.engine
+            if self.cfg.preload:   # the backbone was loaded at start, or there is none to load
+                image = e._backbone is not None
+            else:
+                image = snap.index.manifest.source == "images"
+            attrs = bool(e.supports("attributes"))
+            snap.capabilities = {
+                "attributes": attrs, "vector": attrs and e.model is not None and bool(e.vocabulary),
+                "class": bool(e.supports("class")), "text": "text" in KINDS and bool(e.supports("text")),
+                "image": image}
+        return snap.capabilities
 
     def info(self) -> dict[str, Any]:
         snap = self.snapshot
@@ -443,14 +449,3 @@ def _display_path(path: str, roots: tuple[Path, ...]) -> str:
 
 def _same_backbone(a: Any, b: Any) -> bool:
     return (a.backbone, a.backbone_weights) == (b.backbone, b.backbone_weights)
-
-
-def _text_supported(engine: Any) -> bool:
-    """Whether the engine can answer text queries on this index (once the text encoder exists)."""
-    probe = getattr(engine, "supports", None)
-    if callable(probe):
-        try:
-            return bool(probe("text"))
-        except Exception:
-            return False
-    return engine.model is not None
