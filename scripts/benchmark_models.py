@@ -31,9 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from zslretrieval.correction import ScoreCorrection  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
-METRICS = ("top1", "map", "gzsl")
+METRICS = ("top1", "map", "gzsl", "gzsl_map", "hubness")
+RETRIEVAL = ("map", "gzsl_map", "hubness")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     p.add_argument("--readme", default=str(ROOT / "README.md"))
     p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    p.add_argument("--corrections-out", default=str(ROOT / "docs" / "hubness.md"),
+                   help="markdown file whose results block receives the score-correction x model table")
     p.add_argument("--raw", default=str(ROOT / "runs" / "benchmark_models.jsonl"))
     p.add_argument("--resume", action="store_true", help="reuse finished runs found in --raw")
     p.add_argument("--report-only", action="store_true",
@@ -74,7 +80,17 @@ def run_one(dataset, model_name: str, seed: int, log) -> dict:
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     metrics = protocol.evaluate(res.model, dataset, METRICS, card=res.card)
+    raw = protocol.evaluate(res.model, dataset, RETRIEVAL, card=res.card, raw_scores=True)
+    metrics.update({f"{k}_raw": v for k, v in raw.items() if k in ("gzsl_map", "seen_share@10", "n10_skew")})
+    # every correction candidate: its val figures (from selection) next to its test figures
+    corrections = []
+    for cand in res.selection.get("retrieval_correction_candidates", []):
+        c = ScoreCorrection.from_dict(cand)
+        test = protocol.evaluate(res.model, dataset, RETRIEVAL, card=res.card, correction=c)
+        corrections.append({"correction": c.to_dict(), "val": {k: cand[k] for k in cand if k not in c.to_dict()},
+                            "test": test})
     return {"dataset": dataset.name, "model": model_name, "seed": seed, "metrics": metrics,
+            "retrieval_correction": res.selection.get("retrieval_correction"), "corrections": corrections,
             "train_seconds": round(train_s, 2), "eval_seconds": round(time.perf_counter() - t1, 2),
             "chosen": res.selection.get("chosen"), "epochs": res.selection.get("epochs"),
             "val_top1": res.selection.get("val_top1"), "fixed_hparams": hp}
@@ -90,7 +106,10 @@ def fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
 
 
 COLUMNS = [("T1", "top1"), ("mAP", "map"), ("U", "gzsl_u"), ("S", "gzsl_s"), ("H", "gzsl_h"),
-           ("H cal.", "gzsl_cal_h")]
+           ("H cal.", "gzsl_cal_h"), ("gMAP raw", "gzsl_map_raw"), ("gMAP", "gzsl_map"),
+           ("seen@10", "seen_share@10"), ("N10 skew", "n10_skew")]
+# columns that are not percentages
+PLAIN = {"n10_skew"}
 
 
 def table(runs: list[dict], datasets: list[str], models: list[str], chances: dict[str, dict]) -> str:
@@ -100,19 +119,22 @@ def table(runs: list[dict], datasets: list[str], models: list[str], chances: dic
     for ds in datasets:
         ch = chances.get(ds)
         if ch:
-            lines.append(f"| {ds} | *chance* | – | {100 * ch['top1']:.1f} | {100 * ch['map']:.1f} | – | – | – | – | – |")
+            lines.append(f"| {ds} | *chance* | – | {100 * ch['top1']:.1f} | {100 * ch['map']:.1f} |"
+                         + " – |" * (len(COLUMNS) - 1))
         means: dict[str, dict[str, float]] = {}
         for m in models:
             rs = [r for r in runs if r["dataset"] == ds and r["model"] == m]
             if not rs:
                 continue
-            cells = [fmt([r["metrics"].get(k) for r in rs]) for _, k in COLUMNS]
+            cells = [fmt([r["metrics"].get(k) for r in rs], 1.0 if k in PLAIN else 100.0) for _, k in COLUMNS]
             means[m] = {k: float(np.nanmean([r["metrics"].get(k, np.nan) for r in rs])) for _, k in COLUMNS}
             lines.append(f"| {ds} | {m} | {len(rs)} | " + " | ".join(cells)
                          + f" | {fmt([r['train_seconds'] for r in rs], 1.0, 0)} |")
         if means:
             best = []
             for col, k in COLUMNS:
+                if k in PLAIN or k.startswith("seen_share"):
+                    continue  # lower is better there; "best" would mislead
                 vals = {m: v[k] for m, v in means.items() if np.isfinite(v[k])}
                 if vals:
                     b = max(vals, key=vals.get)
@@ -152,8 +174,12 @@ def report(runs: list[dict], args: argparse.Namespace, models: list[str], chance
         "T1 = per-class top-1 among unseen classes; mAP = each unseen class's attribute query ranks all "
         "unseen test images (exact, full ranking); U/S/H = generalized ZSL per-class top-1 on unseen / "
         "seen test images searched over all classes and their harmonic mean, uncalibrated; H cal. = H "
-        "with calibrated stacking whose offset was chosen on val. All in %. train s = wall seconds of "
-        "selection + refit.",
+        "with calibrated stacking whose offset was chosen on val. gMAP = generalized retrieval mAP: each "
+        "unseen class queries the unseen **and** seen test images together (raw model scores, then with the "
+        "per-image score correction chosen on val, see docs/hubness.md); seen@10 = share of the unseen "
+        "queries' top-10 held by seen-class images; N10 skew = skewness of how many class queries (all "
+        "classes) hold each image in their top 10 (not in %). mAP, gMAP, seen@10, N10 use the val-chosen "
+        "correction. All in % unless noted. train s = wall seconds of selection + refit.",
         "",
         table(runs, args.datasets, models, chances),
         "",
@@ -162,6 +188,23 @@ def report(runs: list[dict], args: argparse.Namespace, models: list[str], chance
         + (" --data-root DIR" if args.data_root else "") + "` (data root: `--data-root`, else `$ZSLR_DATA`)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def correction_table(runs: list[dict]) -> str:
+    """Markdown: each score correction x model, val figures (val classes among held-out seen images)
+    and test figures (unseen classes among test_seen images); the val-chosen row is marked."""
+    lines = ["| dataset | model | seed | correction | val gMAP | val seen@10 | val N10 skew* | test gMAP | "
+             "test mAP | test seen@10 | test N10 skew |", "|" + "---|" * 11]
+    for r in runs:
+        chosen = ScoreCorrection.from_dict(r.get("retrieval_correction"))
+        for c in r.get("corrections", []):
+            corr = ScoreCorrection.from_dict(c["correction"])
+            v, t = c["val"], c["test"]
+            name = corr.describe() + (" **(chosen)**" if corr == chosen else "")
+            lines.append(f"| {r['dataset']} | {r['model']} | {r['seed']} | {name} | {100 * v['map']:.1f} | "
+                         f"{100 * v['seen_share@10']:.1f} | {v['n10_skew']:.1f} | {100 * t['gzsl_map']:.1f} | "
+                         f"{100 * t['map']:.1f} | {100 * t['seen_share@10']:.1f} | {t['n10_skew']:.1f} |")
+    return "\n".join(lines)
 
 
 def replace_block(text: str, block: str) -> str | None:
@@ -238,6 +281,15 @@ def main(argv: list[str] | None = None) -> int:
                 with raw.open("a") as f:
                     f.write(json.dumps(r) + "\n")
 
+    if args.corrections_out and any(r.get("corrections") for r in runs):
+        from zslretrieval.fileio import atomic_write as _aw
+        block = correction_table([r for r in runs if r.get("corrections")])
+        path = Path(args.corrections_out)
+        old_text = path.read_text() if path.is_file() else ""
+        new_text = replace_block(old_text, block + "\n") or f"{old_text}\n{MARK_START}\n{block}\n{MARK_END}\n"
+        _aw(path, lambda f: f.write(new_text.encode()))
+        print(block)
+        print(f"wrote {path}")
     text = report(runs, args, models, chances, data_desc)
     print(text)
     out = Path(args.out)

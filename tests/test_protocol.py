@@ -137,7 +137,7 @@ def trained():
 def test_evaluate_matches_brute_force(trained):
     ds, *results = trained
     for res in results:
-        out = evaluate(res.model, ds, ("top1", "map", "gzsl"), card=res.card)
+        out = evaluate(res.model, ds, ("top1", "map", "gzsl"), card=res.card, raw_scores=True)
         xu, yu = ds.subset("test_unseen")
         uc = ds.split_classes("test_unseen")
         s = torch.from_numpy(ds.attributes)
@@ -156,6 +156,38 @@ def test_evaluate_matches_brute_force(trained):
         calib = gzsl(ss, ys, sc, yu, seen_c, uc, cal, space="z")
         assert out["gzsl_calibration"] == cal and out["gzsl_cal_h"] == pytest.approx(calib.harmonic)
         assert out["top1"] > 1.0 / len(uc)  # chance 1/4
+
+
+def test_evaluate_retrieval_metrics_with_the_val_chosen_correction_match_brute_force(trained):
+    from zslretrieval.correction import ScoreCorrection, apply_terms
+    from zslretrieval.metrics.hubness import n_k_skewness, seen_share_at_k
+    from zslretrieval.metrics.ranking import rank_by_scores
+
+    ds, *results = trained
+    for res in results:
+        corr = ScoreCorrection.from_dict(res.selection["retrieval_correction"])
+        table = res.selection["retrieval_correction_candidates"]
+        assert table[0]["kind"] == "none" and any(ScoreCorrection.from_dict(r) == corr for r in table)
+        for c in (corr, ScoreCorrection("zscore"), ScoreCorrection("stack", 3, 0.5)):
+            out = evaluate(res.model, ds, ("map", "gzsl_map", "hubness"), card=res.card, correction=c)
+            xu, yu = ds.subset("test_unseen")
+            xs, ys = ds.subset("test_seen")
+            x, y = np.concatenate([xu, xs]), np.concatenate([yu, ys])
+            uc, seen_c = ds.split_classes("test_unseen"), ds.split_classes("trainval")
+            sc = res.model.scores(torch.from_numpy(x), torch.from_numpy(ds.attributes)).double().numpy()
+            scale, offset = c.terms(sc[:, seen_c])
+            adj = apply_terms(sc[:, uc].T, scale, offset)                   # (Q, N) corrected
+            m, _ = mean_average_precision(adj, uc, y)
+            assert out["gzsl_map"] == pytest.approx(m, abs=1e-9)
+            nu = len(yu)
+            assert out["map"] == pytest.approx(mean_average_precision(adj[:, :nu], uc, yu)[0], abs=1e-9)
+            ranked = rank_by_scores(adj)
+            assert out["seen_share@10"] == pytest.approx(seen_share_at_k(ranked, np.r_[np.zeros(nu, bool),
+                                                                                        np.ones(len(ys), bool)], 10)[0])
+            top = np.concatenate([ranked[:, :10], rank_by_scores(sc[:, seen_c].T)[:, :10]])
+            assert out["n10_skew"] == pytest.approx(n_k_skewness(top, len(y), 10))
+        raw = evaluate(res.model, ds, ("gzsl_map",), card=res.card, raw_scores=True)
+        assert raw["gzsl_map"] == pytest.approx(mean_average_precision(sc[:, uc].T, uc, y)[0], abs=1e-9)
 
 
 def test_evaluate_explicit_calibration_and_metric_names(trained):

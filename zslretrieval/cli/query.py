@@ -39,11 +39,14 @@ query was understood as.
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Backbone weight file, for --image on an index built with `zslr index --weights`.")
 @click.option("--top-k", "top_k", type=int, default=10, show_default=True, help="Results per query.")
+@click.option("--raw-scores", is_flag=True,
+              help="Rank by the model's raw scores, without the per-image score correction (seen-class "
+                   "bias, hubness) chosen on validation classes and recorded in the model card.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write a self-contained HTML gallery to this file.")
-def query_cmd(text, attributes, class_name, attribute_file, image, batch, index, index_root, weights, top_k, as_json,
-              html_path):
+def query_cmd(text, attributes, class_name, attribute_file, image, batch, index, index_root, weights, top_k, raw_scores,
+              as_json, html_path):
     """Rank the images of an index by a description, a class name or an example image."""
     from ..query import (QueryConfig, QuerySpec, format_table, read_batch_file, results_to_json, run_query,
                          write_html)
@@ -61,7 +64,8 @@ def query_cmd(text, attributes, class_name, attribute_file, image, batch, index,
         specs.append(QuerySpec("image", image, "--image"))
     if batch is not None:
         specs.extend(read_batch_file(batch))
-    run = run_query(QueryConfig(specs=specs, index=index, index_root=index_root, top_k=top_k, weights=weights))
+    run = run_query(QueryConfig(specs=specs, index=index, index_root=index_root, top_k=top_k, weights=weights,
+                                raw_scores=raw_scores))
     many = batch is not None or len(specs) > 1
     if as_json:
         click.echo(results_to_json(run.results, index=run.index, metric=run.metric, batch=many))

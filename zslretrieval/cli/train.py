@@ -140,24 +140,27 @@ def train_cmd(model: str, out: str | None, **kw) -> None:
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
               help="Evaluate a saved checkpoint instead of training.")
 @click.option("--metric", "metrics", multiple=True, type=LazyChoice(_metric_names),
-              help="Metric to report (repeatable; default: top1, map, gzsl).")
+              help="Metric to report (repeatable; default: top1, map, gzsl, gzsl_map, hubness).")
 @click.option("--calibration", default=None, type=float,
               help="GZSL calibrated-stacking offset (default: the one chosen on val at training time).")
 @click.option("--searcher", default="numpy", show_default=True, help="Searcher backend for mAP rankings.")
 @click.option("--engine/--no-engine", default=True, show_default=True,
               help="Measure mAP through the query engine (index + catalog + class queries), checked "
                    "against the direct computation; --no-engine reports the direct value only.")
+@click.option("--raw-scores", is_flag=True,
+              help="Rank retrieval metrics by raw model scores, without the per-image score correction "
+                   "(seen-class bias, hubness) chosen on validation classes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @_data_options
 def eval_cmd(models: tuple[str, ...], checkpoint: str | None, metrics: tuple[str, ...], calibration: float | None,
-             searcher: str, engine: bool, as_json: bool, **kw) -> None:
+             searcher: str, engine: bool, raw_scores: bool, as_json: bool, **kw) -> None:
     """Evaluate on the unseen test classes: per-class top-1, mAP, generalized ZSL."""
     from ..protocol import DEFAULT_METRICS, EvalConfig, eval_from_config, to_json
 
     cfg = EvalConfig(data=_data_config(kw), models=models, checkpoint=checkpoint,
                      metrics=metrics or DEFAULT_METRICS, calibration=calibration,
                      hparams=parse_hparams(kw["hparams"]), modalities=tuple(kw["modalities"]) or ("attributes",),
-                     searcher=searcher, engine=engine)
+                     searcher=searcher, engine=engine, raw_scores=raw_scores)
     report = eval_from_config(cfg, log=_log)
     if as_json:
         click.echo(to_json(report))
@@ -174,8 +177,13 @@ def eval_cmd(models: tuple[str, ...], checkpoint: str | None, metrics: tuple[str
         click.echo(f"{r['model']:<8} {val:>9} {cells} {r['train_seconds']:>8.1f} {r['eval_seconds']:>7.1f}")
     for r in report["results"]:
         click.echo(f"{r['model']}: hparams {r['hparams']}")
+        if r.get("retrieval_correction"):
+            from ..correction import ScoreCorrection
+            click.echo(f"{r['model']}: retrieval score correction "
+                       f"{ScoreCorrection.from_dict(r['retrieval_correction']).describe()} (chosen on val)")
         if r.get("map_engine"):
             e = r["map_engine"]
-            click.echo(f"{r['model']}: mAP through the engine {e['map']:.6f} = direct {e['direct_map']:.6f} "
-                       f"({e['seconds']:.1f}s)")
+            click.echo(f"{r['model']}: through the engine "
+                       + ", ".join(f"{k} {e[k]:.6f} = direct {e['direct_' + k]:.6f}"
+                                   for k in ("map", "gzsl_map") if k in e) + f" ({e['seconds']:.1f}s)")
     click.echo(f"wall time {report['wall_seconds']:.1f}s")

@@ -156,11 +156,10 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
             for m in models]
     trained = runs[0]
     if len(runs) > 1:
-        def val_mixed(r) -> float:
-            v = r.selection.get("val_map_mixed")
-            return float(v) if v is not None else -1.0
+        val_mixed = validation_mixed_map
         for m, r in zip(models, runs):
-            log(f"      {m}: validation mAP over val + held-out seen images {val_mixed(r):.3f}")
+            log(f"      {m}: validation mAP over val + held-out seen images {val_mixed(r):.3f} (score correction "
+                f"{r.selection.get('retrieval_correction', {}).get('kind', 'none')})")
         trained = max(runs, key=val_mixed)  # first wins ties: AUTO_MODELS order
         log(f"      using {trained.card.model} (best on validation classes)")
     ckpt, card, selection = trained.checkpoint, trained.card, trained.selection
@@ -204,6 +203,20 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
         failures=[(str(p), w) for p, w in rep.failures], seconds=secs)
 
 
+def validation_mixed_map(run) -> float:
+    """Validation mAP over the mixed gallery (val-class images + held-out seen images) of a training
+    run, with the score correction chosen on val -- the ranking the demo's queries will get."""
+    from ..correction import ScoreCorrection
+
+    sel = run.selection
+    chosen = ScoreCorrection.from_dict(sel.get("retrieval_correction"))
+    for rec in sel.get("retrieval_correction_candidates", []):
+        if ScoreCorrection.from_dict(rec) == chosen:
+            return float(rec["map"])
+    v = sel.get("val_map_mixed")
+    return float(v) if v is not None else -1.0
+
+
 def index_raw_features(ix) -> tuple[list[str], np.ndarray]:
     """Paths and raw backbone features (n, feature_dim) float32 of every indexed image of ``ix``."""
     img, raw = ix.raw_features()
@@ -211,8 +224,11 @@ def index_raw_features(ix) -> tuple[list[str], np.ndarray]:
 
 
 def _selection_summary(sel: dict, model: str) -> dict:
+    from ..correction import ScoreCorrection
+
     keep = {"model": model, "chosen": sel.get("chosen"), "epochs": sel.get("epochs"),
-            "val_top1": sel.get("val_top1"), "val_map_mixed": sel.get("val_map_mixed")}
+            "val_top1": sel.get("val_top1"), "val_map_mixed": sel.get("val_map_mixed"),
+            "score_correction": ScoreCorrection.from_dict(sel.get("retrieval_correction")).describe()}
     return {k: v for k, v in keep.items() if v is not None}
 
 
@@ -229,6 +245,13 @@ def format_report(r: DemoReport) -> str:
         for h in c.top:
             mark = "+" if h.label == c.name else " "
             lines.append(f"  {mark} #{h.rank:<3} {h.score:9.4f}  {h.label}  {Path(h.path).name}")
+    lines.append("")
+    for c in r.per_class:
+        hits = sum(h.label == c.name for h in c.top)
+        lines.append(f"{hits} of the top {len(c.top)} for {c.name} are {c.name} images")
+    tops = [tuple(h.id for h in c.top) for c in r.per_class]
+    if len(set(tops)) < len(tops):
+        lines.append("warning: some unseen queries returned the same top results")
     sel = r.selection
     if sel:
         lines += ["", f"chosen on validation classes ({', '.join(r.val_classes)}): "

@@ -7,6 +7,7 @@
         features/shard-stage-<run>-<part>.npy   a Ray worker's partition until the commit renames it
         index-<fp>.faiss      FAISS index for the manifest's settings (fp = fingerprint of 5 fields)
         model-<sha16>.pt      copy of the embedding model checkpoint (first 16 hex of its sha256), when one is used
+        image-terms-<fp>.npz  per-image score-correction terms for the model's correction (index/stats.py)
         .lock                 advisory write lock (flock): one writer at a time
 
 Every other module asks this one for file names (:func:`index_file_name`, :func:`model_file_name`)
@@ -35,6 +36,7 @@ LOCK_FILE = ".lock"
 INDEX_FILE_GLOB = "index-*.faiss"       # FAISS files of any settings (stale ones are deleted by a sync)
 INDEX_TEMP_GLOB = ".index-*.tmp"        # atomic-write leftovers of an interrupted FAISS write
 MODEL_FILE_GLOB = "model-*.pt"          # checkpoint copies (only the manifest's is kept)
+TERMS_GLOB = "image-terms-*.npz"        # per-image correction terms (only the current FAISS file's are kept)
 
 
 class IndexSettings(Protocol):
@@ -56,6 +58,12 @@ def fingerprint(spec: str, dim: int, metric: str, model_sha256: str | None, back
 def index_file_name(m: IndexSettings) -> str:
     """``index-<fp>.faiss`` for a manifest's index type, dim, metric, model and backbone weights."""
     return f"index-{fingerprint(m.index_type, m.dim, m.metric, m.model_sha256, m.backbone_weights)}.faiss"
+
+
+def terms_file_name(index_file: str) -> str:
+    """Per-image correction terms beside the FAISS file ``index_file`` (``index-<fp>.faiss`` -> ``image-terms-<fp>.npz``)."""
+    stem = Path(index_file).stem
+    return f"image-terms-{stem[len('index-'):] if stem.startswith('index-') else stem}.npz"
 
 
 def model_file_name(sha256: str) -> str:

@@ -74,6 +74,7 @@ class OpenIndex:
         self.catalog = Catalog(catalog_url(self.folder, db), create=False)
         self._load(db)
         self._model = None
+        self._terms: tuple | None = None         # (CorrectionTerms | None,) once loaded
         self._exact: Searcher | None = None      # exact full ranking over the stored features (k=None)
         self._knn: FaissSearcher | None = None   # the FAISS file, on a GPU when FAISS sees one (k-NN)
 
@@ -265,6 +266,17 @@ class OpenIndex:
             if status is not None:
                 q = q.where(ImageRow.status == status)
             return [ImageRecord(r.id, r.path, r.label, r.status, r.sha256, r.error) for r in s.scalars(q)]
+
+    def entry_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog entry ids (n,) ascending and the image id of each (n,)."""
+        return self._fids.copy(), self._img.copy()
+
+    def correction_terms(self):
+        """Per-image score-correction terms (``index.stats.CorrectionTerms``) of the model's correction, or None."""
+        if self._terms is None:
+            from .stats import index_terms
+            self._terms = (index_terms(self),)
+        return self._terms[0]
 
     def model(self):
         """(ZslModel, ModelCard, class_semantics) of the index's embedding model, or None (raw features)."""

@@ -304,6 +304,12 @@ class IndexWriter:
         fids, _, shard_ids, rows = self.entries()
         rebuilt, ntotal = sync_faiss(path, m, fids, shard_ids, rows, lambda sh, r: self._vectors(sh, r, m),
                                      rebuild=rebuild, seed=seed)
+        # Per-image correction terms: derived like the FAISS file, written after it (index/stats.py).
+        from ..models.checkpoint import ModelCard
+        from .stats import sync_terms
+        sync_terms(self.folder, path.name, fids, lambda pos: self._vectors(shard_ids[pos], rows[pos], m),
+                   ModelCard.from_json(m.model_card) if m.model_sha256 and m.model_card else None,
+                   (lambda: load_index_model(self.folder, m)) if m.model_sha256 else None, m.metric, m.model_sha256)
         return path.name, rebuilt, ntotal
 
     def _vectors(self, shard_ids, rows, m: Manifest) -> np.ndarray:

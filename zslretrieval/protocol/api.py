@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..correction import ScoreCorrection
 from ..data.base import ZslDataset, semantic_matrix
 from ..errors import ConsistencyError, InvalidInputError
 from ..features import DEFAULT_BACKBONE
@@ -116,6 +117,8 @@ class EvalConfig:
     # direct computation; False reports the direct value only (no index is written).
     engine: bool = True
     engine_root: str | None = None
+    # Rank by raw model scores instead of the score correction the model card records (chosen on val).
+    raw_scores: bool = False
 
     def __post_init__(self) -> None:
         if self.models and self.checkpoint:
@@ -129,18 +132,30 @@ class EvalConfig:
 ENGINE_MAP_TOLERANCE = 1e-6
 
 
-def _engine_map_checked(model: ZslModel, card: ModelCard, dataset: ZslDataset, direct_map: float,
-                        root: str | None) -> dict[str, Any]:
-    """mAP through :func:`zslretrieval.query.engine_map`, raising when it disagrees with ``direct_map``."""
-    from ..query.evaluate import engine_map  # the index + query stack, only when asked for
+def _engine_map_checked(model: ZslModel, card: ModelCard, dataset: ZslDataset, direct: dict[str, float],
+                        root: str | None, raw_scores: bool = False) -> dict[str, Any]:
+    """mAP (and mixed-gallery ``gzsl_map`` when ``direct`` has it) through the query engine
+    (:func:`zslretrieval.query.engine_maps`), raising when either disagrees with the direct computation."""
+    from ..query.evaluate import engine_maps  # the index + query stack, only when asked for
 
     t0 = time.perf_counter()
-    m, per_class = engine_map(model, card, dataset, root=root)
-    if not abs(m - direct_map) <= ENGINE_MAP_TOLERANCE:
-        raise ConsistencyError(f"engine-path mAP {m:.8f} differs from the direct computation {direct_map:.8f} by "
-                               f"more than {ENGINE_MAP_TOLERANCE}; the index or query path ranks differently")
-    return {"map": float(m), "direct_map": float(direct_map), "per_class_ap": per_class,
-            "seconds": round(time.perf_counter() - t0, 3)}
+    mixed = "gzsl_map" in direct and len(dataset.splits.get("test_seen", ()))
+    splits = ("test_unseen", "test_seen") if mixed else ("test_unseen",)
+    got = engine_maps(model, card, dataset, root=root, splits=splits, raw_scores=raw_scores)
+    out: dict[str, Any] = {}
+    for key in ("map", "gzsl_map"):
+        if key not in direct or key not in got:
+            continue
+        if not abs(got[key] - direct[key]) <= ENGINE_MAP_TOLERANCE:
+            raise ConsistencyError(f"engine-path {key} {got[key]:.8f} differs from the direct computation "
+                                   f"{direct[key]:.8f} by more than {ENGINE_MAP_TOLERANCE}; the index or query path "
+                                   "ranks differently")
+        out[key], out[f"direct_{key}"] = float(got[key]), float(direct[key])
+    out["per_class_ap"] = got["per_class_ap"]
+    if "per_class_gzsl_ap" in got:
+        out["per_class_gzsl_ap"] = got["per_class_gzsl_ap"]
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
 
 
 def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
@@ -182,11 +197,13 @@ def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
             model, card, train_wall = item
         t2 = time.perf_counter()
         metrics = evaluate(model, dataset, cfg.metrics, calibration=cfg.calibration, searcher_factory=factory,
-                           card=card, device=cfg.data.device)
+                           card=card, device=cfg.data.device, raw_scores=cfg.raw_scores)
         engine_check = None
-        if cfg.engine and "map" in metrics:
-            engine_check = _engine_map_checked(model, card, dataset, metrics["map"], cfg.engine_root)
-            metrics["map"] = engine_check["map"]
+        if cfg.engine and ("map" in metrics or "gzsl_map" in metrics):
+            engine_check = _engine_map_checked(model, card, dataset, metrics, cfg.engine_root, cfg.raw_scores)
+            metrics.update({k_: engine_check[k_] for k_ in ("map", "gzsl_map") if k_ in engine_check})
+        correction = ScoreCorrection() if cfg.raw_scores else \
+            ScoreCorrection.from_dict((card.selection or {}).get("retrieval_correction"))
         eval_seconds = time.perf_counter() - t2
         log(f"[{card.model}] " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         sel = card.selection or {}
@@ -195,6 +212,9 @@ def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
             "epochs": sel.get("epochs"), "val_top1": sel.get("val_top1"), "val_map": sel.get("val_map"),
             "val_gzsl": sel.get("val_gzsl"), "val_gzsl_calibrated": sel.get("val_gzsl_calibrated"),
             "gzsl_calibration": metrics.get("gzsl_calibration", sel.get("gzsl_calibration")),
+            "retrieval_correction": correction.to_dict(),
+            "retrieval_correction_val": [r for r in sel.get("retrieval_correction_candidates", [])
+                                         if ScoreCorrection.from_dict(r) == correction or r.get("kind") == "none"],
             "selection": [{"hparams": r["hparams"], "val_top1": r["val_top1"], "val_map": r.get("val_map"),
                            "best_epoch": r.get("best_epoch")}
                           for r in sel.get("candidates", [])],

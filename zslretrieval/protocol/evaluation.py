@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..correction import ScoreCorrection
 from ..data.base import ZslDataset, semantic_matrix
 from ..errors import IncompatibleError
 from ..index.searchers import NumpySearcher
@@ -19,7 +20,7 @@ from ..models import ZslModel
 from ..models.checkpoint import ModelCard
 from .selection import embed_batched
 
-DEFAULT_METRICS = ("top1", "map", "gzsl")
+DEFAULT_METRICS = ("top1", "map", "gzsl", "gzsl_map", "hubness")
 
 
 def check_compatible(model: ZslModel, card: ModelCard | None, dataset: ZslDataset, modalities: Sequence[str]) -> None:
@@ -52,8 +53,13 @@ def _l2n(a: np.ndarray) -> np.ndarray:
 def evaluate(model: ZslModel, dataset: ZslDataset, metrics: Sequence[str] = DEFAULT_METRICS, *,
              calibration: float | None = None, searcher_factory: SearcherFactory = NumpySearcher,
              card: ModelCard | None = None, modalities: Sequence[str] | None = None, device: str = "cpu",
-             k: int | None = None) -> dict[str, float]:
-    """Metrics on the test splits: ``test_unseen`` (top1, map, map_at_k) and ``test_seen`` (gzsl).
+             k: int | None = None, correction: ScoreCorrection | None = None,
+             raw_scores: bool = False) -> dict[str, float]:
+    """Metrics on the test splits: ``test_unseen`` (top1, map, map_at_k) and ``test_seen`` (gzsl,
+    gzsl_map: unseen queries over unseen + seen test images, hubness).
+
+    Retrieval metrics rank with the score correction ``correction``, else the one the card
+    records (chosen on val), as the engine does; ``raw_scores=True`` ranks by raw model scores.
 
     Embeddings: ``metric="ip"`` models are L2-normalised (cosine), ``"l2"`` models are used raw.
     GZSL is reported uncalibrated (``gzsl_u/s/h``) and, when a calibration is known -- the
@@ -71,13 +77,17 @@ def evaluate(model: ZslModel, dataset: ZslDataset, metrics: Sequence[str] = DEFA
         calibration = card.selection.get("gzsl_calibration")
         # cards from before the z rule carry a raw offset
         space = card.selection.get("gzsl_calibration_space", "raw") if calibration is not None else "raw"
+    if raw_scores:
+        correction = None
+    elif correction is None and card is not None:
+        correction = ScoreCorrection.from_dict((card.selection or {}).get("retrieval_correction"))
     sem, _ = semantic_matrix(dataset, modalities)
     model = model.to(device).eval()
     class_emb = embed_batched(model.embed_classes, sem, device)
     unseen_x, unseen_y = dataset.subset("test_unseen")
     unseen_emb = embed_batched(model.embed_images, unseen_x, device)
     seen_emb = seen_y = None
-    if "gzsl" in metrics and len(dataset.splits.get("test_seen", ())):
+    if {"gzsl", "gzsl_map", "hubness"} & set(metrics) and len(dataset.splits.get("test_seen", ())):
         seen_x, seen_y = dataset.subset("test_seen")
         seen_emb = embed_batched(model.embed_images, seen_x, device)
     if model.metric == "ip":
@@ -86,7 +96,8 @@ def evaluate(model: ZslModel, dataset: ZslDataset, metrics: Sequence[str] = DEFA
     inputs = EvalInputs(class_emb=class_emb, metric=model.metric, unseen_classes=dataset.split_classes("test_unseen"),
                         seen_classes=dataset.split_classes("trainval"), unseen_emb=unseen_emb, unseen_labels=unseen_y,
                         seen_emb=seen_emb, seen_labels=seen_y)
-    calc = AccuracyCalculator(include=metrics, k=k, calibration=0.0, searcher_factory=searcher_factory)
+    calc = AccuracyCalculator(include=metrics, k=k, calibration=0.0, searcher_factory=searcher_factory,
+                              correction=correction)
     out = calc.get_accuracy(inputs)
     out.pop("gzsl_calibration", None)
     if "gzsl" in metrics and seen_emb is not None and calibration is not None:

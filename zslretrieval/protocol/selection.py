@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..correction import ScoreCorrection, choose_correction
 from ..data.base import ZslDataset, semantic_matrix
 from ..errors import InvalidInputError
 from ..metrics import gzsl, mean_average_precision, per_class_top1
@@ -380,9 +381,14 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
     cal, val_gzsl, val_gzsl_cal = choose_calibration(winner.seen, val.y_held, winner.unseen, val.y_val, train_c,
                                                      val_c, space=CALIBRATION_SPACE) if len(val.x_held) \
         else (0.0, {}, {})
+    # Retrieval score correction (seen-class bias, hubness) on the same pseudo-GZSL data: val
+    # classes query val + held-out seen images; the per-image terms use the train classes.
+    correction, correction_table = choose_correction(winner.seen, val.y_held, winner.unseen, val.y_val, train_c,
+                                                     val_c) if len(val.x_held) else (ScoreCorrection(), [])
     selection_seconds = time.perf_counter() - t_sel
     log(f"[{model_name}] chosen {chosen}" + (f", {epochs} epoch(s)" if epochs else "")
-        + f", val top-1 {winner.top1:.4f}, GZSL calibration {cal:.4g} ({selection_seconds:.1f}s)")
+        + f", val top-1 {winner.top1:.4f}, GZSL calibration {cal:.4g}, retrieval correction "
+        f"{correction.describe()} ({selection_seconds:.1f}s)")
     del x_fit, y_fit
 
     # Refit on all seen classes.
@@ -415,6 +421,7 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
         "val_map": best.val_map,
         "val_map_mixed": best.val_map_mixed,
         "gzsl_calibration": cal, "gzsl_calibration_space": CALIBRATION_SPACE, "val_gzsl": val_gzsl, "val_gzsl_calibrated": val_gzsl_cal,
+        "retrieval_correction": correction.to_dict(), "retrieval_correction_candidates": correction_table,
         "refit": "trainval" + (", same number of epochs" if epochs else ""),
         "refit_final_loss": float(losses[-1]) if losses else None,
         "selection_seconds": round(selection_seconds, 3),

@@ -17,6 +17,7 @@ class QueryConfig:
     index_root: str | None = None
     top_k: int | None = 10          # None ranks the whole catalog
     weights: str | None = None      # backbone weight file, for --image on an index built with --weights
+    raw_scores: bool = False        # rank by raw model scores, without the model card's score correction
 
 
 @dataclass
@@ -32,7 +33,7 @@ def run_query(cfg: QueryConfig) -> QueryRun:
         raise InvalidInputError("no query given; use --text, --attributes, --class, --attribute-file, --image or --batch")
     if cfg.top_k is not None and cfg.top_k < 1:
         raise InvalidInputError(f"--top-k must be >= 1, got {cfg.top_k}")
-    engine = open_engine(cfg.index, cfg.index_root, backbone_weights=cfg.weights)
+    engine = open_engine(cfg.index, cfg.index_root, backbone_weights=cfg.weights, correction=not cfg.raw_scores)
     try:
         results = engine.run(cfg.specs, cfg.top_k)
     finally:

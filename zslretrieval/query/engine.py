@@ -107,7 +107,7 @@ class QueryEngine:
     """
 
     def __init__(self, index: SearchableIndex, *, backbone_weights: str | os.PathLike | None = None,
-                 general: Any = None):
+                 general: Any = None, correction: bool = True):
         self.index = index
         # The general zero-shot model (text -> raw backbone features) for indexes without a model;
         # loaded (or built, once per data folder) on the first text query.
@@ -124,6 +124,12 @@ class QueryEngine:
         self._projector: Projector | None = None
         self.vocabulary = Vocabulary(self.card.vocabulary, "attribute") if self.card is not None else None
         self.classes = Vocabulary(self.card.class_names, "class") if self.card is not None else None
+        # The score correction the model card records (chosen on val; see zslretrieval.correction),
+        # with its per-image terms from the index (optional ``correction_terms()``); correction=False
+        # ranks by raw model scores.
+        terms_of = getattr(index, "correction_terms", None)
+        self.terms = terms_of() if correction and terms_of is not None and self.model is not None else None
+        self._seen = set(self.card.seen_classes) if self.card is not None else set()
 
     # -- resolution -------------------------------------------------------------------
     def _need_model(self, spec: QuerySpec) -> None:
@@ -321,7 +327,22 @@ class QueryEngine:
         """
         k = self.effective_k(k, len(specs))
         prepared = [self.prepare(s) for s in specs]
-        D, I = self.search_vectors(self.embed(prepared), k)
+        xq = self.embed(prepared)
+        fix = np.array([self.corrects(p) for p in prepared], bool)
+        if not fix.any():
+            D, I = self.search_vectors(xq, k)
+        elif fix.all():
+            D, I = self.search_vectors(xq, k, corrected=True)
+        else:  # two batched searches, rows put back in query order
+            Dr, Ir = self.search_vectors(xq[~fix], k)
+            Dc, Ic = self.search_vectors(xq[fix], k, corrected=True)
+            width = max(Dr.shape[1], Dc.shape[1])
+            D, I = np.full((len(xq), width), -np.inf, np.float32), np.full((len(xq), width), -1, np.int64)
+            D[~fix, :Dr.shape[1]], I[~fix, :Ir.shape[1]] = Dr, Ir
+            D[fix, :Dc.shape[1]], I[fix, :Ic.shape[1]] = Dc, Ic
+        for p, f in zip(prepared, fix):
+            if f:
+                p.resolved["correction"] = self.terms.correction.describe()
         return self.collect(prepared, D, I)
 
     def effective_k(self, k: int | None, n_queries: int = 1) -> int | None:
@@ -349,8 +370,22 @@ class QueryEngine:
         n = getattr(self.index, "ntotal", None)
         return None if n is None else int(n)
 
-    def search_vectors(self, xq: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, E) -> D, I of shape (Q, k') catalog ids, -1 padded."""
+    def corrects(self, p: _Prepared) -> bool:
+        """Whether query ``p`` is ranked with the score correction.
+
+        Not image queries (image-to-image similarity, not a class description) and not ``--class``
+        queries of the model's seen classes: the correction lowers images by how strongly the seen
+        classes claim them, which for a seen class's own query would push its own images down.
+        """
+        if self.terms is None or p.descriptor is None:
+            return False
+        return not (p.spec.kind == "class" and p.resolved.get("class") in self._seen)
+
+    def search_vectors(self, xq: np.ndarray, k: int | None, corrected: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, E) -> D, I of shape (Q, k') catalog ids, -1 padded; ``corrected``: ranked by corrected scores."""
+        if corrected and self.terms is not None:
+            from ..index.stats import search_corrected
+            return search_corrected(self.index.search, xq, k, self.terms, int(getattr(self.index, "ntotal", 0)))
         return self.index.search(xq, k)
 
     def collect(self, prepared: list[_Prepared], D: np.ndarray, I: np.ndarray) -> list[QueryResult]:
@@ -512,11 +547,12 @@ def _label(v: Any) -> str | None:
 
 
 def open_engine(index: str | os.PathLike = "default", index_root: str | os.PathLike | None = None, *,
-                backbone_weights: str | os.PathLike | None = None) -> QueryEngine:
+                backbone_weights: str | os.PathLike | None = None, correction: bool = True) -> QueryEngine:
     """Open an index by name or folder and wrap it in a :class:`QueryEngine`.
 
     ``backbone_weights``: the weight file the index's backbone was built with, for --image
-    queries on an index made with ``zslr index --weights FILE``.
+    queries on an index made with ``zslr index --weights FILE``. ``correction=False`` ranks by
+    raw model scores instead of the score correction the model card records.
     """
     from ..index import open_index
-    return QueryEngine(open_index(index, root=index_root), backbone_weights=backbone_weights)
+    return QueryEngine(open_index(index, root=index_root), backbone_weights=backbone_weights, correction=correction)

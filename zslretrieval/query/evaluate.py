@@ -41,49 +41,77 @@ def gallery_paths(dataset: ZslDataset, rows: np.ndarray, split: str) -> list[str
 
 
 def engine_map(model: ZslModel, card: ModelCard, dataset: ZslDataset, *, root: str | os.PathLike | None = None,
-               k: int | None = None, split: str = "test_unseen") -> tuple[float, dict[str, float]]:
+               k: int | None = None, split: str = "test_unseen", raw_scores: bool = False) -> tuple[float, dict[str, float]]:
     """mAP (or mAP@k) of ``model`` on the unseen test classes, measured through a real index.
 
     Indexes the ``split`` images (N, D) of ``dataset`` with the model's checkpoint into a
     temporary index under ``root`` (a temp folder when None; removed afterwards), issues one
     ``class:`` query per unseen class, ranks the whole gallery exactly (no k cap) and scores
-    the returned catalog ids. Returns ``(mAP, {class name: AP})``.
+    the returned catalog ids, ranked with the card's score correction unless ``raw_scores``.
+    Returns ``(mAP, {class name: AP})``.
+    """
+    out = engine_maps(model, card, dataset, root=root, k=k, splits=(split,), raw_scores=raw_scores,
+                      query_split=split)
+    return out["map"], out["per_class_ap"]
+
+
+def engine_maps(model: ZslModel, card: ModelCard, dataset: ZslDataset, *, root: str | os.PathLike | None = None,
+                k: int | None = None, splits: tuple[str, ...] = ("test_unseen", "test_seen"),
+                raw_scores: bool = False, query_split: str = "test_unseen") -> dict:
+    """Retrieval mAP through a real index holding the images of ``splits`` together.
+
+    The classes of ``query_split`` are queried once over the whole index. ``map`` scores the
+    ranking restricted to the ``query_split`` images (the score correction is per image, so
+    that is the ranking an index of those images alone returns); with more than one split,
+    ``gzsl_map`` scores the whole mixed ranking. Returns map, per_class_ap and, when mixed,
+    gzsl_map, per_class_gzsl_ap.
     """
     from ..index import index_features
 
-    rows = np.asarray(dataset.split_indices(split))
+    parts = [np.asarray(dataset.split_indices(sp)) for sp in splits]
+    rows = np.concatenate(parts)
     feats = np.asarray(dataset.features[rows], np.float32)
     labels = [dataset.class_names[int(c)] for c in dataset.labels[rows]]
-    query_classes = [dataset.class_names[int(c)] for c in dataset.split_classes(split)]
+    paths = [p for sp, r in zip(splits, parts) for p in gallery_paths(dataset, r, sp)]
+    query_classes = [dataset.class_names[int(c)] for c in dataset.split_classes(query_split)]
     if root is not None:
         Path(root).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="zslr-engine-eval-", dir=root) as tmp:
         ckpt = save_checkpoint(model, card, Path(tmp) / "model.pt",
                                torch.from_numpy(class_semantics_for(dataset, card)))
-        index = index_features("engine-eval", feats, gallery_paths(dataset, rows, split), labels,
-                               model_checkpoint=ckpt, root=Path(tmp) / "indexes",
-                               backbone=f"dataset:{dataset.name}", source=f"dataset:{dataset.name}/{split}")
+        index = index_features("engine-eval", feats, paths, labels, model_checkpoint=ckpt, root=Path(tmp) / "indexes",
+                               backbone=f"dataset:{dataset.name}", source=f"dataset:{dataset.name}/{'+'.join(splits)}")
         try:
-            engine = QueryEngine(index)
+            engine = QueryEngine(index, correction=not raw_scores)
             results = engine.run([QuerySpec("class", c, "engine_map") for c in query_classes], k=None)
+            records = index.all_records()
         finally:
             close = getattr(index, "close", None)
             if close is not None:
                 close()
     ranked = [[h.id for h in r.hits] for r in results]
-    gallery = {h.id: h.label for h in results[0].hits}
+    gallery = {r.id: r.label for r in records}
+    in_split = {r.id for r in records if r.path.startswith(f"{dataset.name}/{query_split}/")}
     if len(gallery) != len(rows) or any(len(r) != len(rows) for r in ranked):
         raise ConsistencyError(f"the index returned {min(len(r) for r in ranked)} of {len(rows)} gallery images; "
                                "a full ranking must return every catalog entry")
-    ids = np.array(sorted(gallery), np.int64)
-    pos = {int(i): p for p, i in enumerate(ids)}
     names = sorted(set(gallery.values()) | set(query_classes))
     code = {n: c for c, n in enumerate(names)}
-    gallery_labels = np.array([code[gallery[int(i)]] for i in ids])
-    ranked_pos = np.array([[pos[i] for i in r] for r in ranked], np.int64)
-    m, aps = mean_average_precision_from_rankings(ranked_pos, np.array([code[c] for c in query_classes]),
-                                                  gallery_labels, k)
-    return m, {c: float(a) for c, a in zip(query_classes, aps)}
+    qlab = np.array([code[c] for c in query_classes])
+
+    def score(keep: set[int] | None) -> tuple[float, dict[str, float]]:
+        ids = np.array(sorted(gallery if keep is None else keep), np.int64)
+        pos = {int(i): p for p, i in enumerate(ids)}
+        gallery_labels = np.array([code[gallery[int(i)]] for i in ids])
+        ranked_pos = np.array([[pos[i] for i in r if i in pos] for r in ranked], np.int64)
+        m, aps = mean_average_precision_from_rankings(ranked_pos, qlab, gallery_labels, k)
+        return m, {c: float(a) for c, a in zip(query_classes, aps)}
+
+    out: dict = {}
+    out["map"], out["per_class_ap"] = score(in_split if len(splits) > 1 else None)
+    if len(splits) > 1:
+        out["gzsl_map"], out["per_class_gzsl_ap"] = score(None)
+    return out
 
 
 def label_query_map(engine: QueryEngine, kind: str = "text",
