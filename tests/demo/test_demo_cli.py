@@ -61,16 +61,22 @@ def test_demo_prints_map_and_writes_gallery(demo_run):
 def test_demo_auto_uses_the_model_best_on_validation(demo_run):
     out, res, _ = demo_run
     assert res.exit_code == 0
-    from zslretrieval.demo.pipeline import AUTO_MODELS
+    from types import SimpleNamespace
+
+    from zslretrieval.demo.pipeline import AUTO_MODELS, validation_mixed_map
     from zslretrieval.models.checkpoint import load_checkpoint
 
-    val = {}
+    val, apart = {}, {}
     for m in AUTO_MODELS:  # each candidate trained through the same custom-dataset path
         assert (out / f"{m}.pt").is_file()
-        val[m] = load_checkpoint(out / f"{m}.pt")[1].selection["val_map_mixed"]
+        card = load_checkpoint(out / f"{m}.pt")[1]
+        val[m] = validation_mixed_map(SimpleNamespace(selection=card.selection))
         assert 0.0 <= val[m] <= 1.0
-    best = max(AUTO_MODELS, key=lambda m: val[m])
-    assert f"using {best} (best on validation classes)" in res.output
+        n = re.search(rf"{m}: validation mAP .*its (\d+) unseen queries get (\d+) different top-5", res.output)
+        apart[m] = n is not None and n.group(1) == n.group(2)
+    usable = [m for m in AUTO_MODELS if apart[m]] or list(AUTO_MODELS)
+    best = max(usable, key=lambda m: val[m])
+    assert f"using {best} (best on validation classes" in res.output
     # the index was re-embedded with that model's checkpoint, and the report says which
     assert f"model={best}" in res.output and f"checkpoint: {out / (best + '.pt')}" in res.output
 
@@ -123,3 +129,33 @@ def test_zslr_train_on_generated_folders(tmp_path):
                                    str(g.class_attributes_csv), "--unseen", str(tmp_path / "missing.txt"),
                                    "--backbone", TINY, "--model", "eszsl"])
     assert bad.exit_code == 2 and "unseen-classes file not found" in bad.output
+
+
+def test_distinct_query_rankings_spots_a_model_that_cannot_tell_queries_apart(tmp_path):
+    """Two unseen classes whose descriptors differ only outside the span of the seen ones: a linear
+    model fitted on the seen classes (SAE) ranks images the same for both, DEM-like spaces need not."""
+    import numpy as np
+
+    from zslretrieval.demo.pipeline import distinct_query_rankings
+    from zslretrieval.models import create_model
+    from zslretrieval.models.checkpoint import ModelCard, save_checkpoint
+
+    rng = np.random.default_rng(0)
+    # 4 attributes; seen classes use attributes 0, 1 only; unseen ones differ in attributes 2 vs 3
+    sem = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0.5, 0.5, 1, 0], [0.5, 0.5, 0, 1]], np.float32)
+    sem /= np.linalg.norm(sem, axis=1, keepdims=True)
+    x = rng.normal(size=(60, 10)).astype(np.float32)
+    y = np.repeat(np.arange(3), 20)
+    x += np.eye(10, dtype=np.float32)[y] * 3
+    model = create_model("sae", 10, [4], {"lam": 1.0, "direction": "encoder"})
+    model.fit(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(sem[:3]))
+    names = ["a", "b", "c", "u1", "u2"]
+    card = ModelCard(model="sae", hparams=model.hparams.to_dict(), feature_dim=10, semantic_dims=[4], dataset="toy",
+                     metric=model.metric, class_names=names, seen_classes=names[:3], unseen_classes=names[3:],
+                     vocabulary=["p", "q", "r", "s"], semantic_norm="l2")
+    ckpt = save_checkpoint(model, card, tmp_path / "sae.pt", torch.from_numpy(sem))
+    assert distinct_query_rankings(ckpt, x) == 1          # both unseen queries: the same top-5
+    sem2 = sem.copy()
+    sem2[4] = sem[0]                                      # now u2 differs from u1 inside the seen span
+    ckpt2 = save_checkpoint(model, card, tmp_path / "sae2.pt", torch.from_numpy(sem2))
+    assert distinct_query_rankings(ckpt2, x) == 2

@@ -157,11 +157,20 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
     trained = runs[0]
     if len(runs) > 1:
         val_mixed = validation_mixed_map
+        seen_feats = seen_class_features(paths, feats, runs[0].card.seen_classes)
+        distinct = {id(r): distinct_query_rankings(r.checkpoint, seen_feats) for r in runs}
         for m, r in zip(models, runs):
+            n_q, n_d = len(r.card.unseen_classes), distinct[id(r)]
             log(f"      {m}: validation mAP over val + held-out seen images {val_mixed(r):.3f} (score correction "
-                f"{r.selection.get('retrieval_correction', {}).get('kind', 'none')})")
-        trained = max(runs, key=val_mixed)  # first wins ties: AUTO_MODELS order
-        log(f"      using {trained.card.model} (best on validation classes)")
+                f"{r.selection.get('retrieval_correction', {}).get('kind', 'none')}); its {n_q} unseen queries get "
+                f"{n_d} different top-{DISTINCT_TOP} lists over the seen-class images")
+        # A model that ranks images the same way for different unseen descriptions cannot answer them,
+        # whatever its validation score (SAE's projection lies in the span of the seen classes'
+        # descriptors; unseen combinations can differ from each other only outside it).
+        usable = [r for r in runs if distinct[id(r)] == len(r.card.unseen_classes)] or runs
+        trained = max(usable, key=val_mixed)  # first wins ties: AUTO_MODELS order
+        log(f"      using {trained.card.model} (best on validation classes"
+            + (", among models that tell the unseen queries apart)" if len(usable) < len(runs) else ")"))
     ckpt, card, selection = trained.checkpoint, trained.card, trained.selection
     secs["train"] = _lap(t)
 
@@ -215,6 +224,39 @@ def validation_mixed_map(run) -> float:
             return float(rec["map"])
     v = sel.get("val_map_mixed")
     return float(v) if v is not None else -1.0
+
+
+# Depth of the ranking compared between unseen queries when ``auto`` checks a model tells them apart.
+DISTINCT_TOP = 5
+
+
+def seen_class_features(paths: list[str], feats: np.ndarray, seen: list[str]) -> np.ndarray:
+    """Rows of ``feats`` whose image sits in a folder of a seen class (training data; no unseen image used)."""
+    keep = {str(c) for c in seen}
+    rows = [i for i, p in enumerate(paths) if Path(p).parent.name in keep]
+    return np.ascontiguousarray(feats[rows], np.float32)
+
+
+def distinct_query_rankings(checkpoint: Path, images: np.ndarray, top: int = DISTINCT_TOP) -> int:
+    """How many different top-``top`` lists the checkpoint's unseen-class descriptors get over ``images``
+    (n, D), ranked as the engine ranks them (with the card's score correction). Equal to the number
+    of unseen classes when the model tells every pair of them apart; no unseen image is looked at."""
+    import torch
+
+    from ..correction import ScoreCorrection, apply_terms
+    from ..models.checkpoint import load_checkpoint
+
+    model, card, sem = load_checkpoint(checkpoint)
+    names = list(card.class_names)
+    unseen = [names.index(c) for c in card.unseen_classes]
+    seen = [names.index(c) for c in card.seen_classes]
+    if not len(images) or not unseen:
+        return len(unseen)
+    with torch.no_grad():
+        sc = model.scores(torch.from_numpy(images), torch.as_tensor(np.asarray(sem, np.float32))).double().numpy()
+    corr = ScoreCorrection.from_dict((card.selection or {}).get("retrieval_correction"))
+    ranked = apply_terms(sc[:, unseen].T, *corr.terms(sc[:, seen]))
+    return len({tuple(np.argsort(-row, kind="stable")[:top]) for row in ranked})
 
 
 def index_raw_features(ix) -> tuple[list[str], np.ndarray]:

@@ -27,10 +27,12 @@ def describe_resolved(result: QueryResult) -> str:
         if near:
             line += "; looks like ImageNet " + ", ".join(f"{c['name']} ({c['cosine']:.2f})" for c in near)
         return line
+    # scores are corrected per image when the model card chose a correction: say so next to them
+    tail = f" (scores: {r['correction']} correction)" if r.get("correction") else ""
     if "class" in r:
-        return f"class {r['class']}"
+        return f"class {r['class']}{tail}"
     if "attributes" in r:
-        return ", ".join(f"{a['name']}={a['weight']:g}" for a in r["attributes"]) or "(all zero)"
+        return (", ".join(f"{a['name']}={a['weight']:g}" for a in r["attributes"]) or "(all zero)") + tail
     if "image" in r:
         return f"image {r['image']}"
     return ""
