@@ -17,9 +17,9 @@ def fake_index(monkeypatch):
     idx = make_index(n=25)
     opened = []
 
-    def fake_open(index="default", index_root=None, backbone_weights=None):
+    def fake_open(index="default", index_root=None, backbone_weights=None, correction=True):
         opened.append((index, index_root))
-        return QueryEngine(idx)
+        return QueryEngine(idx, correction=correction)
 
     monkeypatch.setattr("zslretrieval.query.api.open_engine", fake_open)
     return idx, opened
