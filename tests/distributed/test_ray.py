@@ -17,6 +17,7 @@ pytest.importorskip("ray")
 import tests.distributed.fakes  # noqa: E402,F401  (registers tiny-crash)
 import tests.index.fakes  # noqa: E402,F401  (registers tiny-test)
 from tests.index.fakes import write_images  # noqa: E402
+from tests.index.searchers.test_sharded import assert_bit_for_bit  # noqa: E402
 from zslretrieval.distributed import WorkerLostError  # noqa: E402
 from zslretrieval.index import check_index, open_index  # noqa: E402
 from zslretrieval.index.searchers import NumpySearcher  # noqa: E402
@@ -163,12 +164,6 @@ def test_ray_sharded_search_equals_unsharded():
         s.add(xb[:100], ids[:100])
         s.add(xb[100:], ids[100:])
         assert s.ntotal == 300
-        for k in (1, 10, 400):
-            D, I = s.search(xq, k)
-            Dr, Ir = ref.search(xq, k)
-            np.testing.assert_array_equal(I, Ir)
-            np.testing.assert_array_equal(D, Dr)
-        D, I = s.rank_all(xq)
-        np.testing.assert_array_equal(I, ref.search(xq, 300)[1])
+        assert_bit_for_bit(s, ref, xq, (1, 10, 400))
     finally:
         s.close()

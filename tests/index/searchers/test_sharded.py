@@ -9,6 +9,18 @@ from zslretrieval.errors import InvalidInputError
 from zslretrieval.index.searchers import NumpySearcher, ShardedSearcher, make_searcher, merge_topk
 
 
+def assert_bit_for_bit(s, ref: NumpySearcher, xq: np.ndarray, ks) -> None:
+    """A sharded searcher ``s`` returns exactly the reference's ids and scores for every k in ``ks``,
+    and its full ranking equals the reference's."""
+    for k in ks:
+        D, I = s.search(xq, k)
+        Dr, Ir = ref.search(xq, k)
+        np.testing.assert_array_equal(I, Ir)
+        np.testing.assert_array_equal(D, Dr)
+    D, I = s.rank_all(xq)
+    np.testing.assert_array_equal(I, ref.search(xq, ref.ntotal)[1])
+
+
 def test_merge_topk_hand_worked():
     # shard A holds ids 7 (0.9), 3 (0.5); shard B holds 2 (0.9), 5 (0.1) and pads its 3rd slot
     A = (np.array([[0.9, 0.5]], np.float32), np.array([[7, 3]]))
@@ -35,13 +47,7 @@ def test_sharded_numpy_equals_reference_bit_for_bit(metric, shards):
     s.add(xb[:150], ids[:150])
     s.add(xb[150:], ids[150:])
     assert s.ntotal == 400 and sum(x.ntotal > 0 for x in s.shards) == shards
-    for k in (1, 5, 64, 400, 500):
-        D, I = s.search(xq, k)
-        Dr, Ir = ref.search(xq, k)
-        np.testing.assert_array_equal(I, Ir)
-        np.testing.assert_array_equal(D, Dr)
-    D, I = s.rank_all(xq)
-    np.testing.assert_array_equal(I, ref.search(xq, 400)[1])
+    assert_bit_for_bit(s, ref, xq, (1, 5, 64, 400, 500))
     s.close()
 
 
