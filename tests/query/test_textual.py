@@ -32,9 +32,12 @@ class FakeGeneral:
         v = np.random.default_rng(zlib.crc32(text.encode())).normal(size=DIM)
         return (v / np.linalg.norm(v)).astype(np.float32)
 
-    def embed_texts(self, texts):
+    def embed_texts(self, texts, kind="name"):
         self.calls.append(list(texts))
         return np.stack([self.vec(t) for t in texts])
+
+    def prompts(self, texts, kind="name"):
+        return [("something with " if kind == "attribute" else "a ") + t for t in texts]
 
     def nearest_classes(self, v, k=3):
         return [("zebra", 0.5), ("tiger", 0.4), ("horse", 0.3)][:k]
@@ -57,6 +60,12 @@ def test_humanise_vocabulary_names():
     assert humanise("  Bay_breasted_Warbler ") == "Bay breasted Warbler"
 
 
+def test_attribute_names_read_as_words():
+    from zslretrieval.text.names import attribute_text
+    assert attribute_text("has_bill_shape::curved_(up_or_down)") == "bill shape curved up or down"
+    assert attribute_text("stripes") == "stripes" and attribute_text("hasty") == "hasty"
+
+
 def test_text_query_ranks_by_the_general_vector():
     idx, eng = engine()
     res = eng.run([QuerySpec("text", "a striped   animal")], k=None)[0]
@@ -76,6 +85,9 @@ def test_attribute_words_keep_weights_and_negation():
     assert g.calls == [["big cat", "domestic", "stripes"]]
     assert res.resolved["attributes"] == [{"name": "big cat", "weight": 0.5}, {"name": "domestic", "weight": -1.0},
                                           {"name": "stripes", "weight": 2.0}]
+    # read as attribute words, not as names ("a photo of a stripes.")
+    assert res.resolved["understood_as"]["texts"] == ["something with big cat", "something with domestic",
+                                                      "something with stripes"]
     q = 0.5 * FakeGeneral.vec("big cat") - FakeGeneral.vec("domestic") + 2 * FakeGeneral.vec("stripes")
     assert [h.id for h in res.hits] == list(brute_force(idx, q))
     plain = eng.run([QuerySpec("attributes", "big_cat=0.5,stripes=2")], k=None)[0]

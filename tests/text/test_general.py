@@ -17,9 +17,18 @@ def test_selection_is_on_val_and_generalises_to_test(general_root):
     sel = m.selection
     assert sel["split"] == {"train": 600, "val": 200, "test": 200} and sel["chance"] == pytest.approx(0.005)
     best = sel["best"]
-    # the deployed method is the better one on *val*; test is only reported
-    assert sel["chosen"] == ("dem" if best["dem"]["val_top1"] >= best["ridge"]["val_top1"] else "ridge") == m.method
+    # the deployed map and correction are the best on *val* among what may be chosen; test is only reported
+    key = (lambda r: (r["val_top1"], r["val_mrr"]))
+    dep = best["deployed"]
+    assert sel["chosen"] == dep["method"] == m.method and m.hparams["mix"] == dep["mix"]
+    assert key(dep) == max(key(r) for r in sel["deployed"] if r["correction"]["kind"] == "none" or key(r) > key(
+        next(b for b in sel["deployed"] if b["mix"] == r["mix"] and b["correction"]["kind"] == "none")))
+    assert m.correction.to_dict() == dep["correction"] == sel["retrieval_correction"]
+    if m.correction.active:   # a correction is on only where it beat "none" of the same map on val
+        none = next(r for r in sel["deployed"] if r["mix"] == dep["mix"] and r["correction"]["kind"] == "none")
+        assert key(dep) > key(none)
     assert best["ridge"]["val_top1"] == max(r["val_top1"] for r in sel["ridge"])
+    assert m.reference.shape == (1000, 1280) and m.templates == best["ridge"]["templates"]
     assert best["conse"]["val_top1"] == max(r["val_top1"] for r in sel["conse"])
     for method in ("dem", "ridge", "conse"):       # far above chance (0.005) on classes never fitted
         assert best[method]["test_top1"] > 0.15, (method, best[method])
@@ -56,9 +65,10 @@ def test_cache_round_trip_and_torn_file(general_root, tmp_path):
 def test_general_cli_prints_the_heldout_table(general_root):
     r = CliRunner().invoke(cli, ["general", "--data-root", str(general_root)])
     assert r.exit_code == 0, r.output
-    assert "<- chosen" in r.output and "conse" in r.output and "test top-1" in r.output
+    assert "<- chosen on val" in r.output and "conse" in r.output and "test top-1" in r.output
+    assert "correction" in r.output
     r = CliRunner().invoke(cli, ["general", "--data-root", str(general_root), "--json"])
-    assert json.loads(r.stdout)["selection"]["chosen"] in ("dem", "ridge")
+    assert json.loads(r.stdout)["selection"]["chosen"] in ("dem", "ridge", "dem+ridge")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +96,53 @@ def test_awa2_photos_by_class_name_text(awa2_index):
     assert len(rankings) == 17                                         # no two queries rank alike
 
 
+def test_heldout_retrieval_hand_worked():
+    from zslretrieval.correction import ScoreCorrection
+    gal = np.eye(3)
+    pred = np.array([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0]])   # query 1 lands on item 0 (a hub)
+    r = gen.heldout_retrieval(pred, gal)
+    assert r["top1"] == pytest.approx(2 / 3) and r["mrr"] == pytest.approx((1 + 0.5 + 1) / 3)
+    # reference queries that all favour item 0 make it a hub; z-scores over them demote it
+    ref = np.array([[1.0, 0.2, 0.0], [1.0, 0.0, 0.2], [1.0, 0.1, 0.1]])
+    z = gen.heldout_retrieval(pred, gal, ref, ScoreCorrection("zscore"))
+    scale, offset = ScoreCorrection("zscore").terms(gal @ gen._unit(ref).T)
+    s = gen._unit(pred) @ gal.T * scale + offset
+    assert z["top1"] == pytest.approx(np.mean(np.argmax(s, 1) == np.arange(3)))
+
+
+def test_raw_index_stores_the_general_terms_and_the_engine_equals_the_direct_ranking(awa2_index):
+    """#12 item 5: per-image hubness terms of the general model, stored at index time, applied by the engine."""
+    from zslretrieval.index import open_index
+    from zslretrieval.index.layout import terms_file_name
+    from zslretrieval.index.stats import general_key, read_terms
+    from zslretrieval.query import QueryEngine, QuerySpec
+    ix = open_index("awa2", root=awa2_index)
+    g = gen.load_general_model("efficientnet-lite0")
+    assert g.correction.active, g.selection["best"]["deployed"]   # chosen on val for this backbone
+    stored = read_terms(ix.folder / terms_file_name(ix.manifest.index_file), g.correction, general_key(g))
+    assert stored is not None and np.array_equal(stored.entry_ids, ix.entry_ids()[0])
+    img_ids, x = ix.vectors()          # entry order = the terms' order
+    scale, offset = g.correction.terms(x.astype(np.float64) @ g.reference.T.astype(np.float64))
+    np.testing.assert_allclose(stored.scale, scale, rtol=1e-6)
+    np.testing.assert_allclose(stored.offset, offset, rtol=1e-6, atol=1e-9)
+    names = ["zebra", "a striped animal in the water"]
+    q = g.embed_texts(names)
+    direct = (q.astype(np.float64) @ x.T.astype(np.float64)) * scale + offset        # (2, n)
+    eng = QueryEngine(ix)
+    for k in (None, 5):
+        res = eng.run([QuerySpec("text", n) for n in names], k=k)
+        for row, r in zip(direct, res):
+            want = [int(img_ids[j]) for j in np.argsort(-row, kind="stable")][:k]
+            assert [h.id for h in r.hits] == want
+            np.testing.assert_allclose([h.score for h in r.hits], np.sort(row)[::-1][:len(want)], rtol=1e-4)
+            assert r.resolved["correction"] == "zscore"
+    raw = QueryEngine(ix, correction=False).run([QuerySpec("text", "zebra")], k=None)[0]
+    assert "correction" not in raw.resolved
+    assert [h.id for h in raw.hits] == [int(img_ids[j]) for j in np.argsort(-(x @ q[0]), kind="stable")]
+    img_q = eng.run([QuerySpec("image", str(ix.all_records()[0].path))], k=3)[0]
+    assert "correction" not in img_q.resolved                          # image-to-image is never corrected
+
+
 def test_cli_text_attributes_and_any_class_on_a_raw_index(awa2_index):
     base = ["query", "--index", "awa2", "--index-root", str(awa2_index), "--top-k", "3"]
     r = CliRunner().invoke(cli, base + ["--text", "gorilla"])
@@ -96,6 +153,8 @@ def test_cli_text_attributes_and_any_class_on_a_raw_index(awa2_index):
     r = CliRunner().invoke(cli, base + ["--attributes", "stripes,water", "--json"])
     assert r.exit_code == 0, r.output
     body = json.loads(r.stdout)
+    assert body["resolved"]["understood_as"]["texts"] == ["a photo of something with stripes.",
+                                                          "a photo of something with water."]
     assert body["resolved"]["attributes"] == [{"name": "stripes", "weight": 1.0}, {"name": "water", "weight": 1.0}]
     assert len(body["results"]) == 3
     neg = json.loads(CliRunner().invoke(cli, base + ["--attributes", "stripes,-water", "--json"]).stdout)

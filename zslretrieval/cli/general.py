@@ -40,19 +40,26 @@ def general_cmd(backbone: str, data_root: str | None, rebuild: bool, as_json: bo
 
 
 def format_selection(model) -> str:
-    """The held-out ImageNet table of a general model: val (chosen on) and test (reported) top-1 per method."""
+    """The held-out ImageNet table of a general model: val (chosen on) and test (reported) top-1 per method,
+    then the deployed map with its hubness correction (chosen together on val)."""
+    from ..correction import ScoreCorrection
     sel = model.selection
     best = sel["best"]
     sp = sel["split"]
     lines = [f"general model for {model.backbone} ({model.backbone_weights}), encoder {model.encoder}",
              f"ImageNet classes: {sp['train']} train / {sp['val']} val / {sp['test']} test (seed {sel['seed']}); "
              f"metric: {sel['metric']}, chance {sel['chance']:.3f}",
-             f"{'method':<8} {'setting':<44} {'val top-1':>9} {'test top-1':>10}"]
+             f"{'method':<10} {'setting':<44} {'val top-1':>9} {'test top-1':>10}"]
     rows = [("dem", f"hidden 512, wd {best['dem']['weight_decay']:g}, {best['dem']['epochs']} epochs", best["dem"]),
             ("ridge", f"alpha {best['ridge']['alpha']:g}", best["ridge"]),
             ("conse", f"T {best['conse']['T']}", best["conse"])]
     for name, setting, r in rows:
-        mark = " <- chosen" if name == sel["chosen"] else ""
-        lines.append(f"{name:<8} {setting:<44} {r['val_top1']:>9.3f} {r['test_top1']:>10.3f}{mark}")
-    lines.append(f"prompt template {model.template!r}; refit on all 1000 classes; built in {sel['build_seconds']}s")
+        lines.append(f"{name:<10} {setting:<44} {r['val_top1']:>9.3f} {r['test_top1']:>10.3f}")
+    d = best["deployed"]
+    corr = ScoreCorrection.from_dict(d["correction"]).describe()
+    lines.append(f"{'deployed':<10} {d['method'] + ' (DEM share ' + format(d['mix'], 'g') + '), correction ' + corr:<44} "
+                 f"{d['val_top1']:>9.3f} {d['test_top1']:>10.3f} <- chosen on val")
+    n = len(model.templates)
+    lines.append(f"prompt {model.template!r}" + (f" (+{n - 1} more templates, averaged)" if n > 1 else "")
+                 + f"; refit on all 1000 classes; built in {sel['build_seconds']}s")
     return "\n".join(lines)

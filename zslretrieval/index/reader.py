@@ -75,6 +75,7 @@ class OpenIndex:
         self._load(db)
         self._model = None
         self._terms: tuple | None = None         # (CorrectionTerms | None,) once loaded
+        self._general_terms: tuple | None = None  # (general model key, CorrectionTerms | None) once loaded
         self._exact: Searcher | None = None      # exact full ranking over the stored features (k=None)
         self._knn: FaissSearcher | None = None   # the FAISS file, on a GPU when FAISS sees one (k-NN)
 
@@ -277,6 +278,14 @@ class OpenIndex:
             from .stats import index_terms
             self._terms = (index_terms(self),)
         return self._terms[0]
+
+    def general_terms(self, general):
+        """Per-image terms of the general model's hubness correction on this raw-feature index, or None."""
+        key = ("general", general.fingerprint)
+        if self._general_terms is None or self._general_terms[0] != key:
+            from .stats import index_general_terms
+            self._general_terms = (key, index_general_terms(self, general))
+        return self._general_terms[1]
 
     def model(self):
         """(ZslModel, ModelCard, class_semantics) of the index's embedding model, or None (raw features)."""

@@ -8,6 +8,11 @@ validation classes (``card.selection["retrieval_correction"]``). Its per-image t
 FAISS file it is derived, and a file that does not match the catalog's entries is recomputed.
 :func:`search_corrected` then returns the exact top-k under the corrected scores from top-k'
 searches under the raw ones: a query needs no extra pass over the collection.
+
+An index of raw backbone features (no model) is queried through the general model
+(``text/general.py``); its terms come the same way from each image's scores against the general
+model's reference queries (the projected ImageNet names) with the correction chosen on held-out
+ImageNet classes, keyed by the general model's fingerprint (``general_key``).
 """
 from __future__ import annotations
 
@@ -75,6 +80,19 @@ def seen_class_embeddings(model, card, class_semantics, metric: str) -> np.ndarr
     return np.ascontiguousarray(emb, np.float32)
 
 
+def general_key(general) -> str:
+    """What a raw index's terms file is keyed by: the general model it was computed with."""
+    return f"general:{general.fingerprint}"
+
+
+def general_reference(general, metric: str) -> np.ndarray:
+    """(1000, D) float32 reference queries of a general model in index space (unit rows: its queries are)."""
+    ref = np.asarray(general.reference, np.float32)
+    if metric == "ip":
+        ref = ref / np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(ref, np.float32)
+
+
 def compute_terms(vectors: np.ndarray, ref: np.ndarray, metric: str, correction: ScoreCorrection) -> tuple[np.ndarray, np.ndarray]:
     """scale, offset (n,) of index-space vectors (n, E) against seen-class embeddings ref (C, E)."""
     from .searchers import exact_scores
@@ -115,16 +133,29 @@ def write_terms(path: Path, terms: CorrectionTerms, model_sha256: str | None) ->
 
 def sync_terms(folder: Path, index_file: str, entry_ids: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray],
                card, load_model: Callable[[], tuple] | None, metric: str,
-               model_sha256: str | None) -> CorrectionTerms | None:
+               model_sha256: str | None, general=None) -> CorrectionTerms | None:
     """Bring the terms file of FAISS file ``index_file`` in line with ``entry_ids`` (ascending); others are removed.
 
     ``vectors_of(positions)`` -> (len(positions), E) index-space vectors of those entries;
     ``card`` the index model's card (None for raw features); ``load_model()`` -> (model, card,
     class_semantics), called only when terms must be computed. Only entries missing from the
-    current file are computed. Returns the terms, or None when the card records no active correction.
+    current file are computed. ``general``: for an index without a model, the general model whose
+    correction and reference queries give the terms (None: no terms). Returns the terms, or None
+    when no active correction applies.
     """
     path = Path(folder) / terms_file_name(index_file)
-    correction = card_correction(card) if card is not None and load_model is not None else ScoreCorrection()
+    if card is not None and load_model is not None:
+        correction = card_correction(card)
+
+        def reference() -> np.ndarray:
+            return seen_class_embeddings(*load_model(), metric)
+    elif general is not None and general.reference is not None:
+        correction, model_sha256 = general.correction, general_key(general)
+
+        def reference() -> np.ndarray:
+            return general_reference(general, metric)
+    else:
+        correction = ScoreCorrection()
     for p in Path(folder).glob(TERMS_GLOB):
         if p.name != path.name or not correction.active:
             p.unlink(missing_ok=True)
@@ -142,7 +173,7 @@ def sync_terms(folder: Path, index_file: str, entry_ids: np.ndarray, vectors_of:
         scale[have], offset[have] = old.scale[pos[have]], old.offset[pos[have]]
         todo = np.flatnonzero(~have)
     if len(todo):
-        ref = seen_class_embeddings(*load_model(), metric)
+        ref = reference()
         for i in range(0, len(todo), TERMS_BATCH):
             sl = todo[i:i + TERMS_BATCH]
             scale[sl], offset[sl] = compute_terms(vectors_of(sl), ref, metric, correction)
@@ -167,6 +198,24 @@ def index_terms(ix) -> CorrectionTerms | None:
         _, vectors = ix.vectors()
         ref = seen_class_embeddings(*loaded, m.metric)
         scale, offset = compute_terms(vectors, ref, m.metric, correction)
+        terms = CorrectionTerms(correction, entry_ids, scale, offset)
+    terms.image_ids = image_ids
+    return terms
+
+
+def index_general_terms(ix, general) -> CorrectionTerms | None:
+    """The general model's correction terms of an open raw-feature index: read from its file (written
+    at index time when the general model was already built), else computed in memory once."""
+    correction = general.correction
+    if not correction.active or general.reference is None:
+        return None
+    m = ix.manifest
+    key = general_key(general)
+    terms = read_terms(Path(ix.folder) / terms_file_name(m.index_file), correction, key)
+    entry_ids, image_ids = ix.entry_ids()
+    if terms is None or not np.array_equal(terms.entry_ids, entry_ids):
+        _, vectors = ix.vectors()
+        scale, offset = compute_terms(vectors, general_reference(general, m.metric), m.metric, correction)
         terms = CorrectionTerms(correction, entry_ids, scale, offset)
     terms.image_ids = image_ids
     return terms

@@ -307,9 +307,14 @@ class IndexWriter:
         # Per-image correction terms: derived like the FAISS file, written after it (index/stats.py).
         from ..models.checkpoint import ModelCard
         from .stats import sync_terms
+        general = None
+        if not m.model_sha256:   # raw features: the general model's terms, if that model is built already
+            from ..text.general import cached_general_model
+            general = cached_general_model(m.backbone, m.backbone_weights)
         sync_terms(self.folder, path.name, fids, lambda pos: self._vectors(shard_ids[pos], rows[pos], m),
                    ModelCard.from_json(m.model_card) if m.model_sha256 and m.model_card else None,
-                   (lambda: load_index_model(self.folder, m)) if m.model_sha256 else None, m.metric, m.model_sha256)
+                   (lambda: load_index_model(self.folder, m)) if m.model_sha256 else None, m.metric, m.model_sha256,
+                   general=general)
         return path.name, rebuilt, ntotal
 
     def _vectors(self, shard_ids, rows, m: Manifest) -> np.ndarray:

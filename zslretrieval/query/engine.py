@@ -127,7 +127,10 @@ class QueryEngine:
         # The score correction the model card records (chosen on val; see zslretrieval.correction),
         # with its per-image terms from the index (optional ``correction_terms()``); correction=False
         # ranks by raw model scores.
+        # An index of raw features gets the general model's hubness-correction terms when the
+        # general model is loaded (first text query; see general_model()).
         terms_of = getattr(index, "correction_terms", None)
+        self.correction = correction
         self.terms = terms_of() if correction and terms_of is not None and self.model is not None else None
         self._seen = set(self.card.seen_classes) if self.card is not None else set()
 
@@ -170,6 +173,9 @@ class QueryEngine:
             raise IncompatibleError(
                 f"index {getattr(self.manifest, 'name', '?')!r} was built with {self._general.backbone} weights {want!r}; "
                 f"the general model knows only {self._general.backbone_weights!r}, whose classifier it was built from")
+        if self.model is None and self.correction and self.terms is None:
+            terms_of = getattr(self.index, "general_terms", None)
+            self.terms = terms_of(self._general) if terms_of is not None else None
         return self._general
 
     def _attribute_width(self, spec: QuerySpec) -> int:
@@ -377,7 +383,11 @@ class QueryEngine:
         queries of the model's seen classes: the correction lowers images by how strongly the seen
         classes claim them, which for a seen class's own query would push its own images down.
         """
-        if self.terms is None or p.descriptor is None:
+        if self.terms is None:
+            return False
+        if self.model is None:   # raw index: the general model's correction, for its text/class/attribute queries
+            return p.vector is not None
+        if p.descriptor is None:
             return False
         return not (p.spec.kind == "class" and p.resolved.get("class") in self._seen)
 

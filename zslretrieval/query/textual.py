@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IncompatibleError, InvalidInputError
-from ..text.names import CLASS_TEMPLATE, class_text, humanise
+from ..text.names import CLASS_TEMPLATE, attribute_text, class_text, humanise
 from .spec import QuerySpec
 from .vocab import parse_attribute_terms
 
@@ -42,7 +42,7 @@ def query_texts(spec: QuerySpec) -> tuple[list[str], list[float], dict[str, Any]
     if spec.kind == "attributes":
         merged: dict[str, float] = {}
         for t in parse_attribute_terms(spec.text):
-            words = humanise(t.name)
+            words = attribute_text(t.name)
             if not words:
                 raise InvalidInputError(f"attribute {t.name!r} has no letters; expected a word such as 'stripes'")
             merged.pop(words, None)           # a name given twice keeps its last weight, in its last place
@@ -60,7 +60,8 @@ def general_query(spec: QuerySpec, general, index_dim: int) -> tuple[np.ndarray,
     if general.feature_dim != index_dim:
         raise IncompatibleError(f"general model of {general.backbone} gives {general.feature_dim}-d vectors but the "
                                 f"index holds {index_dim}-d ones")
-    protos = general.embed_texts(texts)                                  # (n, D) unit rows
+    kind = "attribute" if spec.kind == "attributes" else "name"
+    protos = general.embed_texts(texts, kind)                            # (n, D) unit rows
     v = (np.asarray(weights, np.float32)[:, None] * protos).sum(0)
     n = float(np.linalg.norm(v))
     if n < 1e-6:
@@ -68,7 +69,7 @@ def general_query(spec: QuerySpec, general, index_dim: int) -> tuple[np.ndarray,
     v = (v / n).astype(np.float32)
     resolved["understood_as"] = {
         "model": f"general {general.backbone}/{general.method}",
-        "texts": [general.template.replace("{}", t) for t in texts],
+        "texts": general.prompts(texts, kind),
         "nearest_imagenet": [{"name": c, "cosine": round(s, 3)}
                              for c, s in general.nearest_classes(v, NEAREST_CLASSES)],
     }

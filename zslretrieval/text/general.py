@@ -9,11 +9,18 @@ backbone was never trained on.
 
 Protocol (zero-shot honesty, everything seeded):
 * the 1000 classes are split class-disjointly into train (600) / val (200) / test (200);
-* the prompt template, the ridge alpha, DEM's weight decay and epochs and ConSE's T are chosen by
-  held-out *prototype retrieval* on val: for each val class, rank the true (unit) prototypes of
-  all val classes by cosine to the prediction; top-1 = the true one ranks first (chance 1/200);
-* the deployed method (DEM or ridge) is the one with the better val top-1; the test classes are
-  only reported (``selection["test_top1"]``), never used to choose;
+* the prompt templates (one, or an ensemble whose embeddings are averaged), the ridge alpha, DEM's
+  weight decay and epochs and ConSE's T are chosen by held-out *prototype retrieval* on val: for
+  each val class, rank the true (unit) prototypes of all val classes by cosine to the prediction;
+  top-1 = the true one ranks first (chance 1/200), mean reciprocal rank breaks ties;
+* the deployed map -- DEM, ridge, or their average (``mix`` = DEM's share of the unit outputs) --
+  and its *hubness correction* are chosen together on val: the held-out prototypes act as the
+  gallery, and each one's per-item terms (``correction.ScoreCorrection``: CSLS-like stacking or
+  per-item z-scores) come from its scores against a reference vocabulary of queries, the
+  projected names of the *train* classes. A correction must beat ``none`` on val to be chosen.
+  Deployed, the reference vocabulary is the 1000 ImageNet names' projected queries
+  (``GeneralModel.reference``) and an index stores each image's terms (``index/stats.py``);
+* the test classes are only reported (``test_top1``), never used to choose;
 * the chosen configuration is refit on all 1000 classes and cached in
   ``<data root>/general/<backbone>-<key>.pt`` (key: weights id, encoder id, format version).
 
@@ -40,9 +47,18 @@ import numpy as np
 from ..errors import CheckpointError, IncompatibleError, InvalidInputError
 from ..fileio import atomic_write
 
-FORMAT = "zslr-general-1"
+FORMAT = "zslr-general-2"
 HEAD_BACKBONES = ("efficientnet-lite0", "resnet101")   # backbones whose ImageNet head ships with their weights
-TEMPLATES = ("{}", "a photo of a {}.")
+# Prompt candidates: a single template, or an ensemble (text embeddings averaged, then unit-normalised).
+TEMPLATES = (("{}",), ("a photo of a {}.",),
+             ("a photo of a {}.", "a photo of the {}.", "a close-up photo of a {}.", "a good photo of a {}."),
+             ("a photo of a {}.", "a photo of the {}.", "a close-up photo of a {}.", "a good photo of a {}.",
+              "a photo of a small {}.", "a photo of a large {}.", "a picture of a {}.", "a blurry photo of a {}."))
+# Attribute words are not names: "a photo of a stripes." reads as nonsense to the encoder, so an
+# attribute is read in a sentence of its own. No ImageNet validation exists for attribute phrasing;
+# it is fixed by readability, not chosen.
+ATTRIBUTE_TEMPLATE = "a photo of something with {}."
+MIXES = (0.0, 0.5, 1.0)   # DEM's share in the averaged DEM/ridge output (0 = ridge, 1 = DEM)
 RIDGE_ALPHAS = (0.1, 1.0, 10.0)
 DEM_HIDDEN = 512
 DEM_WEIGHT_DECAYS = (1e-4, 1e-3)
@@ -136,6 +152,30 @@ def prototype_top1(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.argmax(s, axis=1) == np.arange(len(true))))
 
 
+def heldout_retrieval(pred: np.ndarray, true: np.ndarray, ref: np.ndarray | None = None,
+                      correction=None) -> dict[str, float]:
+    """Held-out prototype retrieval with an optional hubness correction: top-1, MRR and N1 skewness.
+
+    pred (n, D) predicted query vectors of n held-out classes; true (n, D) their prototypes, the
+    gallery; ref (C, D) reference queries (projected names of other classes) giving each gallery
+    item its correction terms, exactly as an index computes them for its images. Query i's
+    answer is gallery item i. Ties count against the true item (rank = items scoring >= it, minus 1).
+    """
+    from ..correction import ScoreCorrection, apply_terms
+    from ..metrics.hubness import n_k_skewness
+    gal = _unit(np.asarray(true, np.float64))
+    s = _unit(np.asarray(pred, np.float64)) @ gal.T
+    corr = correction or ScoreCorrection()
+    if corr.active:
+        scale, offset = corr.terms(gal @ _unit(np.asarray(ref, np.float64)).T)
+        s = apply_terms(s, scale, offset)
+    own = s[np.arange(len(s)), np.arange(len(s))]
+    rank = (s > own[:, None]).sum(1) + (s == own[:, None]).sum(1) - 1
+    ranked = np.argsort(-s, axis=1, kind="stable")
+    return {"top1": float(np.mean(rank == 0)), "mrr": float(np.mean(1.0 / (1.0 + rank))),
+            "n1_skew": float(n_k_skewness(ranked, len(gal), 1))}
+
+
 def _dem(dim: int, hp: dict[str, Any]):
     from ..models import create_model
     # Targets are signed unit prototypes: no output ReLU, no feature normalisation (the space must
@@ -165,19 +205,42 @@ def _dem_predict(model, t: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class GeneralModel:
-    """Text -> visual prototypes for one backbone. ``embed_texts(texts) -> (n, D)`` unit rows."""
+    """Text -> visual prototypes for one backbone. ``embed_texts(texts) -> (n, D)`` unit rows.
+
+    ``method``: "dem", "ridge" or "dem+ridge" (unit outputs averaged with DEM's share
+    ``hparams["mix"]``). ``templates``: the prompt(s) a name is read in (embeddings averaged).
+    ``reference`` (1000, D): the projected queries of the ImageNet names, the vocabulary against
+    which an index computes each image's hubness-correction terms (``correction``).
+    """
 
     backbone: str
     backbone_weights: str
     feature_dim: int
     encoder: str
-    method: str                 # "dem" | "ridge"
-    template: str
+    method: str
+    templates: list[str]
     hparams: dict[str, Any]
-    selection: dict[str, Any]   # val/test top-1 of every method and candidate, split sizes, seed, timings
-    ridge: np.ndarray | None = None   # (385, D) for method "ridge"
-    dem: Any = None                    # a fitted models.dem.Dem for method "dem"
+    selection: dict[str, Any]   # val/test figures of every method and candidate, split sizes, seed, timings
+    ridge: np.ndarray | None = None   # (385, D) when the method uses ridge
+    dem: Any = None                    # a fitted models.dem.Dem when the method uses DEM
+    reference: np.ndarray | None = None
     _classes: tuple[list[str], np.ndarray] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def template(self) -> str:
+        """The first prompt template (how a name is shown as understood)."""
+        return self.templates[0]
+
+    @property
+    def correction(self):
+        """The hubness correction chosen on val (``correction.ScoreCorrection``; ``none`` if none helped)."""
+        from ..correction import ScoreCorrection
+        return ScoreCorrection.from_dict(self.selection.get("retrieval_correction"))
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of what the model is (its record); keys the per-image terms an index stores."""
+        return hashlib.sha256(json.dumps(self.meta(), sort_keys=True).encode()).hexdigest()[:16]
 
     def nearest_classes(self, v: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` ImageNet classes whose (unit) classifier rows are nearest to visual vector ``v`` (D,).
@@ -197,28 +260,40 @@ class GeneralModel:
         t = np.asarray(text_emb, np.float32)
         if t.ndim != 2 or t.shape[1] != 384:
             raise InvalidInputError(f"expected (n, 384) text embeddings, got {t.shape}")
-        out = apply_ridge(self.ridge, t) if self.method == "ridge" else _dem_predict(self.dem, t)
-        return _unit(out).astype(np.float32)
+        return _predict(self.method, float(self.hparams.get("mix", 1.0)), self.ridge, self.dem, t)
 
-    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
-        """Sentence embeddings of ``texts`` with this model's prompt template applied (n, 384)."""
+    def text_embeddings(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
+        """Sentence embeddings (n, 384) of ``texts`` read as names (this model's prompt ensemble) or, with
+        ``kind="attribute"``, as attribute words (``ATTRIBUTE_TEMPLATE``)."""
         from .encoder import apply_template, encode_texts
-        return encode_texts(apply_template(texts, self.template))
+        if kind == "attribute":
+            return encode_texts(apply_template(texts, ATTRIBUTE_TEMPLATE))
+        return prompt_embeddings(lambda tpl: encode_texts(apply_template(texts, tpl)), self.templates)
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def prompts(self, texts: Sequence[str], kind: str = "name") -> list[str]:
+        """The sentences ``texts`` are read as (first template of an ensemble), for "understood as"."""
+        tpl = ATTRIBUTE_TEMPLATE if kind == "attribute" else self.template
+        return [tpl.replace("{}", t) for t in texts]
+
+    def embed_texts(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
         """Texts -> (n, D) unit query vectors for a raw-feature index of ``backbone``."""
-        return self.text_to_visual(self.text_embeddings(texts))
+        return self.text_to_visual(self.text_embeddings(texts, kind))
 
     # -- persistence --
     def meta(self) -> dict[str, Any]:
         return {"format": FORMAT, "backbone": self.backbone, "backbone_weights": self.backbone_weights,
                 "feature_dim": self.feature_dim, "encoder": self.encoder, "method": self.method,
-                "template": self.template, "hparams": self.hparams, "selection": self.selection}
+                "templates": list(self.templates), "hparams": self.hparams, "selection": self.selection}
 
     def save(self, path: str | os.PathLike) -> Path:
         import torch
-        state = ({"ridge": torch.from_numpy(self.ridge)} if self.method == "ridge"
-                 else {k: v.detach().cpu() for k, v in self.dem.state_dict().items()})
+        state: dict[str, Any] = {}
+        if self.ridge is not None:
+            state["ridge"] = torch.from_numpy(self.ridge)
+        if self.dem is not None:
+            state.update({f"dem.{k}": v.detach().cpu() for k, v in self.dem.state_dict().items()})
+        if self.reference is not None:
+            state["reference"] = torch.from_numpy(np.ascontiguousarray(self.reference, np.float32))
         buf = io.BytesIO()
         torch.save({"meta": json.dumps(self.meta()), "state": state}, buf)
         atomic_write(path, lambda f: f.write(buf.getvalue()))
@@ -236,14 +311,43 @@ class GeneralModel:
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path}: general model format {meta.get('format')!r}, expected {FORMAT!r}")
         m = cls(meta["backbone"], meta["backbone_weights"], int(meta["feature_dim"]), meta["encoder"], meta["method"],
-                meta["template"], meta["hparams"], meta["selection"])
-        if m.method == "ridge":
-            m.ridge = state["ridge"].numpy()
-        else:
-            m.dem = _dem(m.feature_dim, m.hparams)
-            m.dem.load_state_dict(state)
-            m.dem.eval()
+                list(meta["templates"]), meta["hparams"], meta["selection"])
+        try:
+            if "ridge" in state:
+                m.ridge = state["ridge"].numpy()
+            dem_state = {k[4:]: v for k, v in state.items() if k.startswith("dem.")}
+            if dem_state:
+                m.dem = _dem(m.feature_dim, {k: v for k, v in m.hparams.items() if k == "weight_decay"})
+                m.dem.load_state_dict(dem_state)
+                m.dem.eval()
+            if "reference" in state:
+                m.reference = state["reference"].numpy()
+        except Exception as e:
+            raise CheckpointError(f"{path}: general model state does not load ({type(e).__name__}: {e})") from e
         return m
+
+
+def prompt_embeddings(encode: Callable[[str], np.ndarray], templates: Sequence[str]) -> np.ndarray:
+    """Unit mean over ``templates`` of ``encode(template)`` (n, 384): a prompt ensemble (one template: itself)."""
+    if len(templates) == 1:
+        return np.asarray(encode(templates[0]), np.float32)
+    return _unit(np.mean([encode(t) for t in templates], axis=0)).astype(np.float32)
+
+
+def _predict(method: str, mix: float, ridge: np.ndarray | None, dem: Any, t: np.ndarray) -> np.ndarray:
+    """Unit (n, D) outputs of the map ``method`` for text embeddings t (n, 384)."""
+    if method == "ridge":
+        return _unit(apply_ridge(ridge, t)).astype(np.float32)
+    if method == "dem":
+        return _unit(_dem_predict(dem, t)).astype(np.float32)
+    if method == "dem+ridge":
+        out = mix * _unit(_dem_predict(dem, t)) + (1.0 - mix) * _unit(apply_ridge(ridge, t))
+        return _unit(out).astype(np.float32)
+    raise CheckpointError(f"general model method {method!r}; expected dem, ridge or dem+ridge")
+
+
+def _method_of(mix: float) -> str:
+    return "ridge" if mix == 0.0 else "dem" if mix == 1.0 else "dem+ridge"
 
 
 # -- building: selection on held-out ImageNet classes, refit on all ---------------------------------
@@ -259,6 +363,7 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
                         cache_dir: str | os.PathLike | None = None,
                         log: Callable[[str], None] | None = None) -> GeneralModel:
     """Select (on val classes) and fit the general model for ``backbone``; see the module docstring."""
+    from ..correction import candidates as correction_candidates
     from ..features.backbones import canonical_backbone
     from .encoder import encode_vocabulary, encoder_id
     say = log or (lambda _m: None)
@@ -268,37 +373,46 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
     names = imagenet_categories()
     protos = _unit(w).astype(np.float32)          # unit rows: the norm of a class row is a calibration, not a look
     tr, va, te = split_classes(len(names), seed)
-    texts = {tpl: encode_vocabulary(names, template=tpl, cache_dir=cache_dir) for tpl in TEMPLATES}
+    by_template = {tpl: encode_vocabulary(names, template=tpl, cache_dir=cache_dir)
+                   for tpls in TEMPLATES for tpl in tpls}
+    texts = {tpls: prompt_embeddings(by_template.__getitem__, tpls) for tpls in TEMPLATES}
     sel: dict[str, Any] = {"seed": seed, "split": {"train": len(tr), "val": len(va), "test": len(te)},
                            "chance": 1.0 / len(va), "metric": "held-out prototype retrieval top-1 (cosine)"}
 
-    # 1. prompt template and ridge alpha (closed form: cheap)
+    def score(pred_va: np.ndarray, pred_te: np.ndarray, ref=None, corr=None) -> dict[str, float]:
+        v, s = heldout_retrieval(pred_va, protos[va], ref, corr), heldout_retrieval(pred_te, protos[te], ref, corr)
+        return {"val_top1": v["top1"], "val_mrr": round(v["mrr"], 4), "test_top1": s["top1"],
+                "test_mrr": round(s["mrr"], 4), "val_n1_skew": round(v["n1_skew"], 3),
+                "test_n1_skew": round(s["n1_skew"], 3)}
+
+    def key(r: dict) -> tuple[float, float]:
+        return r["val_top1"], r["val_mrr"]
+
+    # 1. prompt templates and ridge alpha (closed form: cheap)
     ridge_rows = []
-    for tpl, t in texts.items():
+    for tpls, t in texts.items():
         for alpha in RIDGE_ALPHAS:
             m = fit_ridge(t[tr], protos[tr], alpha)
-            ridge_rows.append({"template": tpl, "alpha": alpha,
-                               "val_top1": prototype_top1(apply_ridge(m, t[va]), protos[va]),
-                               "test_top1": prototype_top1(apply_ridge(m, t[te]), protos[te])})
-    best_r = max(ridge_rows, key=lambda r: r["val_top1"])
-    tpl = best_r["template"]
-    t = texts[tpl]
-    say(f"ridge: template {tpl!r} alpha {best_r['alpha']} val top-1 {best_r['val_top1']:.3f}")
+            ridge_rows.append({"templates": list(tpls), "alpha": alpha,
+                               **score(apply_ridge(m, t[va]), apply_ridge(m, t[te]))})
+    best_r = max(ridge_rows, key=key)     # first of equals wins: candidates are listed simplest first
+    tpls = tuple(best_r["templates"])
+    t = texts[tpls]
+    say(f"ridge: templates {list(tpls)} alpha {best_r['alpha']} val top-1 {best_r['val_top1']:.3f}")
 
     # 2. DEM: weight decay and epochs on val
     dem_rows = []
     for wd in DEM_WEIGHT_DECAYS:
-        curve: list[tuple[int, float, float]] = []
+        curve: list[tuple[int, dict]] = []
 
         def probe(ep: int, model) -> None:
             if ep % DEM_EVAL_EVERY == 0:
-                curve.append((ep, prototype_top1(_dem_predict(model, t[va]), protos[va]),
-                              prototype_top1(_dem_predict(model, t[te]), protos[te])))
+                curve.append((ep, score(_dem_predict(model, t[va]), _dem_predict(model, t[te]))))
         _fit_dem(t[tr], protos[tr], {"weight_decay": wd}, DEM_MAX_EPOCHS, seed, probe)
-        ep, v, s = max(curve, key=lambda r: (r[1], -r[0]))
-        dem_rows.append({"weight_decay": wd, "epochs": ep, "val_top1": v, "test_top1": s,
-                         "curve": [[e, round(a, 4)] for e, a, _ in curve]})
-    best_d = max(dem_rows, key=lambda r: r["val_top1"])
+        ep, r = max(curve, key=lambda c: (*key(c[1]), -c[0]))
+        dem_rows.append({"weight_decay": wd, "epochs": ep, **r,
+                         "curve": [[e, round(c["val_top1"], 4)] for e, c in curve]})
+    best_d = max(dem_rows, key=key)
     say(f"dem: weight_decay {best_d['weight_decay']} epochs {best_d['epochs']} val top-1 {best_d['val_top1']:.3f}")
 
     # 3. ConSE baseline: the held-out prototype as the "image", softmax over cosine to train prototypes
@@ -307,28 +421,50 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
         def conse(rows: np.ndarray) -> np.ndarray:
             p = softmax(CONSE_TAU * (protos[rows] @ protos[tr].T))
             return conse_embed(p, t[tr], top)
-        conse_rows.append({"T": top, "val_top1": prototype_top1(conse(va), t[va]),
-                           "test_top1": prototype_top1(conse(te), t[te])})
-    best_c = max(conse_rows, key=lambda r: r["val_top1"])
+        v, s = heldout_retrieval(conse(va), t[va]), heldout_retrieval(conse(te), t[te])
+        conse_rows.append({"T": top, "val_top1": v["top1"], "val_mrr": round(v["mrr"], 4),
+                           "test_top1": s["top1"], "test_mrr": round(s["mrr"], 4)})
+    best_c = max(conse_rows, key=key)
 
-    sel.update(template=tpl, ridge=ridge_rows, dem=dem_rows, conse=conse_rows,
-               best={"ridge": best_r, "dem": {k: best_d[k] for k in ("weight_decay", "epochs", "val_top1", "test_top1")},
-                     "conse": best_c})
-    method = "dem" if best_d["val_top1"] >= best_r["val_top1"] else "ridge"
-    sel["chosen"] = method
-    say(f"chosen: {method} (val top-1 dem {best_d['val_top1']:.3f}, ridge {best_r['val_top1']:.3f})")
+    # 4. the deployed map (DEM/ridge mix) and its hubness correction, together on val. The
+    #    reference vocabulary is the train names' projected queries (deployed: all 1000 names').
+    ridge_tr = fit_ridge(t[tr], protos[tr], best_r["alpha"])
+    dem_tr = _fit_dem(t[tr], protos[tr], {"weight_decay": best_d["weight_decay"]}, best_d["epochs"], seed)
+    dem_tr.eval()
+    mix_rows = []
+    for mix in MIXES:
+        meth = _method_of(mix)
+        pva, pte, ptr = (_predict(meth, mix, ridge_tr, dem_tr, t[rows]) for rows in (va, te, tr))
+        base = None
+        for corr in correction_candidates():
+            r = {"mix": mix, "method": meth, "correction": corr.to_dict(), **score(pva, pte, ptr, corr)}
+            base = r if base is None else base
+            r["chosen_ok"] = not corr.active or key(r) > key(base)
+            mix_rows.append(r)
+    # A correction must beat "none" of the same map on val; among what may be chosen, best val (ties: listed first).
+    best_m = max((r for r in mix_rows if r["chosen_ok"]), key=key)
+    mix, method = best_m["mix"], best_m["method"]
+    sel.update(templates=list(tpls), ridge=ridge_rows, dem=dem_rows, conse=conse_rows,
+               deployed=[{k: v for k, v in r.items() if k != "chosen_ok"} for r in mix_rows],
+               best={"ridge": {k: v for k, v in best_r.items()},
+                     "dem": {k: v for k, v in best_d.items() if k != "curve"},
+                     "conse": best_c, "deployed": {k: v for k, v in best_m.items() if k != "chosen_ok"}},
+               retrieval_correction=best_m["correction"], chosen=method)
+    say(f"chosen: {method} (mix {mix}) with correction {best_m['correction']['kind']} "
+        f"(val top-1 {best_m['val_top1']:.3f}; dem {best_d['val_top1']:.3f}, ridge {best_r['val_top1']:.3f} uncorrected)")
 
-    # 4. refit the chosen configuration on all 1000 classes
-    if method == "ridge":
-        hp = {"alpha": best_r["alpha"]}
-        model = GeneralModel(name, weights_id, w.shape[1], encoder_id(), method, tpl, hp, sel,
-                             ridge=fit_ridge(t, protos, best_r["alpha"]))
-    else:
-        hp = {"weight_decay": best_d["weight_decay"], "epochs": best_d["epochs"]}
+    # 5. refit the chosen configuration on all 1000 classes; the reference = the 1000 names' queries
+    hp: dict[str, Any] = {"mix": mix}
+    ridge = dem = None
+    if method != "dem":
+        hp["alpha"] = best_r["alpha"]
+        ridge = fit_ridge(t, protos, best_r["alpha"])
+    if method != "ridge":
+        hp.update(weight_decay=best_d["weight_decay"], epochs=best_d["epochs"])
         dem = _fit_dem(t, protos, {"weight_decay": best_d["weight_decay"]}, best_d["epochs"], seed)
         dem.eval()
-        model = GeneralModel(name, weights_id, w.shape[1], encoder_id(), method, tpl,
-                             {"weight_decay": best_d["weight_decay"], "epochs": best_d["epochs"]}, sel, dem=dem)
+    model = GeneralModel(name, weights_id, w.shape[1], encoder_id(), method, list(tpls), hp, sel, ridge=ridge, dem=dem)
+    model.reference = model.text_to_visual(t)
     sel["build_seconds"] = round(time.perf_counter() - t0, 1)
     return model
 
@@ -370,4 +506,22 @@ def load_general_model(backbone: str = "efficientnet-lite0", *, data_root: str |
         model = build_general_model(name, cache_dir=path.parent.parent / "cache" / "text", log=log)
         model.save(path)
     _LOADED[key] = model
+    return model
+
+
+def cached_general_model(backbone: str | None, weights_id: str | None = None) -> GeneralModel | None:
+    """The general model of ``backbone`` if it is already built (never builds), else None.
+
+    For ``zslr index``: an index of raw features stores its images' hubness-correction terms when
+    the general model exists; when it does not, the first text query computes them in memory.
+    """
+    from ..errors import ZslrError
+    if backbone not in HEAD_BACKBONES:
+        return None
+    try:
+        model = load_general_model(backbone, build=False)
+    except ZslrError:
+        return None
+    if weights_id and model.backbone_weights != weights_id:
+        return None
     return model

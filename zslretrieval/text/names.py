@@ -22,3 +22,10 @@ def humanise(name: str) -> str:
 def class_text(name: str) -> str:
     """A class label as words, without a numeric prefix: ``013.Bobolink`` -> ``Bobolink``."""
     return humanise(_NUMBERED.sub("", name.strip()))
+
+
+def attribute_text(name: str) -> str:
+    """An attribute name as the words a sentence about it needs: ``has_bill_shape::curved_(up_or_down)``
+    -> ``bill shape curved up or down`` (CUB's leading "has" would read "something with has ...")."""
+    words = humanise(name)
+    return words[4:] if words.lower().startswith("has ") and len(words) > 4 else words
