@@ -56,7 +56,8 @@ SMALL_NEURAL = {
 }
 
 
-@pytest.mark.parametrize("model,hp", [("eszsl", None), ("sae", None), ("dem", DEM_HP),
+@pytest.mark.parametrize("model,hp", [("eszsl", None), ("eszsl", {"kernel": "rbf", "landmarks": 40}),
+                                      ("sae", None), ("dem", DEM_HP),
                                       *[(m, hp) for m, hp in SMALL_NEURAL.items()]])
 def test_selection_never_reads_test_data(model, hp):
     ds, test_rows = _poisoned(_small())

@@ -120,3 +120,33 @@ def test_bad_inputs():
         m.fit(torch.zeros(5, 5), torch.zeros(5, dtype=torch.long), torch.zeros(2, 3))
     with pytest.raises(InvalidInputError, match="labels must index"):
         m.fit(torch.zeros(5, 4), torch.full((5,), 7), torch.zeros(2, 3))
+
+
+def test_rbf_kernel_eszsl_equals_numpy_reference_and_survives_a_reload():
+    # Every training image a landmark: phi(X) phi(X)^T = K exactly, so ESZSL on phi is the kernel
+    # ESZSL written out here in numpy (centred features phi, ridge gamma, lambda).
+    x, y, s = _toy(4, n=24)
+    hp = {"gamma": 0.5, "lam": 2.0, "kernel": "rbf", "landmarks": 64, "feature_groups": [4, 2]}
+    m = Eszsl(x.shape[1], s.shape[1], hp)
+    m.fit(x, y, s, seed=0)
+    xn = x.double().numpy()
+    scales = [((xn[:, None, a:b] - xn[None, :, a:b]) ** 2).sum(-1).sum() / (24 * 23) for a, b in ((0, 4), (4, 6))]
+    k = np.exp(-(((xn[:, None, :4] - xn[None, :, :4]) ** 2).sum(-1) / scales[0]
+                 + ((xn[:, None, 4:] - xn[None, :, 4:]) ** 2).sum(-1) / scales[1]) / 2)
+    w, u = np.linalg.eigh(k)
+    phi = u * np.sqrt(np.clip(w, 0, None))                  # any phi with phi phi^T = K gives the same scores
+    phi_c = phi - phi.mean(0)
+    Y = -np.ones((24, 4))
+    Y[np.arange(24), y.numpy()] = 1
+    S = s.double().numpy()
+    V = np.linalg.solve(phi_c.T @ phi_c + 0.5 * np.eye(24), phi_c.T @ Y @ S) @ np.linalg.inv(S.T @ S + 2.0 * np.eye(5))
+    ref = phi_c @ V @ S.T                                    # raw bilinear scores of the training images
+    got = m.embed_images(x).double().numpy() @ S.T
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3)
+    # the fitted map is part of the state: a model rebuilt from the hparams + state_dict scores the same
+    again = Eszsl(x.shape[1], s.shape[1], hp)
+    again.load_state_dict(m.state_dict())
+    q = torch.rand(5, x.shape[1])
+    torch.testing.assert_close(again.scores(q, s), m.scores(q, s))
+    with pytest.raises(InvalidInputError, match="kernel='poly'"):
+        Eszsl(6, 5, {"kernel": "poly"})

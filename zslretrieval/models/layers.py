@@ -1,14 +1,15 @@
-"""Small building blocks the neural models share: an MLP and a per-group input PCA."""
+"""Small building blocks the models share: an MLP, a per-group input PCA and an RBF kernel feature map."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidInputError
 
-__all__ = ["PCAReduce", "mlp"]
+__all__ = ["PCAReduce", "RbfNystroem", "mlp"]
 
 
 def mlp(dims: Sequence[int], dropout: float = 0.0, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -82,4 +83,83 @@ class PCAReduce(nn.Module):
     @torch.no_grad()
     def transform(self, x: Tensor, batch: int = 8192) -> Tensor:
         """Batched forward without autograd, for projecting a training set once."""
+        return torch.cat([self(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else self(x)
+
+
+class RbfNystroem(nn.Module):
+    """Explicit feature map of a per-group RBF kernel (Nystroem), fitted on training images.
+
+        k(x, y) = exp(-(1/G) sum_g ||x_g - y_g||^2 / sigma_g)
+
+    over the G consecutive feature groups ``groups``, with ``sigma_g`` the mean squared distance
+    between distinct landmarks in group g (so every group counts the same whatever its width).
+    Why: on bag-of-words histograms a linear kernel is weak; Lampert et al.'s DAP used exp-chi2
+    kernels per descriptor. On Hellinger (sqrt-L1) features ``||x_g - y_g||^2`` is twice the squared
+    Hellinger distance, a close cousin of chi2 (awa1-lampert val top-1 with ESZSL: 0.290 with
+    either, 0.276 linear), and it costs one matrix product per group.
+
+    ``fit`` draws ``m`` landmark rows L (all rows when there are fewer) from the training images
+    with the fit's seed, and stores ``proj = U diag(s)^-1/2`` from the eigendecomposition
+    ``K(L, L) = U diag(s) U^T`` (eigenvalues below 1e-8 of the largest dropped, their columns 0).
+    Then ``phi(x) = k(x, L) proj`` (N, m) and ``phi(x) . phi(y) = k(x, L) K(L, L)^+ k(L, y)``,
+    which equals ``k(x, y)`` whenever x or y is a landmark (Williams & Seeger 2001).
+    Buffers (part of the checkpoint, applied to every image embedded later): ``landmarks`` (m, D),
+    ``scales`` (G,), ``proj`` (m, m); rows beyond the landmarks used are zero.
+    """
+
+    def __init__(self, in_dim: int, groups: Sequence[int] | None, n_landmarks: int):
+        super().__init__()
+        self.groups = [int(in_dim)] if not groups else [int(g) for g in groups]
+        if any(g < 1 for g in self.groups) or sum(self.groups) != in_dim:
+            raise InvalidInputError(f"feature_groups={list(self.groups)} must be positive sizes summing to the "
+                                    f"feature dimension {in_dim}")
+        if int(n_landmarks) < 1:
+            raise InvalidInputError(f"landmarks={n_landmarks}; expected a positive number of landmark images")
+        self.m = int(n_landmarks)
+        self.register_buffer("landmarks", torch.zeros(self.m, int(in_dim)))
+        self.register_buffer("scales", torch.ones(len(self.groups)))
+        self.register_buffer("proj", torch.zeros(self.m, self.m))
+
+    @property
+    def out_dim(self) -> int:
+        return self.m
+
+    def _mean_sqdist(self, x: Tensor, lm: Tensor, scales: Tensor) -> Tensor:
+        """(N, m) mean over groups of ||x_g - l_g||^2 / sigma_g, float32."""
+        out = torch.zeros(len(x), len(lm), dtype=torch.float32, device=x.device)
+        for part, lpart, sc in zip(torch.split(x, self.groups, dim=1), torch.split(lm, self.groups, dim=1), scales):
+            d = (part * part).sum(1, keepdim=True) + (lpart * lpart).sum(1)[None] - 2.0 * part @ lpart.T
+            out += d.clamp_min_(0.0) / sc
+        return out / len(self.groups)
+
+    @torch.no_grad()
+    def fit(self, x: Tensor, generator: torch.Generator) -> None:
+        """Landmarks, scales and projection from training images x (N, D)."""
+        x = x.to(torch.float32)
+        n = min(self.m, len(x))
+        lm = x[torch.randperm(len(x), generator=generator)[:n].sort().values]
+        scales = []
+        for lpart in torch.split(lm, self.groups, dim=1):
+            d = torch.cdist(lpart.double(), lpart.double()).pow(2)
+            mean = d.sum() / max(1, n * (n - 1))       # the diagonal is 0
+            scales.append(float(mean) if mean > 0 else 1.0)  # identical landmarks: any scale gives k = 1
+        sc = torch.tensor(scales, dtype=torch.float32)
+        kmm = torch.exp(-self._mean_sqdist(lm, lm, sc)).double().cpu().numpy()
+        kmm = (kmm + kmm.T) / 2
+        s, u = np.linalg.eigh(kmm)
+        keep = s > s.max() * 1e-8
+        proj = np.zeros((self.m, self.m))
+        proj[:n, :int(keep.sum())] = u[:, keep] / np.sqrt(s[keep])
+        self.landmarks.zero_()
+        self.landmarks[:n] = lm.to(self.landmarks)
+        self.scales.copy_(sc)
+        self.proj.copy_(torch.from_numpy(proj).to(self.proj))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, D) -> (N, m): exp(-mean_g d_g / sigma_g) against the landmarks, times ``proj``."""
+        return torch.exp(-self._mean_sqdist(x.to(self.landmarks), self.landmarks, self.scales)) @ self.proj
+
+    @torch.no_grad()
+    def transform(self, x: Tensor, batch: int = 4096) -> Tensor:
+        """Batched forward without autograd (a (batch, m) kernel block at a time)."""
         return torch.cat([self(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else self(x)

@@ -118,7 +118,7 @@ class Sae(ClosedFormModel):
             DIRECTIONS, (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6))]
 
     @classmethod
-    def make_solver(cls, x: Tensor, y: Tensor, s: Tensor, hparams: SaeHparams) -> _SaeSolver:
+    def make_solver(cls, x: Tensor, y: Tensor, s: Tensor, hparams: SaeHparams, *, seed: int = 0) -> _SaeSolver:
         # one eigendecomposition serves every lambda and both directions
         return _SaeSolver(x, y, s)
 

@@ -241,7 +241,8 @@ class ClosedFormModel(ZslModel):
     iterative = False
 
     @classmethod
-    def make_solver(cls, x: Tensor, y: Tensor, s: Tensor, hparams: Any) -> Any:
+    def make_solver(cls, x: Tensor, y: Tensor, s: Tensor, hparams: Any, *, seed: int = 0) -> Any:
+        """Sufficient statistics of one training set; ``seed`` for fitted maps that sample (landmarks)."""
         raise NotImplementedError
 
     def solver_key(self) -> Hashable:
@@ -254,11 +255,12 @@ class ClosedFormModel(ZslModel):
 
     def fit(self, x: Tensor, y: Tensor, s: Tensor, *, seed: int = 0, epochs: int | None = None,
             on_epoch: Callable[[int], None] | None = None) -> list[float]:
-        """Closed form; ``seed`` is ignored (deterministic) and ``epochs`` must be None or 1."""
+        """Closed form; ``seed`` only seeds sampling inside the solver (ESZSL's kernel landmarks);
+        ``epochs`` must be None or 1."""
         if epochs is not None:
             resolve_epochs(self, epochs)
         x, y, s = check_fit_inputs(self, x, y, s)
-        losses = self.fit_from(self.make_solver(x, y, s, self.hparams))
+        losses = self.fit_from(self.make_solver(x, y, s, self.hparams, seed=seed))
         self.eval()
         if on_epoch is not None:
             on_epoch(1)
@@ -279,7 +281,7 @@ class ClosedFormModel(ZslModel):
             if key not in solvers:
                 # one solver at a time: each holds D x D matrices
                 solvers.clear()
-                solvers[key] = cls.make_solver(*checked, model.hparams)
+                solvers[key] = cls.make_solver(*checked, model.hparams, seed=seed)
             losses = model.fit_from(solvers[key])
             model.eval()
             yield model, losses
