@@ -19,6 +19,7 @@ benchmark continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -68,6 +69,15 @@ def chance(dataset) -> dict[str, float]:
     return {"top1": 1.0 / len(classes), "map": float(np.mean(counts / len(y)))}
 
 
+def best_per_kind(table: list[dict]) -> list[dict]:
+    """The candidate with the best val mAP of each correction kind (first one on ties), in table order."""
+    best: dict[str, dict] = {}
+    for r in table:
+        if r["kind"] not in best or r["map"] > best[r["kind"]]["map"]:
+            best[r["kind"]] = r
+    return list(best.values())
+
+
 def run_one(dataset, model_name: str, seed: int, log) -> dict:
     from zslretrieval import protocol
     from zslretrieval.models import get_model_class
@@ -82,10 +92,14 @@ def run_one(dataset, model_name: str, seed: int, log) -> dict:
     metrics = protocol.evaluate(res.model, dataset, METRICS, card=res.card)
     raw = protocol.evaluate(res.model, dataset, RETRIEVAL, card=res.card, raw_scores=True)
     metrics.update({f"{k}_raw": v for k, v in raw.items() if k in ("gzsl_map", "seen_share@10", "n10_skew")})
-    # every correction candidate: its val figures (from selection) next to its test figures
+    # each kind of correction (none, stack, zscore, posterior): its best candidate on val (val figures
+    # from selection) next to its test figures; a posterior's temperature unit is the refit model's
     corrections = []
-    for cand in res.selection.get("retrieval_correction_candidates", []):
+    refit_unit = (res.selection.get("retrieval_correction_unit") or {}).get("refit") or 1.0
+    for cand in best_per_kind(res.selection.get("retrieval_correction_candidates", [])):
         c = ScoreCorrection.from_dict(cand)
+        if c.kind == "posterior":
+            c = dataclasses.replace(c, unit=refit_unit)
         test = protocol.evaluate(res.model, dataset, RETRIEVAL, card=res.card, correction=c)
         corrections.append({"correction": c.to_dict(), "val": {k: cand[k] for k in cand if k not in c.to_dict()},
                             "test": test})
@@ -200,7 +214,7 @@ def correction_table(runs: list[dict]) -> str:
         for c in r.get("corrections", []):
             corr = ScoreCorrection.from_dict(c["correction"])
             v, t = c["val"], c["test"]
-            name = corr.describe() + (" **(chosen)**" if corr == chosen else "")
+            name = corr.describe() + (" **(chosen)**" if corr.same_choice(chosen) else "")
             lines.append(f"| {r['dataset']} | {r['model']} | {r['seed']} | {name} | {100 * v['map']:.1f} | "
                          f"{100 * v['seen_share@10']:.1f} | {v['n10_skew']:.1f} | {100 * t['gzsl_map']:.1f} | "
                          f"{100 * t['map']:.1f} | {100 * t['seen_share@10']:.1f} | {t['n10_skew']:.1f} |")

@@ -160,7 +160,7 @@ def test_evaluate_matches_brute_force(trained):
 
 
 def test_evaluate_retrieval_metrics_with_the_val_chosen_correction_match_brute_force(trained):
-    from zslretrieval.correction import ScoreCorrection, apply_terms
+    from zslretrieval.correction import ScoreCorrection, apply_terms, reference_columns
     from zslretrieval.metrics.hubness import n_k_skewness, seen_share_at_k
     from zslretrieval.metrics.ranking import rank_by_scores
 
@@ -168,15 +168,17 @@ def test_evaluate_retrieval_metrics_with_the_val_chosen_correction_match_brute_f
     for res in results:
         corr = ScoreCorrection.from_dict(res.selection["retrieval_correction"])
         table = res.selection["retrieval_correction_candidates"]
-        assert table[0]["kind"] == "none" and any(ScoreCorrection.from_dict(r) == corr for r in table)
-        for c in (corr, ScoreCorrection("zscore"), ScoreCorrection("stack", 3, 0.5)):
+        assert table[0]["kind"] == "none" and any(ScoreCorrection.from_dict(r).same_choice(corr) for r in table)
+        assert {r["kind"] for r in table} == {"none", "stack", "zscore", "posterior"}
+        for c in (corr, ScoreCorrection("zscore"), ScoreCorrection("stack", 3, 0.5),
+                  ScoreCorrection("posterior", weight=1.0, temperature=0.5, unit=0.2)):
             out = evaluate(res.model, ds, ("map", "gzsl_map", "hubness"), card=res.card, correction=c)
             xu, yu = ds.subset("test_unseen")
             xs, ys = ds.subset("test_seen")
             x, y = np.concatenate([xu, xs]), np.concatenate([yu, ys])
             uc, seen_c = ds.split_classes("test_unseen"), ds.split_classes("trainval")
             sc = res.model.scores(torch.from_numpy(x), torch.from_numpy(ds.attributes)).double().numpy()
-            scale, offset = c.terms(sc[:, seen_c])
+            scale, offset = c.terms(sc[:, reference_columns(c, seen_c, uc)])
             adj = apply_terms(sc[:, uc].T, scale, offset)                   # (Q, N) corrected
             m, _ = mean_average_precision(adj, uc, y)
             assert out["gzsl_map"] == pytest.approx(m, abs=1e-9)
@@ -255,3 +257,25 @@ def test_dataset_feature_groups_reach_dml_on_every_path():
     assert _candidates(Dem, None) == _candidates(Dem, None, {})
     res1 = select_and_train(ds, "dml", seed=0, hparams={**SMALL_NEURAL["dml"], "feature_groups": [20]})
     assert res1.model.hparams.feature_groups == [20]
+
+
+def test_posterior_correction_temperature_unit_is_remeasured_on_the_refit_model(monkeypatch):
+    """The relative temperature is chosen on the selection model; the card carries the refit model's
+    score spread (its training images against the seen and unseen classes) as the unit."""
+    from zslretrieval.correction import ScoreCorrection, score_unit
+    from zslretrieval.protocol import selection
+
+    chosen = ScoreCorrection("posterior", weight=0.75, temperature=0.5, unit=123.0)
+    monkeypatch.setattr(selection, "choose_correction", lambda *a, **k: (chosen, [ScoreCorrection().to_dict(),
+                                                                                  chosen.to_dict()]))
+    ds = _small(3)
+    res = select_and_train(ds, "eszsl", seed=0)
+    sel = res.selection
+    assert sel["retrieval_correction_unit"]["val"] == 123.0
+    got = ScoreCorrection.from_dict(sel["retrieval_correction"])
+    assert got.same_choice(chosen) and got.unit != 123.0
+    tv = ds.split_indices("trainval")
+    sample = tv[np.linspace(0, len(tv) - 1, min(len(tv), selection.UNIT_SAMPLE)).astype(np.int64)]
+    ref = np.concatenate([ds.split_classes("trainval"), ds.split_classes("test_unseen")])
+    sc = res.model.scores(torch.from_numpy(ds.features[sample]), torch.from_numpy(ds.attributes[ref])).double().numpy()
+    assert got.unit == pytest.approx(score_unit(sc)) and sel["retrieval_correction_unit"]["refit"] == got.unit

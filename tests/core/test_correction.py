@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from zslretrieval.correction import ScoreCorrection, apply_terms, candidates, choose_correction, evaluate_mixed
+from zslretrieval.correction import (ScoreCorrection, apply_terms, candidates, choose_correction, evaluate_mixed,
+                                     reference_columns, score_unit)
 from zslretrieval.errors import InvalidInputError
 
 
@@ -49,8 +50,14 @@ def test_dict_round_trip_and_bad_values():
     c = ScoreCorrection("stack", 3, 0.75)
     assert ScoreCorrection.from_dict(c.to_dict()) == c
     assert ScoreCorrection.from_dict(None) == ScoreCorrection()
+    p = ScoreCorrection("posterior", weight=0.75, temperature=0.5, unit=0.2)
+    assert ScoreCorrection.from_dict(p.to_dict()) == p
+    assert p.same_choice(ScoreCorrection("posterior", weight=0.75, temperature=0.5, unit=3.0))
+    assert not p.same_choice(ScoreCorrection("posterior", weight=0.75, temperature=1.0, unit=0.2))
+    assert c.to_dict() == {"kind": "stack", "k": 3, "weight": 0.75}   # older cards read the same
     for bad in (dict(kind="softmax"), dict(kind="stack", k=0), dict(kind="stack", weight=-1.0),
-                dict(kind="stack", weight=float("nan"))):
+                dict(kind="stack", weight=float("nan")), dict(kind="posterior", weight=1.0, temperature=0.0),
+                dict(kind="posterior", weight=1.0, unit=-1.0), dict(kind="posterior", weight=1.0, unit=float("inf"))):
         with pytest.raises(InvalidInputError, match="correction"):
             ScoreCorrection(**bad)
     assert candidates()[0] == ScoreCorrection()
@@ -90,7 +97,57 @@ def test_evaluate_mixed_hand_worked():
 def test_choose_correction_prefers_what_helps_and_keeps_none_otherwise():
     seen, ys, unseen, yu = _toy_val()
     chosen, table = choose_correction(seen, ys, unseen, yu, [0, 1], [2, 3])
-    assert chosen.active and table[0]["kind"] == "none" and len(table) == len(candidates())
+    assert chosen.active and table[0]["kind"] == "none" and len(table) == len(candidates(1.0)) == len(candidates()) + 20
     # no distractors in the way: nothing to gain, so the correction stays off
     chosen2, _ = choose_correction(seen[:, :] * 0 - 1, ys, unseen, yu, [0, 1], [2, 3])
     assert chosen2 == ScoreCorrection()
+
+
+def test_posterior_terms_hand_worked():
+    # T = temperature * unit = 0.5 * 2 = 1. Image 0 scores (0, 0): logsumexp = ln 2;
+    # image 1 scores (ln 3, 0): logsumexp = ln(3 + 1) = ln 4.
+    ref = np.array([[0.0, 0.0], [np.log(3.0), 0.0]])
+    scale, offset = ScoreCorrection("posterior", weight=1.0, temperature=0.5, unit=2.0).terms(ref)
+    assert scale.tolist() == [1.0, 1.0]
+    assert offset.tolist() == pytest.approx([-np.log(2.0), -np.log(4.0)])
+    # weight scales the offset; T = 0.5 halves the scores' units: 0.5 * ln(e^0 + e^0) and 0.5 * ln(e^(2 ln 3) + 1) = 0.5 ln 10
+    _, off2 = ScoreCorrection("posterior", weight=0.5, temperature=0.25, unit=2.0).terms(ref)
+    assert off2.tolist() == pytest.approx([-0.25 * np.log(2.0), -0.25 * np.log(10.0)])
+    # a tiny temperature tends to the strongest claim (stack k=1), and huge scores do not overflow
+    _, off3 = ScoreCorrection("posterior", weight=1.0, temperature=1e-6).terms(ref * 1e3)
+    assert off3.tolist() == pytest.approx([-np.log(2.0) * 1e-6, -np.log(3.0) * 1e3])
+
+
+def test_posterior_weight_one_ranks_by_the_softmax_probability_of_the_query():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(50, 6))            # 50 images x 6 reference classes; the query is class 4
+    c = ScoreCorrection("posterior", weight=1.0, temperature=0.7, unit=0.5)
+    adj = apply_terms(ref[:, [4]].T, *c.terms(ref))[0]
+    e = np.exp(ref / 0.35)
+    p = e[:, 4] / e.sum(axis=1)
+    np.testing.assert_allclose(adj, 0.35 * np.log(p))
+    assert np.argsort(-adj).tolist() == np.argsort(-p).tolist()
+
+
+def test_reference_columns_and_score_unit_hand_worked():
+    assert reference_columns(ScoreCorrection("stack", 1, 0.5), [0, 1], [2]).tolist() == [0, 1]
+    assert reference_columns(ScoreCorrection("posterior", weight=1.0), [0, 1], [2]).tolist() == [0, 1, 2]
+    # per-image std: (0, 2) -> 1, (1, 1) -> 0; the mean is 0.5. A row with -inf (unused class) is skipped.
+    assert score_unit(np.array([[0.0, 2.0], [1.0, 1.0]])) == pytest.approx(0.5)
+    assert score_unit(np.array([[0.0, 2.0], [1.0, -np.inf]])) == pytest.approx(1.0)
+    assert score_unit(np.zeros((3, 2))) == 1.0 and score_unit(np.zeros((0, 2))) == 1.0
+
+
+def test_posterior_puts_images_a_seen_class_explains_below_the_new_class_images():
+    seen, ys, unseen, yu = _toy_val()
+    both = np.concatenate([unseen, seen])
+    labels = np.r_[yu, ys]
+    is_seen = np.r_[np.zeros(4, bool), np.ones(2, bool)]
+    c = ScoreCorrection("posterior", weight=1.0, temperature=0.1, unit=0.1)   # T = 0.01: ~ max over all classes
+    fixed = evaluate_mixed(both[:, [2, 3]], both[:, reference_columns(c, [0, 1], [2, 3])], labels,
+                           np.array([2, 3]), is_seen, c, k=2)
+    # seen image 4: 0.7 - ~0.95 = -0.25; val image 0 for query 2: 0.6 - 0.6 = 0 -> the val images lead
+    assert fixed["map"] == pytest.approx(1.0) and fixed["seen_share@2"] == 0.0
+    chosen, table = choose_correction(seen, ys, unseen, yu, [0, 1], [2, 3])
+    post = [r for r in table if r["kind"] == "posterior"]
+    assert len(post) == 20 and all(r["unit"] == pytest.approx(score_unit(both)) for r in post)

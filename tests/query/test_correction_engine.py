@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from zslretrieval.cli import cli
-from zslretrieval.correction import ScoreCorrection, apply_terms
+from zslretrieval.correction import ScoreCorrection, apply_terms, reference_columns
 from zslretrieval.data.synthetic import make_synthetic
 from zslretrieval.index import index_features, open_index
 from zslretrieval.index.layout import TERMS_GLOB
@@ -53,11 +53,13 @@ def _direct(ds, model, card, rows, classes, correction):
     g /= np.linalg.norm(g, axis=1, keepdims=True)
     c /= np.linalg.norm(c, axis=1, keepdims=True)
     seen = [card.class_names.index(n) for n in card.seen_classes]
-    scale, offset = correction.terms(exact_scores(g, c[seen], "ip"))
+    unseen = [card.class_names.index(n) for n in card.unseen_classes]
+    scale, offset = correction.terms(exact_scores(g, c[reference_columns(correction, seen, unseen)], "ip"))
     return apply_terms(exact_scores(c[classes], g, "ip"), scale, offset)
 
 
-@pytest.mark.parametrize("correction", [ScoreCorrection("stack", 1, 1.0), ScoreCorrection("zscore")])
+@pytest.mark.parametrize("correction", [ScoreCorrection("stack", 1, 1.0), ScoreCorrection("zscore"),
+                                        ScoreCorrection("posterior", weight=1.0, temperature=0.5, unit=0.1)])
 def test_terms_are_stored_at_index_time_and_the_engine_returns_the_exact_corrected_top_k(setup, correction):
     root, ds, model, card = setup
     card = _with_correction(card, correction)
@@ -97,10 +99,10 @@ def test_seen_class_and_image_queries_are_not_corrected(setup):
         ix.close()
 
 
-def test_a_stale_or_missing_terms_file_is_recomputed_not_trusted(setup):
+@pytest.mark.parametrize("corr", [ScoreCorrection("zscore"), ScoreCorrection("posterior", weight=1.0, unit=0.1)])
+def test_a_stale_or_missing_terms_file_is_recomputed_not_trusted(setup, corr):
     root, ds, model, card = setup
-    corr = ScoreCorrection("zscore")
-    ix, rows = _build(root / "stale", ds, model, _with_correction(card, corr))
+    ix, rows = _build(root / f"stale-{corr.kind}", ds, model, _with_correction(card, corr))
     folder = ix.folder
     terms = ix.correction_terms()
     ix.close()
@@ -114,7 +116,8 @@ def test_a_stale_or_missing_terms_file_is_recomputed_not_trusted(setup):
 
 def test_engine_path_equals_direct_evaluation_with_the_correction(setup, tmp_path):
     root, ds, model, card = setup
-    for corr in (ScoreCorrection("stack", 3, 0.75), ScoreCorrection("zscore")):
+    for corr in (ScoreCorrection("stack", 3, 0.75), ScoreCorrection("zscore"),
+                 ScoreCorrection("posterior", weight=0.75, temperature=1.0, unit=0.1)):
         c = _with_correction(card, corr)
         direct = evaluate(model, ds, ("map", "gzsl_map"), card=c)
         got = engine_maps(model, c, ds, root=tmp_path)

@@ -220,7 +220,7 @@ def validation_mixed_map(run) -> float:
     sel = run.selection
     chosen = ScoreCorrection.from_dict(sel.get("retrieval_correction"))
     for rec in sel.get("retrieval_correction_candidates", []):
-        if ScoreCorrection.from_dict(rec) == chosen:
+        if ScoreCorrection.from_dict(rec).same_choice(chosen):
             return float(rec["map"])
     v = sel.get("val_map_mixed")
     return float(v) if v is not None else -1.0
@@ -243,7 +243,7 @@ def distinct_query_rankings(checkpoint: Path, images: np.ndarray, top: int = DIS
     of unseen classes when the model tells every pair of them apart; no unseen image is looked at."""
     import torch
 
-    from ..correction import ScoreCorrection, apply_terms
+    from ..correction import ScoreCorrection, apply_terms, reference_columns
     from ..models.checkpoint import load_checkpoint
 
     model, card, sem = load_checkpoint(checkpoint)
@@ -255,7 +255,7 @@ def distinct_query_rankings(checkpoint: Path, images: np.ndarray, top: int = DIS
     with torch.no_grad():
         sc = model.scores(torch.from_numpy(images), torch.as_tensor(np.asarray(sem, np.float32))).double().numpy()
     corr = ScoreCorrection.from_dict((card.selection or {}).get("retrieval_correction"))
-    ranked = apply_terms(sc[:, unseen].T, *corr.terms(sc[:, seen]))
+    ranked = apply_terms(sc[:, unseen].T, *corr.terms(sc[:, reference_columns(corr, seen, unseen)]))
     return len({tuple(np.argsort(-row, kind="stable")[:top]) for row in ranked})
 
 

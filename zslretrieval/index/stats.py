@@ -2,7 +2,8 @@
 
 The index's model card names a :class:`~zslretrieval.correction.ScoreCorrection` chosen on
 validation classes (``card.selection["retrieval_correction"]``). Its per-image terms
-``scale(x), offset(x)`` depend only on image x's scores against the model's seen classes, so
+``scale(x), offset(x)`` depend only on image x's scores against the model's classes (its seen
+classes; for ``posterior`` also the unseen classes its card names), so
 :func:`sync_terms` computes them when vectors enter the index (only for new entries) and writes
 ``image-terms-<fp>.npz`` (name from ``layout.terms_file_name``) after the FAISS file: like the
 FAISS file it is derived, and a file that does not match the catalog's entries is recomputed.
@@ -64,12 +65,17 @@ def card_correction(card) -> ScoreCorrection:
     return ScoreCorrection.from_dict(sel.get("retrieval_correction"))
 
 
-def seen_class_embeddings(model, card, class_semantics, metric: str) -> np.ndarray:
-    """(C_seen, E) float32 query embeddings of the card's seen classes, in index space."""
+def reference_class_embeddings(model, card, class_semantics, metric: str,
+                               correction: ScoreCorrection | None = None) -> np.ndarray:
+    """(C_ref, E) float32 query embeddings, in index space, of the classes a correction scores each
+    image against: the card's seen classes, then (``posterior``) its unseen classes."""
     import torch
 
     names = list(card.class_names)
-    rows = [names.index(c) for c in card.seen_classes if c in names]
+    wanted = list(card.seen_classes)
+    if correction is not None and correction.reference == "all":
+        wanted += list(card.unseen_classes)
+    rows = [names.index(c) for c in wanted if c in names and names.index(c) < len(class_semantics)]
     sem = torch.as_tensor(np.asarray(class_semantics, np.float32)[rows])
     model.eval()
     with torch.no_grad():
@@ -94,7 +100,7 @@ def general_reference(general, metric: str) -> np.ndarray:
 
 
 def compute_terms(vectors: np.ndarray, ref: np.ndarray, metric: str, correction: ScoreCorrection) -> tuple[np.ndarray, np.ndarray]:
-    """scale, offset (n,) of index-space vectors (n, E) against seen-class embeddings ref (C, E)."""
+    """scale, offset (n,) of index-space vectors (n, E) against reference-class embeddings ref (C, E)."""
     from .searchers import exact_scores
 
     parts = [correction.terms(exact_scores(vectors[i:i + TERMS_BATCH], ref, metric))
@@ -148,7 +154,7 @@ def sync_terms(folder: Path, index_file: str, entry_ids: np.ndarray, vectors_of:
         correction = card_correction(card)
 
         def reference() -> np.ndarray:
-            return seen_class_embeddings(*load_model(), metric)
+            return reference_class_embeddings(*load_model(), metric, correction)
     elif general is not None and general.reference is not None:
         correction, model_sha256 = general.correction, general_key(general)
 
@@ -196,7 +202,7 @@ def index_terms(ix) -> CorrectionTerms | None:
     entry_ids, image_ids = ix.entry_ids()
     if terms is None or not np.array_equal(terms.entry_ids, entry_ids):
         _, vectors = ix.vectors()
-        ref = seen_class_embeddings(*loaded, m.metric)
+        ref = reference_class_embeddings(*loaded, m.metric, correction)
         scale, offset = compute_terms(vectors, ref, m.metric, correction)
         terms = CorrectionTerms(correction, entry_ids, scale, offset)
     terms.image_ids = image_ids

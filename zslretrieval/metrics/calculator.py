@@ -46,7 +46,8 @@ HUBNESS_K = 10
 class AccuracyCalculator:
     """``correction``: a :class:`~zslretrieval.correction.ScoreCorrection` applied to every
     retrieval ranking (map, map_at_k, gzsl_map, hubness) exactly as the engine applies it: from
-    each image's scores against the seen classes. None or inactive: raw model scores."""
+    each image's scores against the correction's reference classes (the seen classes, and for
+    ``posterior`` the unseen ones too). None or inactive: raw model scores."""
 
     def __init__(self, include: Sequence[str] = ("top1", "map", "gzsl"), k: int | None = None,
                  calibration: float = 0.0, searcher_factory: SearcherFactory = NumpySearcher,
@@ -88,13 +89,14 @@ class AccuracyCalculator:
 
     def _corrected_ranking(self, inp: EvalInputs, gallery: np.ndarray) -> np.ndarray:
         """(Q, N) full ranking of ``gallery`` for the unseen classes under ``self.correction`` (float64, exact)."""
-        from ..correction import apply_terms
+        from ..correction import apply_terms, reference_columns
 
         cls = np.asarray(inp.unseen_classes)
         raw = self._scores(inp.class_emb[cls], gallery, inp.metric)
         if self.correction is None:
             return rank_by_scores(raw)
-        ref = self._scores(gallery, inp.class_emb[np.asarray(inp.seen_classes)], inp.metric)
+        ref_c = reference_columns(self.correction, inp.seen_classes, inp.unseen_classes)
+        ref = self._scores(gallery, inp.class_emb[ref_c], inp.metric)
         return rank_by_scores(apply_terms(raw, *self.correction.terms(ref)))
 
     def _map(self, inp: EvalInputs, k: int | None) -> tuple[float, np.ndarray]:

@@ -214,7 +214,7 @@ def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
             "gzsl_calibration": metrics.get("gzsl_calibration", sel.get("gzsl_calibration")),
             "retrieval_correction": correction.to_dict(),
             "retrieval_correction_val": [r for r in sel.get("retrieval_correction_candidates", [])
-                                         if ScoreCorrection.from_dict(r) == correction or r.get("kind") == "none"],
+                                         if ScoreCorrection.from_dict(r).same_choice(correction) or r.get("kind") == "none"],
             "selection": [{"hparams": r["hparams"], "val_top1": r["val_top1"], "val_map": r.get("val_map"),
                            "best_epoch": r.get("best_epoch")}
                           for r in sel.get("candidates", [])],

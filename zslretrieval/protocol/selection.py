@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..correction import ScoreCorrection, choose_correction
+from ..correction import ScoreCorrection, choose_correction, score_unit
 from ..data.base import ZslDataset, semantic_matrix
 from ..errors import InvalidInputError
 from ..metrics import gzsl, mean_average_precision, per_class_top1
@@ -42,6 +42,8 @@ from ..models.checkpoint import ModelCard
 Log = Callable[[str], None]
 # Units of the GZSL calibration offset (metrics.classification.gzsl): per-image z-scores.
 CALIBRATION_SPACE = "z"
+# Training images the refit model's score spread (the posterior correction's unit) is measured on.
+UNIT_SAMPLE = 4096
 
 
 @dataclasses.dataclass
@@ -408,6 +410,15 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
     train_seconds = time.perf_counter() - t_fit
     log(f"[{model_name}] refit on trainval ({len(tv_idx)} images, {len(seen_c)} classes): {train_seconds:.1f}s")
 
+    unseen_c = dataset.split_classes("test_unseen")
+    # A posterior temperature is chosen relative to the selection model's score spread (its unit);
+    # measure the refit model's spread the same way -- its training images against every class it
+    # will be asked to tell apart -- so that the relative temperature keeps its meaning.
+    sample = tv_idx[np.linspace(0, len(tv_idx) - 1, min(len(tv_idx), UNIT_SAMPLE)).astype(np.int64)]
+    refit_unit = score_unit(_scores(model, _rows(dataset, sample), sem[np.concatenate([seen_c, unseen_c])], device))
+    val_unit = next((r["unit"] for r in correction_table if r.get("kind") == "posterior"), None)
+    if correction.kind == "posterior":
+        correction = dataclasses.replace(correction, unit=refit_unit)
     names = dataset.class_names
     best = table[winner.candidate]
     selection = {
@@ -422,12 +433,12 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
         "val_map_mixed": best.val_map_mixed,
         "gzsl_calibration": cal, "gzsl_calibration_space": CALIBRATION_SPACE, "val_gzsl": val_gzsl, "val_gzsl_calibrated": val_gzsl_cal,
         "retrieval_correction": correction.to_dict(), "retrieval_correction_candidates": correction_table,
+        "retrieval_correction_unit": {"val": val_unit, "refit": refit_unit},
         "refit": "trainval" + (", same number of epochs" if epochs else ""),
         "refit_final_loss": float(losses[-1]) if losses else None,
         "selection_seconds": round(selection_seconds, 3),
         "val_split": dataset.meta.get("val_split", ""),
     }
-    unseen_c = dataset.split_classes("test_unseen")
     card = ModelCard(
         model=cls.name, hparams=model.hparams.to_dict(), feature_dim=dataset.feature_dim, semantic_dims=dims,
         dataset=dataset.name, split="trainval", seed=seed, metric=cls.metric, class_names=list(names),
