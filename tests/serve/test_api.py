@@ -334,3 +334,15 @@ def _repo():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[2]
+
+
+def test_top_k_beyond_the_index_is_the_full_ranking(api, demo_index):
+    """top_k above the 48 entries (MAX_TOP_K is 100): every entry once, in the library's full-ranking order."""
+    c, _ = api
+    spec = QuerySpec("attributes", "red, circle=0.5, -sky")
+    full = run_query(QueryConfig([spec], index=str(demo_index), top_k=None)).results[0]
+    huge = run_query(QueryConfig([spec], index=str(demo_index), top_k=10**9)).results[0]
+    q = c.get("/api/search", params={"attributes": spec.text, "top_k": MAX_TOP_K}).json()["queries"][0]
+    assert len(full.hits) == 48 and [h.id for h in huge.hits] == [h.id for h in full.hits]
+    assert [h["id"] for h in q["results"]] == [h.id for h in full.hits] and q["more"] is False
+    np.testing.assert_allclose([h["score"] for h in q["results"]], [h.score for h in full.hits], rtol=1e-6)

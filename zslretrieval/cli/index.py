@@ -29,8 +29,13 @@ def _echo_err(msg: str) -> None:
 @click.option("--weights", type=click.Path(path_type=Path), help="Backbone weight file instead of the default offline weights.")
 @click.option("--model", type=click.Path(path_type=Path), help="Embedding model checkpoint (zslr train): index its embeddings.")
 @click.option("--no-model", is_flag=True, help="Drop the embedding model and index raw backbone features.")
-@click.option("--index-type", help="FAISS factory string: Flat (exact, default), IVF256,Flat, IVF256,PQ32, HNSW32 ...")
-@click.option("--search-params", help="FAISS search parameters, e.g. nprobe=32 or efSearch=128.")
+@click.option("--index-type", help="FAISS factory string: Flat (exact, default), IVF256,Flat, IVF256,PQ32, HNSW32 ..., "
+              "or auto: chosen for the collection size and the budgets below, tuned on held-out vectors.")
+@click.option("--search-params", help="FAISS search parameters, e.g. nprobe=32 or efSearch=128 (rerank=100: re-score "
+              "100 candidates exactly from the stored features).")
+@click.option("--max-memory", help="With --index-type auto: RAM the FAISS index may take, e.g. 512M, 2G [default: no limit].")
+@click.option("--max-query-ms", type=float, help="With --index-type auto: single-query latency budget in ms [default: none].")
+@click.option("--recall-target", type=float, help="With --index-type auto: recall@10 to reach on held-out queries [default: 0.95].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--workers", type=int, help="Decoder processes [default: CUDA: cores - 1; CPU: cores // 4; at most 8].")
@@ -49,7 +54,7 @@ def _echo_err(msg: str) -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-chunk messages.")
 def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model, no_model, index_type, search_params,
-              device, batch_size, workers, chunk_size, prune, rehash, retry_failed, rebuild, executor, ray_address,
+              max_memory, max_query_ms, recall_target, device, batch_size, workers, chunk_size, prune, rehash, retry_failed, rebuild, executor, ray_address,
               ray_actors, dataset, split, data_root, seed, quiet):
     """Index images (folders, recursively, or --file-list) or a benchmark's features (--dataset).
 
@@ -62,16 +67,19 @@ def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model,
         if inputs or file_list:
             raise InvalidInputError("--dataset indexes benchmark features; do not also give image folders or --file-list")
         cfg = DatasetIndexConfig(dataset=dataset, split=split, name=name, root=index_root, db=db, data_root=data_root,
-                                 model=model, index_type=index_type or "Flat", search_params=search_params, seed=seed)
+                                 model=model, index_type=index_type or "Flat", search_params=search_params,
+                                 max_memory=max_memory, max_query_ms=max_query_ms, recall_target=recall_target, seed=seed)
         ix = index_dataset(cfg)
         m = ix.manifest
         click.echo(f"indexed {m.n_ok} {dataset} {split} feature rows into {m.folder} "
                    f"({m.dim}-d {m.metric}, {m.index_type}{', model ' + m.model_checkpoint if m.model_checkpoint else ''})")
+        if index_type and index_type.strip().lower() == "auto":
+            _echo_choice(m.folder)
         ix.close()
         return
     cfg = IndexConfig(inputs=list(inputs), file_list=file_list, name=name, root=index_root, db=db, backbone=backbone,
                       weights=weights, model=model, no_model=no_model, index_type=index_type, search_params=search_params,
-                      device=device, batch_size=batch_size, workers=workers, chunk_size=chunk_size, prune=prune,
+                      max_memory=max_memory, max_query_ms=max_query_ms, recall_target=recall_target, device=device, batch_size=batch_size, workers=workers, chunk_size=chunk_size, prune=prune,
                       rehash=rehash, retry_failed=retry_failed, rebuild=rebuild, executor=executor,
                       ray_address=ray_address, ray_actors=ray_actors, progress=not quiet,
                       log=None if quiet else _echo_err)
@@ -96,6 +104,32 @@ def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model,
                    f"{r.executor}){startup}")
     click.echo(f"index {r.name!r} at {r.folder}: {r.n_ok} image(s) ok, {r.n_failed} failed, {r.n_entries} vector(s) "
                f"in {r.index_file}{' (rebuilt)' if r.index_rebuilt else ''}")
+    if r.index_choice is not None:
+        _echo_choice(r.folder)
+
+
+def _echo_choice(folder: Path) -> None:
+    """What --index-type auto chose and measured (the record it left in the index folder), if it ran."""
+    import json
+
+    from ..index.autotune import CHOICE_FILE
+
+    path = Path(folder) / CHOICE_FILE
+    if not path.is_file():
+        return
+    rec = json.loads(path.read_text())
+    c, b = rec["chosen"], rec["budgets"]
+    recall = "exact" if c["index_type"] == "Flat" and not c["trials"] else f"recall@10 {c['recall_at_10']:.3f} on held-out vectors"
+    ms = f", {c['query_ms']:.2f} ms/query" if c["query_ms"] is not None else ""
+    mem = _size(b["max_memory_bytes"]) if b["max_memory_bytes"] else "none"
+    latency = f"{b['max_query_ms']:g} ms" if b["max_query_ms"] else "none"
+    click.echo(f"auto index type: {c['index_type']}{' ' + c['search_params'] if c['search_params'] else ''} for "
+               f"{rec['n_vectors']:,} vectors: {recall}{ms}, ~{_size(c['memory_bytes'])} "
+               f"(budgets: memory {mem}, query {latency}, recall target {b['recall_target']}); recorded in {path}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 1024:,.1f} KiB"
 
 
 @click.command("check")

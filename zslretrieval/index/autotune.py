@@ -63,15 +63,88 @@ class IndexChoice:
     def rerank(self) -> int:
         return split_rerank(self.search_params)[1]
 
+    def describe(self) -> str:
+        """One line for people: type, parameters, measured recall, memory and why."""
+        rec = "exact" if self.index_type == "Flat" and not self.trials else f"recall@{K} {self.recall:.3f} on held-out vectors"
+        ms = f", {self.query_ms:.2f} ms/query" if np.isfinite(self.query_ms) else ""
+        return (f"{self.index_type}{' ' + self.search_params if self.search_params else ''}: {rec}{ms}, "
+                f"~{self.memory_bytes / 2**20:.1f} MiB ({self.reason})")
+
+    def to_dict(self) -> dict:
+        """JSON-ready record of the choice and every trial (NaN latency -> None)."""
+        def num(v: float) -> float | None:
+            return None if not np.isfinite(v) else round(float(v), 6)
+        return {"index_type": self.index_type, "search_params": self.search_params, "recall_at_10": num(self.recall),
+                "query_ms": num(self.query_ms), "memory_bytes": int(self.memory_bytes), "reason": self.reason,
+                "trials": [{"index_type": t.index_type, "search_params": t.search_params, "recall_at_10": num(t.recall),
+                            "query_ms": num(t.query_ms), "memory_bytes": int(t.memory_bytes)} for t in self.trials]}
+
 
 def parse_memory(text: str | int | None) -> int | None:
-    """``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"100000"`` (bytes) -> bytes; None stays None."""
-    if text is None or isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(text).lower())
-    if not m:
+    """``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"100000"`` (bytes) -> bytes (> 0); None stays None."""
+    if text is None:
+        return None
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
         raise InvalidInputError(f"--max-memory {text!r}; expected bytes or a size like 512M, 2G, 1.5GiB")
-    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+    if isinstance(text, int):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+        if not m:
+            raise InvalidInputError(f"--max-memory {text!r}; expected bytes or a size like 512M, 2G, 1.5GiB")
+        value = int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+    if value <= 0:
+        raise InvalidInputError(f"--max-memory {text!r}; expected a size above 0, e.g. 512M, 2G")
+    return value
+
+
+AUTO = "auto"
+# What ``--index-type auto`` chose and measured, beside the catalog in the index folder.
+CHOICE_FILE = "index-choice.json"
+
+
+def is_auto(index_type: str | None) -> bool:
+    return index_type is not None and index_type.strip().lower() == AUTO
+
+
+@dataclass
+class AutoIndexOptions:
+    """Budgets of ``zslr index --index-type auto`` (checked by :func:`auto_options`)."""
+
+    max_memory: int | None = None        # bytes the FAISS index may take in RAM
+    max_query_ms: float | None = None    # single-query latency measured while tuning
+    recall_target: float = RECALL_TARGET
+
+
+def auto_options(index_type: str | None, search_params: str | None = None, max_memory: str | int | None = None,
+                 max_query_ms: float | None = None, recall_target: float | None = None) -> AutoIndexOptions | None:
+    """Check the auto-index options of ``zslr index`` before anything is written.
+
+    Returns the budgets when ``index_type`` is ``auto``, None otherwise; InvalidInputError naming
+    the value and what is accepted for a bad value, or for budgets given without ``auto``.
+    """
+    if not is_auto(index_type):
+        given = [f"{flag} {v}" for flag, v in (("--max-memory", max_memory), ("--max-query-ms", max_query_ms),
+                                                ("--recall-target", recall_target)) if v is not None]
+        if given:
+            raise InvalidInputError(f"{', '.join(given)} only apply to --index-type auto (got --index-type "
+                                    f"{index_type or 'unset'}); add --index-type auto or drop them")
+        return None
+    if search_params:
+        raise InvalidInputError(f"--search-params {search_params!r} with --index-type auto: auto tunes nprobe / "
+                                "efSearch itself; give a concrete --index-type to set them by hand")
+    ms = None
+    if max_query_ms is not None:
+        try:
+            ms = float(max_query_ms)
+        except (TypeError, ValueError):
+            ms = float("nan")
+        if not (ms > 0 and np.isfinite(ms)):
+            raise InvalidInputError(f"--max-query-ms {max_query_ms!r}; expected a number of milliseconds above 0, e.g. 5")
+    target = RECALL_TARGET if recall_target is None else recall_target
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise InvalidInputError(f"--recall-target {recall_target!r}; expected a recall@10 in (0, 1], e.g. 0.95")
+    return AutoIndexOptions(parse_memory(max_memory), ms, float(target))
 
 
 def memory_estimate(spec: str, n: int, dim: int) -> int:

@@ -23,13 +23,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
 from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
 from ..features import DEFAULT_BACKBONE
 from ..features.images import ImageSource, discover
 from ..features.pipeline import FileMeta
 from ..limits import MAX_BATCH_SIZE, MAX_WORKERS, require_at_most
+from .autotune import AutoIndexOptions, auto_options, is_auto
 from .layout import index_folder
 from .reader import OpenIndex, open_index
 from .searchers.faiss_searcher import check_trainable, normalize_index_type
@@ -50,8 +53,11 @@ class IndexConfig:
     weights: Path | None = None
     model: Path | None = None            # embedding model checkpoint; None keeps the index's
     no_model: bool = False               # drop the embedding model: index raw features
-    index_type: str | None = None        # FAISS factory string; None keeps the index's (new: Flat)
+    index_type: str | None = None        # FAISS factory string or "auto"; None keeps the index's (new: Flat)
     search_params: str | None = None     # e.g. "nprobe=32"; None keeps the index's
+    max_memory: str | int | None = None  # index_type "auto": RAM budget of the FAISS index ("512M", bytes)
+    max_query_ms: float | None = None    # index_type "auto": single-query latency budget
+    recall_target: float | None = None   # index_type "auto": recall@10 to reach (None: 0.95)
     device: str = "auto"
     batch_size: int = 32
     workers: int | None = None
@@ -85,6 +91,7 @@ class IndexReport:
     n_entries: int = 0
     index_file: str = ""
     index_rebuilt: bool = False
+    index_choice: Any = None             # autotune.IndexChoice when --index-type auto chose the type
     debris_removed: list[str] = field(default_factory=list)
     encode_seconds: float = 0.0          # decode + encode + commit, without executor start-up
     startup_seconds: float = 0.0         # e.g. Ray cluster + actors + backbone loads
@@ -116,6 +123,9 @@ def index_images(cfg: IndexConfig) -> IndexReport:
         require_at_most("--workers", cfg.workers, MAX_WORKERS, "processes")
     if cfg.model and cfg.no_model:
         raise InvalidInputError("--model and --no-model contradict each other; give one")
+    auto = auto_options(cfg.index_type, cfg.search_params, cfg.max_memory, cfg.max_query_ms, cfg.recall_target)
+    # auto: the entries are written under the index's type (a new index: Flat), chosen once they are all in
+    index_type = None if auto else cfg.index_type
     folder = index_folder(cfg.name, cfg.root)
     has_inputs = bool(cfg.inputs) or cfg.file_list is not None
     sources = discover(cfg.inputs, cfg.file_list) if has_inputs else []
@@ -139,10 +149,10 @@ def index_images(cfg: IndexConfig) -> IndexReport:
             device = resolve_device(cfg.device) if cfg.executor == "local" else "cpu"
             backbone = load_backbone(name, cfg.weights, device=device)
             w.init_manifest(source="images", backbone=backbone.name, backbone_weights=backbone.weights_id,
-                            feature_dim=backbone.dim, index_type=cfg.index_type, search_params=cfg.search_params)
+                            feature_dim=backbone.dim, index_type=index_type, search_params=cfg.search_params)
         else:
             w.init_manifest(source=m.source, backbone=m.backbone, backbone_weights=None, feature_dim=m.feature_dim,
-                            index_type=cfg.index_type, search_params=cfg.search_params)
+                            index_type=index_type, search_params=cfg.search_params)
         if cfg.model:
             w.set_model(cfg.model)
         elif cfg.no_model:
@@ -173,6 +183,9 @@ def index_images(cfg: IndexConfig) -> IndexReport:
             if cfg.prune and report.vanished:
                 report.pruned = w.mark_removed(report.vanished)
                 log(f"pruned {report.pruned} vanished file(s)")
+        if auto:
+            report.index_choice = _choose(w, auto, cfg.name, log)
+            log(f"auto index: {report.index_choice.describe()}")
         report.index_file, report.index_rebuilt, report.n_entries = w.sync_index(rebuild=cfg.rebuild)
         mm = w.manifest()
         report.n_ok, report.n_failed = mm.n_ok, mm.n_failed
@@ -204,18 +217,37 @@ def _encode_and_commit(w: IndexWriter, todo: list[ImageSource], backbone, execut
     report.executor = executor.describe()
 
 
+def _choose(w: IndexWriter, auto: AutoIndexOptions, name: str, log: Callable[[str], None] | None = None):
+    """``w.choose_index_type``; when no type fits, the committed entries are still indexed under the
+    index's current type before the error (naming the budgets) reaches the user."""
+    try:
+        return w.choose_index_type(auto, log=log)
+    except InvalidInputError as e:
+        w.sync_index()
+        m = w.manifest()
+        raise InvalidInputError(f"{e}. The {m.n_entries:,} entries stay indexed as {m.index_type}; run "
+                                f"`zslr index --name {name} --index-type auto` with larger budgets to choose again") from None
+
+
 def index_features(name: str, features: np.ndarray, paths: Sequence[str], labels: Sequence[str | None], *,
                    model_checkpoint: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
                    index_type: str = "Flat", backbone: str | None = None, db: str | None = None,
-                   search_params: str | None = None, source: str = "features", chunk_size: int = 65536) -> OpenIndex:
+                   search_params: str | None = None, source: str = "features", chunk_size: int = 65536,
+                   auto: AutoIndexOptions | None = None) -> OpenIndex:
     """Make index ``name`` hold exactly these precomputed features (benchmark galleries).
 
     features (N, D) float32; ``paths`` N unique catalog paths (e.g. ``awa1-lampert/test/17``);
     ``labels`` N known class names or None. Rows already indexed with identical features are
     kept, others added or replaced; catalog rows not in ``paths`` are marked removed. With
     ``model_checkpoint`` the index holds ``model.embed_images(features)`` in the model's metric.
-    Returns the :class:`OpenIndex`.
+    ``index_type="auto"`` chooses the type once the rows are in, under the budgets of ``auto``
+    (``autotune.AutoIndexOptions``; None: no budget). Returns the :class:`OpenIndex`.
     """
+    if is_auto(index_type):
+        auto = auto or auto_options(index_type, search_params)
+        index_type = "Flat"
+    elif auto is not None:
+        raise InvalidInputError(f"auto-index budgets given with index_type {index_type!r}; use index_type='auto'")
     x = np.asarray(features, dtype=np.float32)
     if x.ndim != 2:
         raise InvalidInputError(f"features shape {x.shape}; expected (N, D)")
@@ -247,6 +279,8 @@ def index_features(name: str, features: np.ndarray, paths: Sequence[str], labels
         w.set_labels(paths, labels)  # labels may change without the features changing
         keep = set(paths)
         w.mark_removed([p for p, row in existing.items() if row[0] != "removed" and p not in keep])
+        if auto is not None:
+            _choose(w, auto, name)
         w.sync_index()
     return open_index(folder)
 
@@ -262,8 +296,11 @@ class DatasetIndexConfig:
     db: str | None = None
     data_root: Path | None = None
     model: Path | None = None
-    index_type: str = "Flat"
+    index_type: str = "Flat"             # FAISS factory string or "auto"
     search_params: str | None = None
+    max_memory: str | int | None = None  # index_type "auto" budgets, as in IndexConfig
+    max_query_ms: float | None = None
+    recall_target: float | None = None
     seed: int = 0
 
 
@@ -287,6 +324,7 @@ def index_dataset(cfg: DatasetIndexConfig) -> OpenIndex:
 
     if cfg.split not in DATASET_SPLITS:
         raise InvalidInputError(f"unknown split {cfg.split!r}; valid: {', '.join(DATASET_SPLITS)}")
+    auto = auto_options(cfg.index_type, cfg.search_params, cfg.max_memory, cfg.max_query_ms, cfg.recall_target)
     ds = load_dataset(cfg.dataset, cfg.data_root, seed=cfg.seed)
     rows = dataset_rows(ds, cfg.split)
     paths = [f"{ds.name}/{cfg.split}/{int(r)}" for r in rows]
@@ -294,7 +332,7 @@ def index_dataset(cfg: DatasetIndexConfig) -> OpenIndex:
     return index_features(cfg.name or f"{ds.name}-{cfg.split}", ds.features[rows], paths, labels,
                           model_checkpoint=cfg.model, root=cfg.root, index_type=cfg.index_type, db=cfg.db,
                           search_params=cfg.search_params, backbone=f"dataset:{ds.name}",
-                          source=f"dataset:{ds.name}/{cfg.split}")
+                          source=f"dataset:{ds.name}/{cfg.split}", auto=auto)
 
 
 def remove_index(name_or_path: str, root: str | os.PathLike | None = None) -> None:

@@ -78,6 +78,7 @@ class OpenIndex:
         self._general_terms: tuple | None = None  # (general model key, CorrectionTerms | None) once loaded
         self._exact: Searcher | None = None      # exact full ranking over the stored features (k=None)
         self._knn: FaissSearcher | None = None   # the FAISS file, on a GPU when FAISS sees one (k-NN)
+        self._rerank = 0                          # rerank=N of the search params, read with _knn
 
     # ------------------------------------------------------------------ loading
     def _repair_if_needed(self, db: str | None) -> None:
@@ -167,13 +168,18 @@ class OpenIndex:
         return np.where(ok, self._img[pos] if len(self._img) else -1, -1).astype(np.int64)
 
     def _check_queries(self, xq: np.ndarray) -> np.ndarray:
-        xq = np.asarray(xq, dtype=np.float32)
-        if xq.ndim == 1:
-            xq = xq[None, :]
+        """(nq, dim) C-contiguous float32 finite queries, or InvalidInputError naming what is wrong."""
+        if not (type(xq) is np.ndarray and xq.dtype == np.float32 and xq.ndim == 2 and xq.flags.c_contiguous):
+            xq = np.asarray(xq, dtype=np.float32)
+            if xq.ndim == 1:
+                xq = xq[None, :]
+            xq = np.ascontiguousarray(xq)
         if xq.ndim != 2 or xq.shape[1] != self.manifest.dim:
             raise InvalidInputError(f"query shape {xq.shape}; index {self.name!r} expects (nq, {self.manifest.dim}) "
                                     f"vectors in its {'model embedding' if self.manifest.model_sha256 else 'raw feature'} space")
-        return np.ascontiguousarray(xq)
+        if not np.isfinite(xq).all():
+            raise InvalidInputError(f"query vectors contain NaN or inf; index {self.name!r} ranks finite vectors only")
+        return xq
 
     def search(self, xq: np.ndarray, k: int | None = 10) -> tuple[np.ndarray, np.ndarray]:
         """(nq, dim) float32 queries -> D (nq, k) scores descending, I (nq, k) catalog image ids (-1 pads).
@@ -196,15 +202,16 @@ class OpenIndex:
             params = self.manifest.search_params
             self._knn = FaissSearcher.from_faiss_index(
                 self.index, device="auto", params=default_search_params(self.index) if params is None else params)
-        rerank = split_rerank(self.manifest.search_params)[1]
+            self._rerank = split_rerank(params)[1]
+        rerank = self._rerank
         if rerank:
             # approximate codes (PQ) only shortlist: re-score max(k, rerank) candidates exactly from
             # the stored features, so the scores and order returned are exact ones
-            D, fid = self._knn.search(xq, max(k, rerank))
+            D, fid = self._knn.search_checked(xq, max(k, rerank))
             from .autotune import rerank as _rerank
             D, fid = _rerank(D, fid, xq, self._exact_scores, k)
         else:
-            D, fid = self._knn.search(xq, k)
+            D, fid = self._knn.search_checked(xq, k)
         return D, self._to_image_ids(fid)
 
     def _exact_scores(self, xq: np.ndarray, fid: np.ndarray) -> np.ndarray:

@@ -94,6 +94,10 @@ class IndexWriter:
                       index_type: str | None, search_params: str | None, replace_derived: bool = False,
                       expected_n: int = 0) -> Manifest:
         """Create the manifest, or check the existing one is compatible and apply new index settings."""
+        if index_type is not None:
+            # a type set by hand (or re-chosen): an earlier --index-type auto record no longer describes the index
+            from .autotune import CHOICE_FILE
+            (self.folder / CHOICE_FILE).unlink(missing_ok=True)
         m = self.manifest()
         if m is not None and replace_derived and m.source != "images" and (
                 m.feature_dim != feature_dim or m.backbone != backbone):
@@ -119,6 +123,8 @@ class IndexWriter:
             if index_type is not None:
                 spec = normalize_index_type(index_type)
                 check_trainable(spec, mm.dim, mm.metric, mm.n_entries)
+                if spec != mm.index_type and search_params is None:
+                    mm.search_params = None  # the old type's nprobe / efSearch may not apply: new type's defaults
                 mm.index_type = spec
             if search_params is not None:
                 mm.search_params = search_params or None
@@ -316,6 +322,35 @@ class IndexWriter:
                    (lambda: load_index_model(self.folder, m)) if m.model_sha256 else None, m.metric, m.model_sha256,
                    general=general)
         return path.name, rebuilt, ntotal
+
+    def choose_index_type(self, opts, *, seed: int = 0, log=None):
+        """``--index-type auto``: choose and tune a FAISS type for the stored entries under the budgets of
+        ``opts`` (``autotune.AutoIndexOptions``), make it the manifest's type and search parameters, and
+        record the choice in :data:`autotune.CHOICE_FILE`. Call before :meth:`sync_index`, which builds it.
+
+        Returns the ``autotune.IndexChoice``; InvalidInputError (nothing changed) when no type fits.
+        """
+        import json
+
+        from .autotune import CHOICE_FILE, choose_index
+
+        m = self.manifest()
+        _, _, shard_ids, rows = self.entries()
+        x = self._vectors(shard_ids, rows, m) if len(rows) else np.zeros((0, m.dim), np.float32)
+        choice = choose_index(x, m.metric, max_memory=opts.max_memory, max_query_ms=opts.max_query_ms,
+                              recall_target=opts.recall_target, seed=seed, log=log)
+        check_trainable(choice.index_type, m.dim, m.metric, len(x))
+        with self.catalog.write() as s:
+            mm = s.get(Manifest, 1)
+            mm.index_type = normalize_index_type(choice.index_type)
+            mm.search_params = choice.search_params or None
+        record = {"chosen": choice.to_dict(), "n_vectors": int(len(x)), "dim": int(m.dim), "metric": m.metric,
+                  "budgets": {"max_memory_bytes": opts.max_memory, "max_query_ms": opts.max_query_ms,
+                              "recall_target": opts.recall_target},
+                  "chosen_at": utcnow().isoformat(timespec="seconds")}
+        # a record of what was measured, not state: the manifest (committed above) is what search uses
+        atomic_write(self.folder / CHOICE_FILE, lambda f: f.write(json.dumps(record, indent=1).encode()))
+        return choice
 
     def _vectors(self, shard_ids, rows, m: Manifest) -> np.ndarray:
         raw = self.store.gather(shard_ids, rows, m.feature_dim)

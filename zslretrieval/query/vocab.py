@@ -141,10 +141,12 @@ def normalise_semantics(v: np.ndarray, norm: str) -> np.ndarray:
         return v
     if norm != "l2":
         raise InvalidInputError(f"unknown semantic normalisation {norm!r}; valid: l2, none")
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    if np.any(n == 0):
+    # what np.linalg.norm(v, axis=-1) computes (same values, bit for bit), without its Python-level
+    # dispatch: this runs once per query, where such wrappers cost more than the arithmetic
+    n = np.sqrt(np.add.reduce(v * v, axis=-1, keepdims=True))
+    if not n.all():
         raise InvalidInputError("the query descriptor is all zeros; give at least one non-zero weight")
-    return (v / n).astype(np.float32)
+    return v / n
 
 
 def build_attribute_vector(terms: Sequence[AttributeTerm], vocab: Vocabulary,
