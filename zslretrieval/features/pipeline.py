@@ -211,13 +211,13 @@ def iter_feature_batches(paths: Sequence[str], backbone: Backbone, *, batch_size
             bar.update(len(ids) + len(failures))
 
 
-def _encode_micro(ds: _ImageFiles, backbone: Backbone, positions: range):
-    """One CPU task: read + decode + preprocess ``positions`` and run them through the backbone."""
+def _encode_micro(ds: _ImageFiles, backbone: Backbone, forward, positions: range):
+    """One CPU task: read + decode + preprocess ``positions`` and run them through ``forward``."""
     items = [ds[i] for i in positions]
     b = _collate(items)
     feats = np.zeros((0, backbone.dim), np.float32)
     if b["x"] is not None:
-        feats = backbone.forward(b["x"].contiguous(memory_format=torch.channels_last)).numpy()
+        feats = forward(b["x"].contiguous(memory_format=torch.channels_last)).numpy()
     return b["ids"], feats, b["failures"], b["meta"]
 
 
@@ -239,13 +239,19 @@ def _iter_cpu(ds: _ImageFiles, backbone: Backbone, batch_size: int, threads: int
     tasks = [(bi, range(m0, min(r.stop, m0 + CPU_MICRO_BATCH)))
              for bi, r in enumerate(batches) for m0 in range(r.start, r.stop, CPU_MICRO_BATCH)]
     main_threads = torch.get_num_threads()
+    forward = backbone.forward
+    if n:
+        # the frozen graph (BN folded into the convs), traced on one preprocessed-shape batch
+        spec = backbone.preprocess
+        example = torch.zeros(min(CPU_MICRO_BATCH, n), 3, spec.crop, spec.crop).contiguous(memory_format=torch.channels_last)
+        forward = backbone.frozen_forward(example)
     with ThreadPoolExecutor(threads, thread_name_prefix="zslr-encode", initializer=_one_torch_thread) as pool, \
             tqdm(total=n, unit="img", desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         pending: deque = deque()
         it = iter(tasks)
         # a bounded window of tasks in flight: memory stays at a few micro-batches per thread
         for bi, pos in it:
-            pending.append((bi, pool.submit(_encode_micro, ds, backbone, pos)))
+            pending.append((bi, pool.submit(_encode_micro, ds, backbone, forward, pos)))
             if len(pending) >= 2 * threads:
                 break
         parts: list = []
@@ -254,7 +260,7 @@ def _iter_cpu(ds: _ImageFiles, backbone: Backbone, batch_size: int, threads: int
                 bi, fut = pending.popleft()
                 nxt = next(it, None)
                 if nxt is not None:
-                    pending.append((nxt[0], pool.submit(_encode_micro, ds, backbone, nxt[1])))
+                    pending.append((nxt[0], pool.submit(_encode_micro, ds, backbone, forward, nxt[1])))
                 parts.append(fut.result())
                 if not pending or pending[0][0] != bi:   # batch ``bi`` complete
                     ids = [i for p in parts for i in p[0]]
