@@ -160,8 +160,8 @@ class Backbone:
         folded weights round differently: features differ from eager ones by ~1e-5 (bounded in
         tests/features/test_frozen_forward.py). Built once per Backbone (a lock: encoder threads).
         """
-        if self.device.type != "cpu":
-            return self.forward
+        if self.device.type != "cpu" or type(self).forward is not Backbone.forward:
+            return self.forward  # GPU: eager under autocast; a subclass's own forward must not be bypassed
         with self._frozen_lock:
             if self._frozen is None:
                 self._frozen = self._freeze(example)
