@@ -22,11 +22,12 @@ Kinds (all chosen on validation classes, never on test classes; ``choose_correct
   seen-class scores, so an image close to every class no longer wins every query.
 * ``posterior`` -- the log-posterior of the query over every class the model knows (seen **and**
   the new classes the card names), with temperature T: ``s - weight * T * logsumexp_c(s_c / T)``.
-  weight=1 ranks x by p(q | x) = softmax over {q} and the card's classes: an image that a seen
-  class (or another new class) explains better than q goes down, however high its raw score.
-  Unlike ``stack`` it compares the seen claim with the new classes' claims on the same image --
-  on awa1-lampert this is the per-image quantity that separates seen from unseen images best
-  (ROC AUC ~0.68 for SSL and DEM vs ~0.55-0.6 for the max seen-class score). T is
+  With weight=1 an unseen-class query q (one of the reference classes) ranks x by the softmax
+  probability p(q | x): an image that a seen class (or another new class) explains better than q
+  goes down, however high its raw score. Unlike ``stack`` it weighs the seen classes' claim
+  against the new classes' claims on the same image; on awa1-lampert that separates seen from
+  unseen images best of the signals that depend on the image alone (ROC AUC ~0.68 for SSL and
+  DEM vs ~0.55-0.6 for the max seen-class score; docs/hubness.md). T is
   ``temperature * unit``: ``unit`` is the model's score spread (mean over images of the std of an
   image's reference scores, :func:`score_unit`), measured on the val matrices at selection and
   again on the refit model's training images, so the relative temperature chosen on val carries
