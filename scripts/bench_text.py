@@ -2,11 +2,14 @@
 """Text queries without training: the general model on real photos, held-out ImageNet classes,
 text as a modality on awa1-lampert, and query latency. Prints one table per part.
 
-1. General model: held-out ImageNet prototype retrieval top-1 for DEM / ridge / ConSE (val: chosen
-   on; test: reported only), from the model's own selection record.
+1. General model: held-out ImageNet prototype retrieval top-1 for DEM / ridge / semantic neighbours /
+   ConSE and the deployed map with its hubness correction (val: chosen on; test: reported only),
+   from the model's own selection record.
 2. Photos (30 each of ../shared/data/photos/{awa2,cub,sun}): `zslr index DIR` (raw features), then
    every folder class name asked as --text through the engine; mAP vs chance (share of the class's
-   photos). Ridge and ConSE rows rank the same raw features with the baselines, same run.
+   photos), with the general model's hubness correction (the default) and with --raw-scores; the
+   rank of each class's first photo, '*' marking names that are ImageNet classes. Ridge and ConSE
+   columns rank the same raw features with the baselines, same run.
    Attribute words: awa2 photos by their class's 5 strongest AwA attributes (--attributes), and the
    demo's generated unseen classes by their 4 attribute values.
 3. awa1-lampert (real AwA1 features, proposed split): DEM trained by the protocol with attributes,
@@ -46,10 +49,15 @@ def table(title: str, head: list[str], rows: list[list]) -> None:
 
 def general_part(model) -> None:
     sel, best = model.selection, model.selection["best"]
-    rows = [[m + (" (chosen)" if m == sel["chosen"] else ""), f"{best[m]['val_top1']:.3f}", f"{best[m]['test_top1']:.3f}",
-             f"{sel['chance']:.3f}"] for m in ("dem", "ridge", "conse")]
+    from zslretrieval.correction import ScoreCorrection
+    rows = [[m, f"{best[m]['val_top1']:.3f}", f"{best[m]['test_top1']:.3f}", f"{sel['chance']:.3f}"]
+            for m in ("dem", "ridge", "neighbours", "conse")]
+    d = best["deployed"]
+    shares = " + ".join(f"{v:g} {k}" for k, v in d["mix"].items())
+    rows.append([f"deployed: {shares}, {ScoreCorrection.from_dict(d['correction']).describe()} (chosen)",
+                 f"{d['val_top1']:.3f}", f"{d['test_top1']:.3f}", f"{sel['chance']:.3f}"])
     table(f"1. held-out ImageNet prototype retrieval ({sel['split']['train']} train / {sel['split']['val']} val / "
-          f"{sel['split']['test']} test classes, seed {sel['seed']}; template {model.template!r}; build "
+          f"{sel['split']['test']} test classes, seed {sel['seed']}; templates {model.templates!r}; build "
           f"{sel['build_seconds']} s)", ["method", "val top-1", "test top-1", "chance"], rows)
 
 
@@ -60,11 +68,13 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
     from zslretrieval.query.evaluate import label_query_map
     from zslretrieval.text import encode_vocabulary
     from zslretrieval.text.general import (apply_ridge, conse_embed, fit_ridge, imagenet_categories, imagenet_head,
-                                           softmax)
+                                           prompt_embeddings, softmax)
     from zslretrieval.text.names import class_text
     w, b, _ = imagenet_head(model.backbone)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
-    cat_text = encode_vocabulary(imagenet_categories(), template=model.template)
+    cats = imagenet_categories()
+    imagenet_names = {c.lower() for c in cats}
+    cat_text = prompt_embeddings(lambda tpl: encode_vocabulary(cats, template=tpl), model.templates)
     ridge = fit_ridge(cat_text, unit(w), model.selection["best"]["ridge"]["alpha"])
     conse_t = model.selection["best"]["conse"]["T"]
     rows, out = [], {}
@@ -76,6 +86,7 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
         idx = open_index(name, root=work / "ix")
         eng = QueryEngine(idx, general=model)
         res = label_query_map(eng, "text")
+        raw = label_query_map(QueryEngine(idx, general=model, correction=False), "text")
         ids, x = idx.raw_features()
         lab_of = {r.id: str(r.label) for r in idx.all_records()}
         labels = np.array([lab_of[int(i)] for i in ids])
@@ -86,17 +97,24 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
         s_conse = q_text @ img_text.T
         m_ridge = mean_average_precision(s_ridge, np.array(classes), labels)[0]
         m_conse = mean_average_precision(s_conse, np.array(classes), labels)[0]
-        right = sum(res["top1"][c] == c for c in classes)
+        right = sum(r == 1 for r in res["first_right"].values())
+        raw_right = sum(r == 1 for r in raw["first_right"].values())
         rows.append([name, res["n_images"], res["n_classes"], f"{res['chance']:.3f}", f"{res['map']:.3f}",
-                     f"{right}/{len(classes)}", f"{m_ridge:.3f}", f"{m_conse:.3f}"])
+                     f"{right}/{len(classes)}", f"{raw['map']:.3f}", f"{raw_right}/{len(classes)}",
+                     f"{m_ridge:.3f}", f"{m_conse:.3f}"])
         out[name] = (res, idx, eng)
-        if name == "awa2":
-            print("\nawa2 per class (query -> AP, label of the first hit):")
-            print("  " + "; ".join(f"{c} {res['ap'][c]:.2f} ({res['top1'][c]})" for c in classes))
-    table(f"2a. class-name --text queries on raw-feature indexes (general {model.backbone}/{model.method}; "
-          "baselines on the same features)",
-          ["photos", "images", "classes", "chance", f"mAP {model.method}", "first hit right", "mAP ridge",
-           f"mAP ConSE T={conse_t}"], rows)
+        print(f"\n{name} per class: query -> rank of its first photo (label of the first hit if wrong), "
+              "'*' = the name is an ImageNet class; corrected | raw scores:")
+        for c in classes:
+            q = res["queries"][c]
+            wrong = "" if res["first_right"][c] == 1 else f" ({res['top1'][c]})"
+            print(f"  {q + ('*' if q.lower() in imagenet_names else ''):<36} {res['first_right'][c]:>3}{wrong:<30} | "
+                  f"{raw['first_right'][c]:>3}")
+    corr = model.correction.describe()
+    table(f"2a. class-name --text queries on raw-feature indexes (general {model.backbone}/{model.method}, "
+          f"correction {corr}; baselines on the same features)",
+          ["photos", "images", "classes", "chance", f"mAP ({corr})", "first hit right", "mAP raw scores",
+           "first right raw", "mAP ridge", f"mAP ConSE T={conse_t}"], rows)
 
     # attribute words
     rows = []

@@ -94,6 +94,8 @@ def test_several_queries_post_equals_get_and_class_explains(api):
     ("/api/search?attributes=red&offset=-1", 400, ["offset"]),
     ("/api/search?attributes=red&offset=99999999", 400, ["offset"]),
     ("/api/search?attributes=red&top_k=ten", 400, ["top_k", "integer"]),
+    ("/api/search?attributes=red&general_weight=2", 400, ["general_weight"]),
+    ("/api/search?attributes=red&general_weight=0", 400, ["general_weight"]),
     ("/api/search", 400, ["no query given"]),
     ("/api/search?class=zebra", 400, ["unknown class 'zebra'"]),
     ("/api/search?vector=1,2,3", 400, ["3 values", "16 attributes"]),

@@ -68,7 +68,7 @@ def test_general_cli_prints_the_heldout_table(general_root):
     assert "<- chosen on val" in r.output and "conse" in r.output and "test top-1" in r.output
     assert "correction" in r.output
     r = CliRunner().invoke(cli, ["general", "--data-root", str(general_root), "--json"])
-    assert json.loads(r.stdout)["selection"]["chosen"] in ("dem", "ridge", "dem+ridge")
+    assert set(json.loads(r.stdout)["selection"]["chosen"].split("+")) <= {"dem", "ridge", "nbr"}
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,27 @@ def test_heldout_retrieval_hand_worked():
     assert z["top1"] == pytest.approx(np.mean(np.argmax(s, 1) == np.arange(3)))
 
 
+def test_neighbour_map_hand_worked():
+    known_text = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    protos = np.eye(3)
+    out = gen.neighbour_map(np.array([[1.0, 0.0]]), known_text, protos, top=2, tau=10.0)
+    w = np.exp(10 * np.array([1.0, 0.6]))
+    np.testing.assert_allclose(out[0], gen._unit(np.array([w[0], w[1], 0.0])), atol=1e-6)
+    np.testing.assert_allclose(gen.neighbour_map(np.array([[1.0, 0.0]]), known_text, protos, 1, 10.0)[0], [1, 0, 0])
+    # a known name's own (reference) query may not use itself
+    own = gen.neighbour_map(known_text, known_text, protos, top=1, tau=10.0, exclude_self=True)
+    np.testing.assert_allclose(own, np.eye(3)[[1, 2, 1]], atol=1e-6)
+
+
+def test_reference_queries_are_the_names_projected_without_themselves(general_root):
+    m = gen.load_general_model("efficientnet-lite0", data_root=general_root)
+    from zslretrieval.text.encoder import encode_vocabulary
+    t = gen.prompt_embeddings(lambda tpl: encode_vocabulary(gen.imagenet_categories(), template=tpl), m.templates)
+    rows = [0, 340, 999]
+    want = gen._predict(m.hparams["mix"], m.ridge, m.dem, m._nbr(), t, exclude_self=True)[rows]
+    np.testing.assert_allclose(m.reference[rows], want, atol=1e-5)
+
+
 def test_raw_index_stores_the_general_terms_and_the_engine_equals_the_direct_ranking(awa2_index):
     """#12 item 5: per-image hubness terms of the general model, stored at index time, applied by the engine."""
     from zslretrieval.index import open_index
@@ -135,7 +156,7 @@ def test_raw_index_stores_the_general_terms_and_the_engine_equals_the_direct_ran
             want = [int(img_ids[j]) for j in np.argsort(-row, kind="stable")][:k]
             assert [h.id for h in r.hits] == want
             np.testing.assert_allclose([h.score for h in r.hits], np.sort(row)[::-1][:len(want)], rtol=1e-4)
-            assert r.resolved["correction"] == "zscore"
+            assert r.resolved["correction"] == g.correction.describe()
     raw = QueryEngine(ix, correction=False).run([QuerySpec("text", "zebra")], k=None)[0]
     assert "correction" not in raw.resolved
     assert [h.id for h in raw.hits] == [int(img_ids[j]) for j in np.argsort(-(x @ q[0]), kind="stable")]
@@ -162,3 +183,29 @@ def test_cli_text_attributes_and_any_class_on_a_raw_index(awa2_index):
         [h["score"] for h in neg["results"]] != [h["score"] for h in body["results"]]
     r = CliRunner().invoke(cli, base + ["--class", "okapi", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["resolved"]["class"] == "okapi"
+
+
+def test_fusing_the_general_score_into_a_model_index_end_to_end(general_root, tmp_path):
+    """`zslr query --general-weight` on an index with a model of its own (the demo's), and over the API."""
+    from zslretrieval.demo import DemoConfig, run_demo
+    report = run_demo(DemoConfig(out=tmp_path / "demo", images_per_class=3, image_size=64, model="sae", device="cpu"))
+    base = ["query", "--index", str(report.index_folder), "--attributes", "red,circle", "--top-k", "5", "--json"]
+    alone = json.loads(CliRunner().invoke(cli, base).stdout)
+    r = CliRunner().invoke(cli, base + ["--general-weight", "0.5"])
+    assert r.exit_code == 0, r.output
+    fused = json.loads(r.stdout)
+    how = fused["resolved"]["fusion"]
+    assert how["general_weight"] == 0.5 and how["general"]["texts"] == ["a photo of something with red.",
+                                                                       "a photo of something with circle."]
+    assert len(fused["results"]) == 5 and fused["results"] != alone["results"]
+    assert "fusion" not in alone["resolved"]
+    r = CliRunner().invoke(cli, base + ["--general-weight", "1.5"])
+    assert r.exit_code == 2 and "(0, 1]" in r.output
+    from fastapi.testclient import TestClient
+    from zslretrieval.serve import SearchService, ServeConfig, create_app
+    svc = SearchService(ServeConfig(index=str(report.index_folder), cache_dir=str(tmp_path / "thumbs"), reload_interval=0))
+    with TestClient(create_app(svc), base_url="http://127.0.0.1:8000") as c:
+        body = c.get("/api/search?attributes=red,circle&top_k=5&general_weight=0.5").json()
+    q = body["queries"][0]
+    assert [h["id"] for h in q["results"]] == [h["id"] for h in fused["results"]]
+    assert q["resolved"]["fusion"]["general_weight"] == 0.5

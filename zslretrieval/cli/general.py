@@ -52,12 +52,14 @@ def format_selection(model) -> str:
              f"{'method':<10} {'setting':<44} {'val top-1':>9} {'test top-1':>10}"]
     rows = [("dem", f"hidden 512, wd {best['dem']['weight_decay']:g}, {best['dem']['epochs']} epochs", best["dem"]),
             ("ridge", f"alpha {best['ridge']['alpha']:g}", best["ridge"]),
+            ("neighbours", f"T {best['neighbours']['T']}, tau {best['neighbours']['tau']:g}", best["neighbours"]),
             ("conse", f"T {best['conse']['T']}", best["conse"])]
     for name, setting, r in rows:
         lines.append(f"{name:<10} {setting:<44} {r['val_top1']:>9.3f} {r['test_top1']:>10.3f}")
     d = best["deployed"]
     corr = ScoreCorrection.from_dict(d["correction"]).describe()
-    lines.append(f"{'deployed':<10} {d['method'] + ' (DEM share ' + format(d['mix'], 'g') + '), correction ' + corr:<44} "
+    shares = " + ".join(f"{v:g} {k}" for k, v in d["mix"].items())
+    lines.append(f"{'deployed':<10} {shares + ', correction ' + corr:<44} "
                  f"{d['val_top1']:>9.3f} {d['test_top1']:>10.3f} <- chosen on val")
     n = len(model.templates)
     lines.append(f"prompt {model.template!r}" + (f" (+{n - 1} more templates, averaged)" if n > 1 else "")

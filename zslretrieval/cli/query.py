@@ -12,6 +12,7 @@ Examples:
   zslr query --index awa1 --class zebra --json
   zslr query --index photos --image cat.jpg --html out.html
   zslr query --index awa1 --batch queries.txt      # lines like 'class: zebra', 'attributes: stripes'
+  zslr query --index mine --class zebra --general-weight 0.3   # model + general model, fused
 
 Attribute names ignore case, spaces and _ - +; 'name=0.7' sets a weight, '-name' asks for
 its absence (a negative weight). Unknown names exit with status 2 and suggestions.
@@ -42,11 +43,15 @@ query was understood as.
 @click.option("--raw-scores", is_flag=True,
               help="Rank by the model's raw scores, without the per-image score correction (seen-class "
                    "bias, hubness) chosen on validation classes and recorded in the model card.")
+@click.option("--general-weight", "general_weight", type=float, default=None, metavar="W",
+              help="On an index with a model of its own: rank --text/--class/--attributes by "
+                   "(1-W) x z(model score) + W x z(general-model score), z over the collection (0 < W <= 1). "
+                   "Needs images indexed with an ImageNet backbone (efficientnet-lite0).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write a self-contained HTML gallery to this file.")
 def query_cmd(text, attributes, class_name, attribute_file, image, batch, index, index_root, weights, top_k, raw_scores,
-              as_json, html_path):
+              general_weight, as_json, html_path):
     """Rank the images of an index by a description, a class name or an example image."""
     from ..query import (QueryConfig, QuerySpec, format_table, read_batch_file, results_to_json, run_query,
                          write_html)
@@ -65,7 +70,7 @@ def query_cmd(text, attributes, class_name, attribute_file, image, batch, index,
     if batch is not None:
         specs.extend(read_batch_file(batch))
     run = run_query(QueryConfig(specs=specs, index=index, index_root=index_root, top_k=top_k, weights=weights,
-                                raw_scores=raw_scores))
+                                raw_scores=raw_scores, general_weight=general_weight))
     many = batch is not None or len(specs) > 1
     if as_json:
         click.echo(results_to_json(run.results, index=run.index, metric=run.metric, batch=many))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
-from .engine import QueryResult, open_engine
+from .engine import QueryResult, check_general_weight, open_engine
 from .spec import QuerySpec
 
 
@@ -18,6 +18,7 @@ class QueryConfig:
     top_k: int | None = 10          # None ranks the whole catalog
     weights: str | None = None      # backbone weight file, for --image on an index built with --weights
     raw_scores: bool = False        # rank by raw model scores, without the model card's score correction
+    general_weight: float | None = None  # fuse the general model's text score (0 < w <= 1; index with a model)
 
 
 @dataclass
@@ -33,9 +34,10 @@ def run_query(cfg: QueryConfig) -> QueryRun:
         raise InvalidInputError("no query given; use --text, --attributes, --class, --attribute-file, --image or --batch")
     if cfg.top_k is not None and cfg.top_k < 1:
         raise InvalidInputError(f"--top-k must be >= 1, got {cfg.top_k}")
+    check_general_weight(cfg.general_weight)
     engine = open_engine(cfg.index, cfg.index_root, backbone_weights=cfg.weights, correction=not cfg.raw_scores)
     try:
-        results = engine.run(cfg.specs, cfg.top_k)
+        results = engine.run(cfg.specs, cfg.top_k, general_weight=cfg.general_weight)
     finally:
         close = getattr(engine.index, "close", None)
         if close is not None:

@@ -133,6 +133,7 @@ class QueryEngine:
         self.correction = correction
         self.terms = terms_of() if correction and terms_of is not None and self.model is not None else None
         self._seen = set(self.card.seen_classes) if self.card is not None else set()
+        self._fusion = None   # the collection as the general model sees it, for --general-weight (built once)
 
     # -- resolution -------------------------------------------------------------------
     def _need_model(self, spec: QuerySpec) -> None:
@@ -326,13 +327,18 @@ class QueryEngine:
         return self._backbone
 
     # -- search -----------------------------------------------------------------------
-    def run(self, specs: list[QuerySpec], k: int | None = 10) -> list[QueryResult]:
+    def run(self, specs: list[QuerySpec], k: int | None = 10, general_weight: float | None = None) -> list[QueryResult]:
         """Resolve, embed and search all ``specs`` in one batched index call; ``k=None`` ranks everything.
 
         ``k`` larger than the index is clamped to it: the result is then the full ranking
-        (``k=None``), never a result array sized by ``k`` itself.
+        (``k=None``), never a result array sized by ``k`` itself. ``general_weight`` (0 < w <= 1,
+        an index with a model of its own): text/class/attribute queries are ranked by
+        ``(1 - w) z(model score) + w z(general-model score)`` (see :meth:`fuse_general`).
         """
+        w = check_general_weight(general_weight)
         k = self.effective_k(k, len(specs))
+        if w is not None:
+            self._fusion_source()      # refuse before any work when the index cannot do it
         prepared = [self.prepare(s) for s in specs]
         xq = self.embed(prepared)
         if self.terms is None:  # no score correction: one plain search
@@ -352,7 +358,81 @@ class QueryEngine:
         for p, f in zip(prepared, fix):
             if f:
                 p.resolved["correction"] = self.terms.correction.describe()
+        if w is not None:
+            rows = [i for i, p in enumerate(prepared) if p.descriptor is not None and p.spec.kind in FUSABLE]
+            if rows:
+                Df, If = self.fuse_general([prepared[i] for i in rows], xq[rows], fix[rows], w, D.shape[1])
+                D, I = D.astype(np.float32, copy=True), I.copy()
+                D[rows], I[rows] = Df, If
         return self.collect(prepared, D, I)
+
+    # -- fusing the general model's text score into a model's ranking -----------------
+    def _fusion_source(self) -> None:
+        """Refuse fusion, naming why, when the index has no model of its own or no raw ImageNet features."""
+        from ..text.general import HEAD_BACKBONES
+        name = getattr(self.manifest, "name", "?")
+        if self.model is None:
+            raise IncompatibleError(f"index {name!r} has no model of its own: its text, class and attribute queries "
+                                    "already go through the general model; leave out --general-weight")
+        backbone = getattr(self.manifest, "backbone", None)
+        if backbone not in HEAD_BACKBONES or getattr(self.index, "raw_features", None) is None:
+            raise IncompatibleError(
+                f"--general-weight needs the images' raw features from an ImageNet backbone ({', '.join(HEAD_BACKBONES)}) "
+                f"to score them with the general model, but index {name!r} holds features of source "
+                f"{backbone or getattr(self.manifest, 'source', None)!r}; index images with `zslr index DIR --model ...`")
+
+    def _general_gallery(self):
+        """(image ids (n,), unit raw features (n, D) float32, scale, offset (n,) of the general correction), once."""
+        if self._fusion is None:
+            g = self.general_model()
+            ids, raw = self.index.raw_features()
+            x = np.asarray(raw, np.float32)
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            corr = getattr(g, "correction", None)
+            if self.correction and corr is not None and corr.active and getattr(g, "reference", None) is not None:
+                scale, offset = corr.terms(x.astype(np.float64) @ np.asarray(g.reference, np.float64).T)
+            else:
+                scale, offset = np.ones(len(x)), np.zeros(len(x))
+            self._fusion = (np.asarray(ids, np.int64), x, scale, offset)
+        return self._fusion
+
+    def fuse_general(self, prepared: list[_Prepared], xq: np.ndarray, corrected: np.ndarray, weight: float,
+                     width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``width`` of ``(1 - weight) z(model) + weight z(general)`` for each query: D, I (Q, width).
+
+        Model scores: the engine's own full ranking (with its correction where it applies);
+        general scores: cosine of the general model's query vector with each image's unit raw
+        features (with the general model's hubness correction). Each is z-scored over the
+        collection so the two scales meet; an exact pass over the collection per query.
+        """
+        ids, x, scale, offset = self._general_gallery()
+        g = self.general_model()
+        order = np.argsort(ids, kind="stable")
+        n = len(ids)
+        model_scores = np.empty((len(prepared), n), np.float64)
+        for flag in (True, False):
+            mask = corrected if flag else ~corrected
+            if mask.any():
+                Dm, Im = self.search_vectors(xq[mask], None, corrected=flag)
+                rows = np.flatnonzero(mask)
+                for r, d, i in zip(rows, Dm, Im):
+                    keep = i >= 0
+                    pos = order[np.searchsorted(ids[order], i[keep])]
+                    full = np.full(n, np.nan)
+                    full[pos] = d[keep]
+                    model_scores[r] = np.where(np.isnan(full), np.nanmin(full), full)
+        qg, how = [], []
+        for p in prepared:
+            v, resolved = general_query(p.spec, g, x.shape[1])
+            qg.append(v)
+            how.append(resolved["understood_as"])
+        general_scores = (np.stack(qg).astype(np.float64) @ x.T.astype(np.float64)) * scale + offset
+        fused = (1.0 - weight) * _zscore(model_scores) + weight * _zscore(general_scores)
+        top = np.argsort(-fused, axis=1, kind="stable")[:, :width]
+        for p, h in zip(prepared, how):
+            p.resolved["fusion"] = {"general_weight": weight, "general": h,
+                                    "score": f"{1 - weight:g} x z(model) + {weight:g} x z(general), z over the collection"}
+        return np.take_along_axis(fused, top, axis=1).astype(np.float32), ids[top]
 
     def effective_k(self, k: int | None, n_queries: int = 1) -> int | None:
         """``k`` checked and clamped to the index size (None = full ranking).
@@ -418,6 +498,30 @@ class QueryEngine:
         if self._records is None:
             self._records = RecordTable(self.index)
         return self._records
+
+
+FUSABLE = ("text", "class", "attributes")   # query kinds a general-model score can be fused into
+
+
+def check_general_weight(weight: float | None) -> float | None:
+    """``weight`` as a float in (0, 1], or None (no fusion); anything else is refused naming it."""
+    if weight is None:
+        return None
+    try:
+        w = float(weight) if not isinstance(weight, (bool, str)) else float("nan")
+    except (TypeError, ValueError):
+        w = float("nan")
+    if not (np.isfinite(w) and 0.0 < w <= 1.0):
+        raise InvalidInputError(f"general weight {weight!r}: expected a number in (0, 1] -- the general model's "
+                                "share of the fused score (leave it out for the model alone)")
+    return w
+
+
+def _zscore(s: np.ndarray) -> np.ndarray:
+    """Each row standardised over its entries (a constant row becomes zeros)."""
+    mu = s.mean(axis=1, keepdims=True)
+    sd = s.std(axis=1, keepdims=True)
+    return (s - mu) / np.where(sd > 0, sd, 1.0)
 
 
 class Projector:

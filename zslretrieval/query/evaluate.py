@@ -121,8 +121,9 @@ def label_query_map(engine: QueryEngine, kind: str = "text",
     Each distinct catalog label ``L`` is asked as ``QuerySpec(kind, text_of(L))`` (default: the label
     as words, ``killer+whale`` -> ``killer whale``; CUB's ``013.Bobolink`` -> ``Bobolink``); the
     full ranking (k=None) is scored against the catalog labels. Returns ``{"map", "chance", "ap":
-    {label: AP}, "top1": {label: label of the first hit}, "n_images", "n_classes"}``; ``chance`` is
-    the mean share of each label's images (the AP of a random ranking, in expectation).
+    {label: AP}, "top1": {label: label of the first hit}, "first_right": {label: rank (1-based) of the
+    label's first image}, "n_images", "n_classes"}``; ``chance`` is the mean share of each label's
+    images (the AP of a random ranking, in expectation).
     """
     from ..text.names import class_text
     text_of = text_of or class_text
@@ -138,4 +139,5 @@ def label_query_map(engine: QueryEngine, kind: str = "text",
     m, aps = mean_average_precision_from_rankings(ranked, np.array(classes), labels)
     return {"map": m, "chance": float(np.mean([np.mean(labels == c) for c in classes])),
             "ap": dict(zip(classes, map(float, aps))), "top1": {c: labels[row[0]] for c, row in zip(classes, ranked)},
+            "first_right": {c: int(np.flatnonzero(labels[row] == c)[0]) + 1 for c, row in zip(classes, ranked)},
             "queries": {c: text_of(c) for c in classes}, "n_images": len(labels), "n_classes": len(classes)}

@@ -46,6 +46,8 @@ Repeated = Annotated[list[str] | None, Query(max_length=MAX_QUERIES)]
 Classes = Annotated[list[str] | None, Query(alias="class", max_length=MAX_QUERIES)]
 TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+GeneralWeight = Annotated[float | None, Query(gt=0, le=1, description="fuse the general model's text score: "
+                                              "(1-w) z(model) + w z(general); index with a model of its own")]
 UploadName = Annotated[str, Query(max_length=200)]
 
 
@@ -60,6 +62,8 @@ class SearchBody(BaseModel):
     queries: list[QueryItem] = Field(min_length=1, max_length=MAX_QUERIES)
     top_k: int = Field(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    general_weight: float | None = Field(None, gt=0, le=1, description="fuse the general model's text score "
+                                         "(index with a model of its own): (1-w) z(model) + w z(general)")
 
 
 def _error(status: int, message: str, **extra) -> JSONResponse:
@@ -276,15 +280,17 @@ def create_app(service: SearchService, *, token: str | None = None, loopback_onl
                    class_: Classes = None,
                    vector: Repeated = None,
                    top_k: TopK = DEFAULT_TOP_K,
-                   offset: Offset = 0) -> dict:
+                   offset: Offset = 0,
+                   general_weight: GeneralWeight = None) -> dict:
         """Each given query (``attributes=stripes,water``, ``class=zebra``, ...; repeat a parameter for
         several) is its own ranking; results ``offset .. offset+top_k`` of each, ``more`` if there are more."""
-        return service.search(service.make_specs(_pairs(attributes, text, class_, vector)), top_k, offset)
+        return service.search(service.make_specs(_pairs(attributes, text, class_, vector)), top_k, offset,
+                              general_weight)
 
     @app.post("/api/search", summary="Search, queries in a JSON body")
     def search_post(body: SearchBody) -> dict:
         specs = service.make_specs([(q.kind, q.value) for q in body.queries])
-        return service.search(specs, body.top_k, body.offset)
+        return service.search(specs, body.top_k, body.offset, body.general_weight)
 
     @app.post("/api/search/image", summary="Search by an example image (the raw image bytes as the body)",
               openapi_extra={"requestBody": {"required": True, "content": {

@@ -300,7 +300,8 @@ class SearchService:
             specs.append(QuerySpec("image", name or "uploaded image", "upload", data=data))
         return specs
 
-    def search(self, specs: list, top_k: int = DEFAULT_TOP_K, offset: int = 0) -> dict[str, Any]:
+    def search(self, specs: list, top_k: int = DEFAULT_TOP_K, offset: int = 0,
+               general_weight: float | None = None) -> dict[str, Any]:
         """Rank the index for each spec and return results ``offset .. offset + top_k`` of each."""
         if not 1 <= int(top_k) <= MAX_TOP_K:
             raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
@@ -312,9 +313,9 @@ class SearchService:
         t0 = time.perf_counter()
         if any(s.kind == "image" for s in specs):
             with self._image_slots:
-                results = snap.engine.run(specs, k)
+                results = snap.engine.run(specs, k, general_weight=general_weight)
         else:
-            results = snap.engine.run(specs, k)
+            results = snap.engine.run(specs, k, general_weight=general_weight)
         took = time.perf_counter() - t0
         queries = []
         for r in results:

@@ -13,8 +13,11 @@ Protocol (zero-shot honesty, everything seeded):
   weight decay and epochs and ConSE's T are chosen by held-out *prototype retrieval* on val: for
   each val class, rank the true (unit) prototypes of all val classes by cosine to the prediction;
   top-1 = the true one ranks first (chance 1/200), mean reciprocal rank breaks ties;
-* the deployed map -- DEM, ridge, or their average (``mix`` = DEM's share of the unit outputs) --
-  and its *hubness correction* are chosen together on val: the held-out prototypes act as the
+* a third map needs no fitting: *semantic neighbours* (the dual of ConSE) -- a text's query is the
+  softmax(tau x cosine)-weighted mean of the prototypes of its T nearest known names (text cosine),
+  T and tau chosen on val with the train names as the known ones;
+* the deployed map -- one of DEM, ridge, neighbours or an even average of two (``hparams["mix"]``:
+  each map's share of the summed unit outputs) -- and its *hubness correction* are chosen together on val: the held-out prototypes act as the
   gallery, and each one's per-item terms (``correction.ScoreCorrection``: CSLS-like stacking or
   per-item z-scores) come from its scores against a reference vocabulary of queries, the
   projected names of the *train* classes. A correction must beat ``none`` on val to be chosen.
@@ -47,7 +50,7 @@ import numpy as np
 from ..errors import CheckpointError, IncompatibleError, InvalidInputError
 from ..fileio import atomic_write
 
-FORMAT = "zslr-general-2"
+FORMAT = "zslr-general-3"
 HEAD_BACKBONES = ("efficientnet-lite0", "resnet101")   # backbones whose ImageNet head ships with their weights
 # Prompt candidates: a single template, or an ensemble (text embeddings averaged, then unit-normalised).
 TEMPLATES = (("{}",), ("a photo of a {}.",),
@@ -58,7 +61,11 @@ TEMPLATES = (("{}",), ("a photo of a {}.",),
 # attribute is read in a sentence of its own. No ImageNet validation exists for attribute phrasing;
 # it is fixed by readability, not chosen.
 ATTRIBUTE_TEMPLATE = "a photo of something with {}."
-MIXES = (0.0, 0.5, 1.0)   # DEM's share in the averaged DEM/ridge output (0 = ridge, 1 = DEM)
+# Deployed-map candidates: each map's share of the summed unit outputs (simplest first: they win ties).
+MIXES = ({"dem": 1.0}, {"ridge": 1.0}, {"nbr": 1.0}, {"dem": 0.5, "ridge": 0.5}, {"dem": 0.5, "nbr": 0.5},
+         {"ridge": 0.5, "nbr": 0.5})
+NBR_T = (3, 10, 30)        # semantic neighbours: how many known names a text is made of
+NBR_TAU = (5.0, 10.0, 20.0)  # and the softmax temperature over their text cosines
 RIDGE_ALPHAS = (0.1, 1.0, 10.0)
 DEM_HIDDEN = 512
 DEM_WEIGHT_DECAYS = (1e-4, 1e-3)
@@ -140,6 +147,20 @@ def conse_embed(probs: np.ndarray, class_text: np.ndarray, top: int) -> np.ndarr
     return _unit(np.einsum("nt,ntd->nd", p, class_text[idx])).astype(np.float32)
 
 
+def neighbour_map(t: np.ndarray, known_text: np.ndarray, known_protos: np.ndarray, top: int, tau: float,
+                  exclude_self: bool = False) -> np.ndarray:
+    """Semantic neighbours: (n, 384) texts -> (n, D) unit mean of the prototypes of each text's ``top``
+    nearest known names (text cosine), weighted by softmax(tau x cosine). ``exclude_self``: row i of
+    ``t`` is known name i and may not use itself (the reference vocabulary's own queries)."""
+    s = _unit(np.asarray(t, np.float64)) @ _unit(np.asarray(known_text, np.float64)).T
+    if exclude_self:
+        np.fill_diagonal(s, -np.inf)
+    top = min(int(top), s.shape[1])
+    idx = np.argpartition(-s, top - 1, axis=1)[:, :top]
+    w = softmax(tau * np.take_along_axis(s, idx, 1))
+    return _unit(np.einsum("nt,ntd->nd", w, np.asarray(known_protos, np.float64)[idx])).astype(np.float32)
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -207,8 +228,10 @@ def _dem_predict(model, t: np.ndarray) -> np.ndarray:
 class GeneralModel:
     """Text -> visual prototypes for one backbone. ``embed_texts(texts) -> (n, D)`` unit rows.
 
-    ``method``: "dem", "ridge" or "dem+ridge" (unit outputs averaged with DEM's share
-    ``hparams["mix"]``). ``templates``: the prompt(s) a name is read in (embeddings averaged).
+    ``method``: the maps used, e.g. "dem" or "dem+nbr" (their unit outputs summed with the shares
+    ``hparams["mix"]``, then unit-normalised). ``templates``: the prompt(s) a name is read in
+    (embeddings averaged). Neighbours ("nbr") use ``known_text`` (1000, 384), the ImageNet names'
+    embeddings, and the unit classifier rows.
     ``reference`` (1000, D): the projected queries of the ImageNet names, the vocabulary against
     which an index computes each image's hubness-correction terms (``correction``).
     """
@@ -223,6 +246,8 @@ class GeneralModel:
     selection: dict[str, Any]   # val/test figures of every method and candidate, split sizes, seed, timings
     ridge: np.ndarray | None = None   # (385, D) when the method uses ridge
     dem: Any = None                    # a fitted models.dem.Dem when the method uses DEM
+    known_text: np.ndarray | None = None  # (1000, 384) ImageNet names' embeddings when the method uses "nbr"
+    known_protos: np.ndarray | None = None  # (1000, D) their unit prototypes (the backbone's head rows)
     reference: np.ndarray | None = None
     _classes: tuple[list[str], np.ndarray] | None = dataclasses.field(default=None, repr=False)
 
@@ -260,7 +285,15 @@ class GeneralModel:
         t = np.asarray(text_emb, np.float32)
         if t.ndim != 2 or t.shape[1] != 384:
             raise InvalidInputError(f"expected (n, 384) text embeddings, got {t.shape}")
-        return _predict(self.method, float(self.hparams.get("mix", 1.0)), self.ridge, self.dem, t)
+        return _predict(self.hparams["mix"], self.ridge, self.dem, self._nbr(), t)
+
+    def _nbr(self):
+        if "nbr" not in self.hparams["mix"]:
+            return None
+        if self.known_protos is None:
+            w, _, _ = imagenet_head(self.backbone)
+            self.known_protos = _unit(w).astype(np.float32)
+        return (self.known_text, self.known_protos, int(self.hparams["nbr_T"]), float(self.hparams["nbr_tau"]))
 
     def text_embeddings(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
         """Sentence embeddings (n, 384) of ``texts`` read as names (this model's prompt ensemble) or, with
@@ -294,6 +327,8 @@ class GeneralModel:
             state.update({f"dem.{k}": v.detach().cpu() for k, v in self.dem.state_dict().items()})
         if self.reference is not None:
             state["reference"] = torch.from_numpy(np.ascontiguousarray(self.reference, np.float32))
+        if self.known_text is not None:
+            state["known_text"] = torch.from_numpy(np.ascontiguousarray(self.known_text, np.float32))
         buf = io.BytesIO()
         torch.save({"meta": json.dumps(self.meta()), "state": state}, buf)
         atomic_write(path, lambda f: f.write(buf.getvalue()))
@@ -322,6 +357,8 @@ class GeneralModel:
                 m.dem.eval()
             if "reference" in state:
                 m.reference = state["reference"].numpy()
+            if "known_text" in state:
+                m.known_text = state["known_text"].numpy()
         except Exception as e:
             raise CheckpointError(f"{path}: general model state does not load ({type(e).__name__}: {e})") from e
         return m
@@ -334,20 +371,29 @@ def prompt_embeddings(encode: Callable[[str], np.ndarray], templates: Sequence[s
     return _unit(np.mean([encode(t) for t in templates], axis=0)).astype(np.float32)
 
 
-def _predict(method: str, mix: float, ridge: np.ndarray | None, dem: Any, t: np.ndarray) -> np.ndarray:
-    """Unit (n, D) outputs of the map ``method`` for text embeddings t (n, 384)."""
-    if method == "ridge":
-        return _unit(apply_ridge(ridge, t)).astype(np.float32)
-    if method == "dem":
-        return _unit(_dem_predict(dem, t)).astype(np.float32)
-    if method == "dem+ridge":
-        out = mix * _unit(_dem_predict(dem, t)) + (1.0 - mix) * _unit(apply_ridge(ridge, t))
-        return _unit(out).astype(np.float32)
-    raise CheckpointError(f"general model method {method!r}; expected dem, ridge or dem+ridge")
+MAPS = ("dem", "ridge", "nbr")
 
 
-def _method_of(mix: float) -> str:
-    return "ridge" if mix == 0.0 else "dem" if mix == 1.0 else "dem+ridge"
+def _predict(mix: dict[str, float], ridge: np.ndarray | None, dem: Any, nbr: tuple | None, t: np.ndarray,
+             exclude_self: bool = False) -> np.ndarray:
+    """Unit (n, D): the unit outputs of the maps in ``mix`` for text embeddings t (n, 384), summed with
+    their shares. ``nbr`` = (known_text, known_protos, T, tau); ``exclude_self``: t are the known names."""
+    out = 0.0
+    for name, share in mix.items():
+        if name == "dem":
+            y = _unit(_dem_predict(dem, t))
+        elif name == "ridge":
+            y = _unit(apply_ridge(ridge, t))
+        elif name == "nbr":
+            y = neighbour_map(t, nbr[0], nbr[1], nbr[2], nbr[3], exclude_self)
+        else:
+            raise CheckpointError(f"general model map {name!r}; expected one of {', '.join(MAPS)}")
+        out = out + float(share) * np.asarray(y, np.float64)
+    return _unit(out).astype(np.float32)
+
+
+def _method_of(mix: dict[str, float]) -> str:
+    return "+".join(m for m in MAPS if m in mix)
 
 
 # -- building: selection on held-out ImageNet classes, refit on all ---------------------------------
@@ -415,7 +461,16 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
     best_d = max(dem_rows, key=key)
     say(f"dem: weight_decay {best_d['weight_decay']} epochs {best_d['epochs']} val top-1 {best_d['val_top1']:.3f}")
 
-    # 3. ConSE baseline: the held-out prototype as the "image", softmax over cosine to train prototypes
+    # 3. semantic neighbours: T and tau on val, the train names being the known ones
+    nbr_rows = []
+    for top in NBR_T:
+        for tau in NBR_TAU:
+            nbr_rows.append({"T": top, "tau": tau, **score(neighbour_map(t[va], t[tr], protos[tr], top, tau),
+                                                          neighbour_map(t[te], t[tr], protos[tr], top, tau))})
+    best_n = max(nbr_rows, key=key)
+    say(f"neighbours: T {best_n['T']} tau {best_n['tau']:g} val top-1 {best_n['val_top1']:.3f}")
+
+    # 4. ConSE baseline: the held-out prototype as the "image", softmax over cosine to train prototypes
     conse_rows = []
     for top in CONSE_T:
         def conse(rows: np.ndarray) -> np.ndarray:
@@ -426,15 +481,18 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
                            "test_top1": s["top1"], "test_mrr": round(s["mrr"], 4)})
     best_c = max(conse_rows, key=key)
 
-    # 4. the deployed map (DEM/ridge mix) and its hubness correction, together on val. The
-    #    reference vocabulary is the train names' projected queries (deployed: all 1000 names').
+    # 5. the deployed map (one map or an even mix of two) and its hubness correction, together on
+    #    val. The reference vocabulary is the train names' projected queries, each without itself
+    #    as a neighbour (deployed: all 1000 names', the same way).
     ridge_tr = fit_ridge(t[tr], protos[tr], best_r["alpha"])
     dem_tr = _fit_dem(t[tr], protos[tr], {"weight_decay": best_d["weight_decay"]}, best_d["epochs"], seed)
     dem_tr.eval()
+    nbr_tr = (t[tr], protos[tr], best_n["T"], best_n["tau"])
     mix_rows = []
-    for mix in MIXES:
+    for mix in map(dict, MIXES):
         meth = _method_of(mix)
-        pva, pte, ptr = (_predict(meth, mix, ridge_tr, dem_tr, t[rows]) for rows in (va, te, tr))
+        pva, pte = (_predict(mix, ridge_tr, dem_tr, nbr_tr, t[rows]) for rows in (va, te))
+        ptr = _predict(mix, ridge_tr, dem_tr, nbr_tr, t[tr], exclude_self=True)
         base = None
         for corr in correction_candidates():
             r = {"mix": mix, "method": meth, "correction": corr.to_dict(), **score(pva, pte, ptr, corr)}
@@ -444,27 +502,30 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
     # A correction must beat "none" of the same map on val; among what may be chosen, best val (ties: listed first).
     best_m = max((r for r in mix_rows if r["chosen_ok"]), key=key)
     mix, method = best_m["mix"], best_m["method"]
-    sel.update(templates=list(tpls), ridge=ridge_rows, dem=dem_rows, conse=conse_rows,
+    sel.update(templates=list(tpls), ridge=ridge_rows, dem=dem_rows, neighbours=nbr_rows, conse=conse_rows,
                deployed=[{k: v for k, v in r.items() if k != "chosen_ok"} for r in mix_rows],
                best={"ridge": {k: v for k, v in best_r.items()},
-                     "dem": {k: v for k, v in best_d.items() if k != "curve"},
+                     "dem": {k: v for k, v in best_d.items() if k != "curve"}, "neighbours": best_n,
                      "conse": best_c, "deployed": {k: v for k, v in best_m.items() if k != "chosen_ok"}},
                retrieval_correction=best_m["correction"], chosen=method)
-    say(f"chosen: {method} (mix {mix}) with correction {best_m['correction']['kind']} "
+    say(f"chosen: {method} ({mix}) with correction {best_m['correction']['kind']} "
         f"(val top-1 {best_m['val_top1']:.3f}; dem {best_d['val_top1']:.3f}, ridge {best_r['val_top1']:.3f} uncorrected)")
 
-    # 5. refit the chosen configuration on all 1000 classes; the reference = the 1000 names' queries
+    # 6. refit the chosen configuration on all 1000 classes; the reference = the 1000 names' queries
     hp: dict[str, Any] = {"mix": mix}
     ridge = dem = None
-    if method != "dem":
+    if "ridge" in mix:
         hp["alpha"] = best_r["alpha"]
         ridge = fit_ridge(t, protos, best_r["alpha"])
-    if method != "ridge":
+    if "dem" in mix:
         hp.update(weight_decay=best_d["weight_decay"], epochs=best_d["epochs"])
         dem = _fit_dem(t, protos, {"weight_decay": best_d["weight_decay"]}, best_d["epochs"], seed)
         dem.eval()
-    model = GeneralModel(name, weights_id, w.shape[1], encoder_id(), method, list(tpls), hp, sel, ridge=ridge, dem=dem)
-    model.reference = model.text_to_visual(t)
+    if "nbr" in mix:
+        hp.update(nbr_T=best_n["T"], nbr_tau=best_n["tau"])
+    model = GeneralModel(name, weights_id, w.shape[1], encoder_id(), method, list(tpls), hp, sel, ridge=ridge, dem=dem,
+                         known_text=t.copy() if "nbr" in mix else None, known_protos=protos if "nbr" in mix else None)
+    model.reference = _predict(mix, ridge, dem, model._nbr(), t, exclude_self=True)
     sel["build_seconds"] = round(time.perf_counter() - t0, 1)
     return model
 
