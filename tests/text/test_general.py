@@ -169,6 +169,8 @@ def test_cli_text_attributes_and_any_class_on_a_raw_index(awa2_index):
     r = CliRunner().invoke(cli, base + ["--text", "gorilla"])
     assert r.exit_code == 0, r.output
     assert "general efficientnet-lite0" in r.output and "looks like ImageNet gorilla" in r.output
+    g = gen.load_general_model("efficientnet-lite0")
+    assert f"(scores: {g.correction.describe()} correction)" in r.output
     first = [ln.split() for ln in r.output.splitlines() if ln.strip().startswith("1 ")][0]
     assert first[2] == "gorilla"
     r = CliRunner().invoke(cli, base + ["--attributes", "stripes,water", "--json"])
@@ -199,6 +201,8 @@ def test_fusing_the_general_score_into_a_model_index_end_to_end(general_root, tm
                                                                        "a photo of something with circle."]
     assert len(fused["results"]) == 5 and fused["results"] != alone["results"]
     assert "fusion" not in alone["resolved"]
+    table = CliRunner().invoke(cli, base[:-1] + ["--general-weight", "0.5"]).output
+    assert "fused with general efficientnet-lite0" in table and "0.5 x z(model) + 0.5 x z(general)" in table
     r = CliRunner().invoke(cli, base + ["--general-weight", "1.5"])
     assert r.exit_code == 2 and "(0, 1]" in r.output
     from fastapi.testclient import TestClient

@@ -339,6 +339,11 @@ class QueryEngine:
         k = self.effective_k(k, len(specs))
         if w is not None:
             self._fusion_source()      # refuse before any work when the index cannot do it
+            n = self._n_entries()
+            if n is not None and len(specs) * n > MAX_RESULTS:
+                raise InvalidInputError(
+                    f"fusing the general model scores every image: {len(specs)} queries x {n:,} images = "
+                    f"{len(specs) * n:,} scores; at most {MAX_RESULTS:,} per call: split the batch")
         prepared = [self.prepare(s) for s in specs]
         xq = self.embed(prepared)
         if self.terms is None:  # no score correction: one plain search

@@ -18,6 +18,12 @@ THUMB_PX = 160
 def describe_resolved(result: QueryResult) -> str:
     """One line saying how the query was understood, e.g. ``stripes=1, water=0.7``."""
     r = result.resolved
+    # scores are corrected per image when the model (or the general model) chose a correction: say so
+    tail = f" (scores: {r['correction']} correction)" if r.get("correction") else ""
+    fused = r.get("fusion")
+    if fused:   # a model's ranking fused with the general model's (--general-weight)
+        tail += (f"; fused with {fused['general']['model']} on "
+                 f"{' + '.join(repr(t) for t in fused['general']['texts'])}: {fused['score']}")
     how = r.get("understood_as")
     if how:
         said = (f"text {r['text']!r}" if "text" in r else f"class {r['class']}" if "class" in r
@@ -26,9 +32,7 @@ def describe_resolved(result: QueryResult) -> str:
         near = how.get("nearest_imagenet")
         if near:
             line += "; looks like ImageNet " + ", ".join(f"{c['name']} ({c['cosine']:.2f})" for c in near)
-        return line
-    # scores are corrected per image when the model card chose a correction: say so next to them
-    tail = f" (scores: {r['correction']} correction)" if r.get("correction") else ""
+        return line + tail
     if "class" in r:
         return f"class {r['class']}{tail}"
     if "attributes" in r:
