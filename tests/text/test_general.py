@@ -155,7 +155,7 @@ def test_raw_index_stores_the_general_terms_and_the_engine_equals_the_direct_ran
         for row, r in zip(direct, res):
             want = [int(img_ids[j]) for j in np.argsort(-row, kind="stable")][:k]
             assert [h.id for h in r.hits] == want
-            np.testing.assert_allclose([h.score for h in r.hits], np.sort(row)[::-1][:len(want)], rtol=1e-4)
+            np.testing.assert_allclose([h.score for h in r.hits], np.sort(row)[::-1][:len(want)], rtol=1e-4, atol=1e-6)
             assert r.resolved["correction"] == g.correction.describe()
     raw = QueryEngine(ix, correction=False).run([QuerySpec("text", "zebra")], k=None)[0]
     assert "correction" not in raw.resolved

@@ -346,7 +346,7 @@ class QueryEngine:
                     f"{len(specs) * n:,} scores; at most {MAX_RESULTS:,} per call: split the batch")
         prepared = [self.prepare(s) for s in specs]
         xq = self.embed(prepared)
-        if self.terms is None:  # no score correction: one plain search
+        if self.terms is None and w is None:  # no score correction, no fusion: one plain search
             return self.collect(prepared, *self.search_vectors(xq, k))
         fix = np.array([self.corrects(p) for p in prepared], bool)
         if not fix.any():
