@@ -122,6 +122,7 @@ class OpenIndex:
         if not path.is_file():
             raise DataNotFoundError(f"index file missing: {path}; rebuild it with `zslr index --name {self.name} --rebuild`")
         self.index = read_index(path)
+        self._ntotal = int(self.index.ntotal)  # the reader never adds to its snapshot: read once, not per search
         apply_search_params(self.index, m.search_params)
         with self.catalog.session() as s:
             fids, img, shard_ids, rows = (np.asarray(a, np.int64) for a in entries_table(s))
@@ -130,7 +131,7 @@ class OpenIndex:
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return self._ntotal
 
     def in_sync(self) -> bool:
         """True when the loaded FAISS index holds exactly the catalog entries loaded with it.
@@ -169,7 +170,8 @@ class OpenIndex:
 
     def _check_queries(self, xq: np.ndarray) -> np.ndarray:
         """(nq, dim) C-contiguous float32 finite queries, or InvalidInputError naming what is wrong."""
-        if not (type(xq) is np.ndarray and xq.dtype == np.float32 and xq.ndim == 2 and xq.flags.c_contiguous):
+        # attribute checks first: the engine's queries pass them and skip every conversion
+        if not (type(xq) is np.ndarray and xq.dtype is _F32 and xq.ndim == 2 and xq.flags.c_contiguous):
             xq = np.asarray(xq, dtype=np.float32)
             if xq.ndim == 1:
                 xq = xq[None, :]
@@ -177,7 +179,7 @@ class OpenIndex:
         if xq.ndim != 2 or xq.shape[1] != self.manifest.dim:
             raise InvalidInputError(f"query shape {xq.shape}; index {self.name!r} expects (nq, {self.manifest.dim}) "
                                     f"vectors in its {'model embedding' if self.manifest.model_sha256 else 'raw feature'} space")
-        if not np.isfinite(xq).all():
+        if not _all(np.isfinite(xq), axis=None):
             raise InvalidInputError(f"query vectors contain NaN or inf; index {self.name!r} ranks finite vectors only")
         return xq
 
@@ -301,6 +303,10 @@ class OpenIndex:
         if self._model is None:
             self._model = load_index_model(self.folder, self._row)
         return self._model
+
+
+_F32 = np.dtype(np.float32)
+_all = np.logical_and.reduce  # ndarray.all() without its Python-level wrapper (numpy/_core/_methods.py)
 
 
 def _id_lookup_table(fids: np.ndarray, img: np.ndarray) -> np.ndarray | None:

@@ -157,14 +157,20 @@ def build_attribute_vector(terms: Sequence[AttributeTerm], vocab: Vocabulary,
     A name given twice keeps its last weight.
     """
     v = np.zeros(len(vocab), np.float32)
+    resolved = resolve_attribute_terms(terms, vocab)
+    for i, w in resolved.items():
+        v[i] = w
+    return normalise_semantics(v, norm), [(vocab.names[i], w) for i, w in resolved.items()]
+
+
+def resolve_attribute_terms(terms: Sequence[AttributeTerm], vocab: Vocabulary) -> dict[int, float]:
+    """Terms -> {vocabulary column: weight} in the order given; a name given twice keeps its last weight."""
     resolved: dict[int, float] = {}
     for t in terms:
         i = vocab.resolve(t.name)
         resolved.pop(i, None)
         resolved[i] = t.weight
-    for i, w in resolved.items():
-        v[i] = w
-    return normalise_semantics(v, norm), [(vocab.names[i], w) for i, w in resolved.items()]
+    return resolved
 
 
 def parse_vector_text(text: str, where: str) -> np.ndarray:
