@@ -242,10 +242,7 @@ class FaissSearcher(Searcher):
         D, I = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
         ptr = _faiss().swig_ptr
         self._index.search_c(n, ptr(xq), k, ptr(D), ptr(I), None)
-        if self.metric == "l2":
-            np.negative(D, out=D)
-        np.putmask(D, I < 0, -np.inf)
-        return D, I
+        return self._to_similarity(D, I)
 
     def rank_all(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact (nq, ntotal) ranking; chunked exact scoring whenever the index's own search is
@@ -260,9 +257,10 @@ class FaissSearcher(Searcher):
 
     # -- helpers -----------------------------------------------------------------------------------
     def _to_similarity(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS output -> (similarity descending, ids); ``D`` is FAISS's fresh array: changed in place."""
         D = np.asarray(D, np.float32)
         if self.metric == "l2":
-            D = -D
+            np.negative(D, out=D)
         np.putmask(D, I < 0, -np.inf)
         return D, np.asarray(I, np.int64)
 
