@@ -197,16 +197,8 @@ def index_terms(ix) -> CorrectionTerms | None:
     correction = card_correction(loaded[1])
     if not correction.active:
         return None
-    m = ix.manifest
-    terms = read_terms(Path(ix.folder) / terms_file_name(m.index_file), correction, m.model_sha256)
-    entry_ids, image_ids = ix.entry_ids()
-    if terms is None or not np.array_equal(terms.entry_ids, entry_ids):
-        _, vectors = ix.vectors()
-        ref = reference_class_embeddings(*loaded, m.metric, correction)
-        scale, offset = compute_terms(vectors, ref, m.metric, correction)
-        terms = CorrectionTerms(correction, entry_ids, scale, offset)
-    terms.image_ids = image_ids
-    return terms
+    return _open_index_terms(ix, correction, ix.manifest.model_sha256,
+                             lambda: reference_class_embeddings(*loaded, ix.manifest.metric, correction))
 
 
 def index_general_terms(ix, general) -> CorrectionTerms | None:
@@ -215,13 +207,20 @@ def index_general_terms(ix, general) -> CorrectionTerms | None:
     correction = general.correction
     if not correction.active or general.reference is None:
         return None
+    return _open_index_terms(ix, correction, general_key(general),
+                             lambda: general_reference(general, ix.manifest.metric))
+
+
+def _open_index_terms(ix, correction: ScoreCorrection, key: str | None,
+                      reference: Callable[[], np.ndarray]) -> CorrectionTerms:
+    """Terms of ``correction`` for an open index: its terms file when it was written for ``key`` and
+    holds exactly the catalog's entries, else computed in memory against ``reference()`` (C, E)."""
     m = ix.manifest
-    key = general_key(general)
     terms = read_terms(Path(ix.folder) / terms_file_name(m.index_file), correction, key)
     entry_ids, image_ids = ix.entry_ids()
     if terms is None or not np.array_equal(terms.entry_ids, entry_ids):
         _, vectors = ix.vectors()
-        scale, offset = compute_terms(vectors, general_reference(general, m.metric), m.metric, correction)
+        scale, offset = compute_terms(vectors, reference(), m.metric, correction)
         terms = CorrectionTerms(correction, entry_ids, scale, offset)
     terms.image_ids = image_ids
     return terms
