@@ -305,8 +305,8 @@ class GeneralModel:
 
     def prompts(self, texts: Sequence[str], kind: str = "name") -> list[str]:
         """The sentences ``texts`` are read as (first template of an ensemble), for "understood as"."""
-        tpl = ATTRIBUTE_TEMPLATE if kind == "attribute" else self.template
-        return [tpl.replace("{}", t) for t in texts]
+        from .encoder import apply_template
+        return apply_template(texts, ATTRIBUTE_TEMPLATE if kind == "attribute" else self.template)
 
     def embed_texts(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
         """Texts -> (n, D) unit query vectors for a raw-feature index of ``backbone``."""
