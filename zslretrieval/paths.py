@@ -15,3 +15,14 @@ def resolve_data_root(cli_value: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return DEFAULT_DATA_ROOT
+
+
+def resolve_cache_dir(kind: str) -> Path:
+    """Folder of one kind of derived cache (``text`` embeddings, ``onnx`` backbone graphs):
+    ``$ZSLR_CACHE/<kind>``, else ``<data root>/cache/<kind>``. ``ZSLR_CACHE`` keeps caches out of a
+    shared, read-mostly data folder. Everything in it can be rebuilt; nothing in it is trusted
+    without its content key."""
+    env = os.environ.get("ZSLR_CACHE")
+    if env:
+        return Path(env).expanduser() / kind
+    return resolve_data_root(None) / "cache" / kind

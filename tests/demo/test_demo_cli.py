@@ -26,8 +26,8 @@ class _TinyNet(nn.Module):
 
 
 class _CountingBackbone(Backbone):
-    def frozen_forward(self, example):
-        return self.forward  # a traced graph would run without the Python-side count in _TinyNet.forward
+    def cpu_forward(self, example, kind=None):
+        return self.forward  # a traced or exported graph would run without the Python-side count in _TinyNet.forward
 
 
 def _load_tiny(weights=None, device="cpu"):

@@ -159,11 +159,8 @@ def encode_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
 def default_cache_dir() -> Path:
     """``$ZSLR_CACHE/text``, else ``<data root>/cache/text`` (data root: ``$ZSLR_DATA`` or
     ``~/.local/share/zslretrieval/data``). ``ZSLR_CACHE`` keeps caches out of a shared, read-mostly data folder."""
-    env = os.environ.get("ZSLR_CACHE")
-    if env:
-        return Path(env).expanduser() / "text"
-    from ..paths import resolve_data_root
-    return resolve_data_root(None) / "cache" / "text"
+    from ..paths import resolve_cache_dir
+    return resolve_cache_dir("text")
 
 
 def vocabulary_key(texts: Sequence[str], template: str = "{}", encoder: str | None = None) -> str:

@@ -132,8 +132,9 @@ class Backbone:
         self._pool = pool
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self._frozen: Any = None          # frozen TorchScript forward (CPU), built by frozen_forward()
-        self._frozen_lock = threading.Lock()
+        # CPU forwards by kind, built on first use by cpu_forward(); a lock: encoder threads ask at once
+        self._cpu_forwards: dict[str, Callable[[Tensor], Tensor]] = {}
+        self._cpu_lock = threading.Lock()
 
     @property
     def device(self) -> torch.device:
@@ -151,24 +152,54 @@ class Backbone:
 
     __call__ = forward
 
-    def frozen_forward(self, example: Tensor) -> Callable[[Tensor], Tensor]:
-        """:meth:`forward` as a frozen TorchScript graph for CPU ingestion, traced once on ``example``
-        (a (B, 3, H, W) batch; any batch size works afterwards); eager :meth:`forward` when tracing fails.
+    def cpu_forward(self, example: Tensor, kind: str | None = None) -> Callable[[Tensor], Tensor]:
+        """The fastest available CPU version of :meth:`forward` for ingestion, built once per kind on
+        ``example`` (a (B, 3, H, W) batch; any batch size works afterwards) and shared by threads.
 
-        Freezing folds each BatchNorm into the convolution before it and drops the Python-level
-        module calls: efficientnet-lite0 on one CPU thread, 1.1-1.5x per image (batch 1-8). The
-        folded weights round differently: features differ from eager ones by ~1e-5 (bounded in
-        tests/features/test_frozen_forward.py). Built once per Backbone (a lock: encoder threads).
+        ``kind`` (default ``$ZSLR_CPU_FORWARD``, else ``auto``): ``onnxruntime`` (the network exported
+        to ONNX and run by ONNX Runtime: efficientnet-lite0 ~2.4x the frozen graph per image, see
+        ``ort_forward``), ``torchscript`` (a frozen TorchScript graph: BatchNorm folded into the
+        convolutions, 1.1-1.5x eager), ``eager``; ``auto`` takes the first of them that builds.
+        Exported and folded graphs round differently from eager: features differ by ~1e-5 (bounded
+        in tests/features/test_cpu_forward.py). Off the CPU, or where a subclass overrides
+        :meth:`forward`, this is :meth:`forward` itself.
         """
+        kind = kind or os.environ.get("ZSLR_CPU_FORWARD") or "auto"
+        if kind not in CPU_FORWARDS:
+            raise InvalidInputError(f"CPU forward {kind!r} (ZSLR_CPU_FORWARD); expected one of {', '.join(CPU_FORWARDS)}")
         if self.device.type != "cpu" or type(self).forward is not Backbone.forward:
             return self.forward  # GPU: eager under autocast; a subclass's own forward must not be bypassed
-        with self._frozen_lock:
-            if self._frozen is None:
-                self._frozen = self._freeze(example)
-        return self._frozen
+        with self._cpu_lock:
+            if kind not in self._cpu_forwards:
+                self._cpu_forwards[kind] = self._build_cpu_forward(kind, example)
+            return self._cpu_forwards[kind]
 
-    def _freeze(self, example: Tensor) -> Callable[[Tensor], Tensor]:
+    def cpu_forward_kind(self, forward: Callable[[Tensor], Tensor]) -> str:
+        """Which of ``CPU_FORWARDS`` ``forward`` (a :meth:`cpu_forward` result) is: for reports."""
+        if forward == self.forward:
+            return "eager"
+        return getattr(forward, "kind", "eager")
+
+    def _build_cpu_forward(self, kind: str, example: Tensor) -> Callable[[Tensor], Tensor]:
+        if kind == "eager":
+            return self.forward
         pooled = _Pooled(self.net, self._pool).eval()
+        dim = self.dim
+        if kind in ("auto", "onnxruntime"):
+            try:
+                from ...paths import resolve_cache_dir
+                from .ort_forward import ort_forward
+
+                fwd = ort_forward(self.name, pooled, example, dim, resolve_cache_dir("onnx"))
+                fwd.kind = "onnxruntime"  # type: ignore[attr-defined]
+                return fwd
+            except Exception as e:  # no onnxruntime/onnx, or a network the exporter cannot follow
+                if kind == "onnxruntime":
+                    raise IncompatibleError(f"backbone {self.name}: the ONNX Runtime forward is unavailable "
+                                            f"({type(e).__name__}: {e}); pip install onnxruntime onnx, or set "
+                                            "ZSLR_CPU_FORWARD=torchscript") from e
+                log.info("backbone %s: no ONNX Runtime forward (%s: %s); trying TorchScript", self.name,
+                         type(e).__name__, e)
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 # torch.jit.freeze is deprecated in favour of torch.compile, which needs a C++ toolchain
@@ -180,11 +211,12 @@ class Backbone:
             log.info("backbone %s cannot be traced for the frozen CPU forward (%s: %s); using eager forward",
                      self.name, type(e).__name__, e)
             return self.forward
-        dim = self.dim
 
         def forward(batch: Tensor) -> Tensor:
             with torch.no_grad():
-                return graph(batch).reshape(len(batch), dim).float()
+                # oneDNN's depthwise/1x1 convolutions are faster on channels_last (the traced layout)
+                return graph(batch.contiguous(memory_format=torch.channels_last)).reshape(len(batch), dim).float()
+        forward.kind = "torchscript"  # type: ignore[attr-defined]
         return forward
 
     def __repr__(self) -> str:
@@ -202,6 +234,9 @@ class _Pooled(nn.Module):
         out = self._pool(self.net, x) if self._pool else self.net(x)
         return out.flatten(1)  # not reshape(len(x), -1): tracing would bake the example's batch size in
 
+
+# The CPU forwards of Backbone.cpu_forward, fastest first; "auto" takes the first that builds.
+CPU_FORWARDS = ("auto", "onnxruntime", "torchscript", "eager")
 
 # A loader takes (weights file or None, device) and returns a ready Backbone.
 BACKBONES: Registry[Callable[[str | os.PathLike | None, str], Backbone]] = Registry("backbone")
@@ -241,4 +276,4 @@ def _import_all() -> None:
 _import_all()
 
 
-__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessSpec", "backbone_feature_groups", "canonical_backbone", "list_backbones", "load_backbone"]
+__all__ = ["BACKBONES", "CPU_FORWARDS", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessSpec", "backbone_feature_groups", "canonical_backbone", "list_backbones", "load_backbone"]
