@@ -79,19 +79,74 @@ def test_record_table_equals_catalog_records(real_index):
     vocab, classes = real_index[1], real_index[2]
     specs = [QuerySpec("attributes", f"{vocab[0]}, -{vocab[3]}"), QuerySpec("class", classes[0])]
     first = eng.run(specs, k=7)            # per-call catalog lookup
-    second = eng.run(specs, k=7)           # whole table read once, array lookups
-    assert eng.records_table.ids is not None and len(eng.records_table.ids) == 60
+    second = eng.run(specs, k=7)           # whole table read once, then list reads
+    t = eng.records_table
+    assert isinstance(t.by_id, list) and sum(r is not None for r in t.by_id) == 60
     for a, b in zip(first, second):
         assert [h.to_dict() for h in a.hits] == [h.to_dict() for h in b.hits]
         recs = eng.index.records([h.id for h in b.hits])
         assert [(h.path, h.label, h.status) for h in b.hits] == [(r.path, r.label, r.status) for r in recs]
-    # an id the table lacks falls back to the catalog
-    t = eng.records_table
-    keep = t.ids != second[0].hits[0].id
-    t.ids, t.paths, t.labels, t.status = t.ids[keep], t.paths[keep], t.labels[keep], t.status[keep]
-    third = eng.run(specs, k=7)
-    assert [h.to_dict() for h in third[0].hits] == [h.to_dict() for h in second[0].hits]
+    # an id the table lacks (a gap, or past its end) falls back to the catalog
+    t.by_id[second[0].hits[0].id] = None
+    assert [h.to_dict() for h in eng.run(specs, k=7)[0].hits] == [h.to_dict() for h in second[0].hits]
+    del t.by_id[max(h.id for h in second[0].hits):]
+    assert [h.to_dict() for h in eng.run(specs, k=7)[0].hits] == [h.to_dict() for h in second[0].hits]
+    # sparse ids: a dict, with the same fallback
+    t.load()
+    t.by_id = {i: r for i, r in enumerate(t.by_id) if r is not None and i != second[1].hits[2].id}
+    assert [h.to_dict() for h in eng.run(specs, k=7)[1].hits] == [h.to_dict() for h in second[1].hits]
     eng.index.close()
+
+
+def test_lean_attribute_path_equals_general_path_bit_for_bit(real_index):
+    """run()'s lean path for attribute lists gives the descriptors and vectors of prepare_all + embed
+    exactly, and its unchecked search the hits of the checked one; where a check fails it steps
+    aside so that the general path raises its own error."""
+    eng = _engine(real_index)
+    vocab = real_index[1]
+    texts = [f"{vocab[0]}, -{vocab[3]}", f"{vocab[1]}=0.25, {vocab[2]}, {vocab[1]}=0.5", vocab[4].upper(),
+             f"{vocab[5]}=2e-3, -{vocab[6]}=0.5, {vocab[7]}=+.75e1", f"{vocab[8]}=1e-30, {vocab[9]}=1e-3"]
+    specs = [QuerySpec("attributes", t) for t in texts]
+    for batch in [specs[:1], specs[1:2], specs[:4], specs]:
+        lean = eng._attribute_queries(batch)
+        assert lean is not None
+        prepared, V = eng.prepare_all(batch)
+        if V is None:
+            V = np.stack([p.descriptor for p in prepared])
+        want = eng.embed(prepared, V)
+        assert lean[1].dtype == np.float32 and lean[1].tobytes() == want.tobytes()
+        for a, b in zip(lean[0], prepared):
+            assert a.resolved == b.resolved and a.descriptor.tobytes() == b.descriptor.tobytes()
+        D, I = eng.index.search_unchecked(lean[1], 9)
+        Dc, Ic = eng.index.search(want, 9)
+        np.testing.assert_array_equal(I, Ic)
+        np.testing.assert_array_equal(D[I >= 0], Dc[Ic >= 0])
+    # a zero descriptor (also when the squares underflow), or a too-large one: None, and run() raises
+    # the general path's errors
+    assert eng._attribute_queries([QuerySpec("attributes", f"{vocab[0]}=0")]) is None
+    assert eng._attribute_queries([QuerySpec("attributes", f"{vocab[0]}=1e-30")]) is None
+    assert eng._attribute_queries([specs[0], QuerySpec("attributes", f"{vocab[0]}=1e30")]) is None
+    with pytest.raises(InvalidInputError, match="all zeros"):
+        eng.run([QuerySpec("attributes", f"{vocab[0]}=0")], k=3)
+    assert eng._attribute_queries([QuerySpec("class", real_index[2][0])]) is None
+    eng.index.close()
+
+
+def test_projector_skips_a_zero_bias_and_matches_matmul_bit_for_bit():
+    model = LinearModel(8, [len(VOCAB)], seed=1).eval()   # linear: f(0) = 0
+    p = Projector(model)
+    assert p.affine and not p._add_b
+    rng = np.random.default_rng(0)
+    for q in (1, 2, 7, 64):
+        s = rng.standard_normal((q, len(VOCAB))).astype(np.float32)
+        s[:, ::3] = 0
+        assert p(s).tobytes() == (s @ p.W + p.b).tobytes()
+    with torch.no_grad():
+        model.sem.bias = nn.Parameter(torch.randn(model.sem.out_features))
+    p = Projector(model)
+    assert p._add_b
+    s = rng.standard_normal((3, len(VOCAB))).astype(np.float32)
+    assert p(s).tobytes() == (s @ p.W + p.b).tobytes()
 
 
 def test_top_k_beyond_index_is_the_full_ranking(real_index):

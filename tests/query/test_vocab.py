@@ -116,3 +116,23 @@ def test_real_awa1_predicates_suggest_stripes(shared_data):
     assert ei.value.suggestions[0] == "stripes"
     classes = (shared_data / "xlsa17/AWA1/allclasses.txt").read_text().split()
     assert classes[Vocabulary(classes, "class").resolve("Killer Whale")] == "killer+whale"
+
+
+def test_plain_number_is_the_number_regex():
+    """The regex-free weight parse accepts exactly what _NUMBER accepts (over every short string of
+    the characters involved) and defers everything else to it."""
+    import itertools
+
+    from zslretrieval.query.vocab import _NUMBER, _plain_number
+
+    for n in range(6):
+        for t in itertools.product("01.+-eE", repeat=n):
+            w = "".join(t)
+            got = _plain_number(w)
+            if _NUMBER.match(w):
+                assert got == float(w), w
+            else:
+                assert got is None, w
+    for w in ["\u0661\u0662", "1_0", "inf", "nan", " 1", "0x1"]:
+        assert _plain_number(w) is None
+    assert parse_attribute_terms("water=\u0661.5") == [AttributeTerm("water", 1.5)]

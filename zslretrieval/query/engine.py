@@ -6,6 +6,7 @@ Every kind of query goes through :meth:`QueryEngine.run`, so the benchmark evalu
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,8 @@ import torch
 from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
 from .spec import QuerySpec
 from .textual import general_query, text_descriptor
-from .vocab import (Vocabulary, build_attribute_vector, normalise_semantics, parse_attribute_terms,
-                    parse_vector_text, read_attribute_file, resolve_attribute_terms)
+from .vocab import (Vocabulary, attribute_pairs, build_attribute_vector, normalise_semantics, parse_attribute_terms,
+                    parse_vector_text, read_attribute_file, resolve_attribute_pairs)
 
 
 class IndexManifestView(Protocol):
@@ -122,6 +123,9 @@ class QueryEngine:
         self._backbone = None
         self._records: RecordTable | None = None
         self._projector: Projector | None = None
+        self._lean: _LeanAttributes | None | bool = False   # set up on the first attribute query (False: not yet)
+        # the index's search without re-checking the engine's own unit vectors (OpenIndex has it)
+        self._search_unchecked = getattr(index, "search_unchecked", None) or index.search
         self.vocabulary = Vocabulary(self.card.vocabulary, "attribute") if self.card is not None else None
         self.classes = Vocabulary(self.card.class_names, "class") if self.card is not None else None
         # The score correction the model card records (chosen on val; see zslretrieval.correction),
@@ -255,13 +259,73 @@ class QueryEngine:
         V = np.zeros((len(specs), width), np.float32)
         prepared = []
         for r, spec in enumerate(specs):
-            resolved = resolve_attribute_terms(parse_attribute_terms(spec.text), self.vocabulary)
+            resolved = resolve_attribute_pairs(attribute_pairs(spec.text), self.vocabulary)
             V[r, list(resolved)] = list(resolved.values())
             prepared.append(_Prepared(spec, {"attributes": [{"name": names[i], "weight": w} for i, w in resolved.items()]}))
         V = normalise_semantics(V, self.card.semantic_norm)
         for p, row in zip(prepared, V):
             p.descriptor = row
         return prepared, V
+
+    def _lean_setup(self) -> _LeanAttributes | None:
+        """What :meth:`_attribute_queries` needs, read once; None where it does not apply."""
+        if self._lean is False:
+            lean = None
+            if (self.model is not None and self.metric == "ip" and self.vocabulary and len(self.vocabulary)
+                    and self.model.semantic_dim == len(self.vocabulary)
+                    and self.card.semantic_norm in ("l2", "none", "", None)):
+                proj = self.projector
+                if proj.affine and proj.W.shape == (len(self.vocabulary), int(self.manifest.dim)):
+                    lean = _LeanAttributes(len(self.vocabulary), self.vocabulary, proj,
+                                           self.card.semantic_norm == "l2")
+            self._lean = lean
+        return self._lean
+
+    def _attribute_queries(self, specs: Sequence[QuerySpec]) -> tuple[list[_Prepared], np.ndarray] | None:
+        """Attribute lists -> their prepared queries and (Q, E) unit float32 vectors, or None.
+
+        Bit for bit what :meth:`prepare_all` + :meth:`embed` give, with their numpy calls only:
+        the descriptors are written as float32 bytes (``struct`` rounds like numpy's cast), the
+        two normalisations are the same ufunc calls, and the checks each step makes (a zero
+        descriptor, a zero or non-finite embedding) are one test of each norm. For one query
+        the steps' own overhead was as much again as the arithmetic. The vectors it returns
+        are finite, so they are searched without a second check.
+
+        None where it does not apply (another query kind, a model without an affine projection,
+        metric "l2") and where a check fails: the general path then runs and raises its usual
+        error. Parse and name errors are raised here, the same ones in the same order.
+        """
+        lean = self._lean_setup()
+        if lean is None:
+            return None
+        for spec in specs:
+            if spec.kind != "attributes":
+                return None
+        width, vocab, names, pack = lean.width, lean.vocab, lean.vocab.names, _F32.pack_into
+        V = np.zeros((len(specs), width), np.float32)  # numpy's own buffer: aligned as before for BLAS
+        prepared = []
+        at = 0
+        for spec in specs:
+            resolved = resolve_attribute_pairs(attribute_pairs(spec.text), vocab)
+            for i, w in resolved.items():
+                if not -_BIG_WEIGHT < w < _BIG_WEIGHT:
+                    return None  # its square overflows float32 (or it does): numpy's warnings, general path
+                pack(V, at + 4 * i, w)  # V's bytes, written in place
+            at += 4 * width
+            prepared.append(_Prepared(spec, {"attributes": [{"name": names[i], "weight": w} for i, w in resolved.items()]}))
+        if lean.l2:
+            n = _divisor(np.sqrt(np.add.reduce(V * V, axis=-1, keepdims=True)))  # normalise_semantics' arithmetic
+            if n is None:
+                return None  # all zeros (or squares underflowing to 0): "all zeros" from the general path
+            V = V / n
+        for r, p in enumerate(prepared):
+            p.descriptor = V[r]
+        out = lean.projector(V)                                      # embed's arithmetic from here on
+        n = _divisor(np.sqrt(np.add.reduce(out * out, axis=1, keepdims=True)))
+        if n is None:
+            return None  # a zero embedding, or one too large to normalise: the general path decides
+        out /= n
+        return prepared, out
 
     def embed(self, prepared: list[_Prepared], descriptors: np.ndarray | None = None) -> np.ndarray:
         """Prepared queries -> (Q, E) float32 in the index's space, L2-normalised when metric is "ip".
@@ -365,7 +429,7 @@ class QueryEngine:
         an index with a model of its own): text/class/attribute queries are ranked by
         ``(1 - w) z(model score) + w z(general-model score)`` (see :meth:`fuse_general`).
         """
-        w = check_general_weight(general_weight)
+        w = None if general_weight is None else check_general_weight(general_weight)
         k = self.effective_k(k, len(specs))
         if w is not None:
             self._fusion_source()      # refuse before any work when the index cannot do it
@@ -374,8 +438,14 @@ class QueryEngine:
                 raise InvalidInputError(
                     f"fusing the general model scores every image: {len(specs)} queries x {n:,} images = "
                     f"{len(specs) * n:,} scores; at most {MAX_RESULTS:,} per call: split the batch")
-        prepared, descriptors = self.prepare_all(specs)
-        xq = self.embed(prepared, descriptors)
+        lean = self._attribute_queries(specs)
+        if lean is not None:
+            prepared, xq = lean
+            if self.terms is None and w is None:  # no correction, no fusion: one search of finite unit vectors
+                return self.collect(prepared, *self._search_unchecked(xq, k))
+        else:
+            prepared, descriptors = self.prepare_all(specs)
+            xq = self.embed(prepared, descriptors)
         if self.terms is None and w is None:  # no score correction, no fusion: one plain search
             return self.collect(prepared, *self.search_vectors(xq, k))
         fix = np.array([self.corrects(p) for p in prepared], bool)
@@ -476,7 +546,7 @@ class QueryEngine:
         entries returns every entry, and a batch whose results would not fit in memory is
         refused before anything is allocated.
         """
-        if k is not None:
+        if k is not None and not (type(k) is int and k >= 1):  # a plain positive int needs no conversion
             if isinstance(k, bool) or int(k) != k or k < 1:
                 raise InvalidInputError(f"top-k must be a positive integer (or None for the full ranking), got {k!r}")
             k = int(k)
@@ -517,15 +587,33 @@ class QueryEngine:
         return self.index.search(xq, k)
 
     def collect(self, prepared: list[_Prepared], D: np.ndarray, I: np.ndarray) -> list[QueryResult]:
-        """Attach catalog records to the ranked ids (one cached-table lookup for all queries)."""
-        paths, labels, status = self.records_table.lookup(I)
+        """Attach catalog records to the ranked ids.
+
+        Each ranking ends at its first -1 (padding when there are fewer entries than k, or an
+        entry the catalog no longer lists): the scores from there on are never read.
+        """
+        ids = I.tolist()
+        for q, row in enumerate(ids):
+            if -1 in row:
+                ids[q] = row[:row.index(-1)]
+        records = self.records_table
+        table = records.table()
+        if table is None:  # not loaded yet (the first call): the catalog, asked once for the batch's ids
+            table = records.fetch({i for row in ids for i in row})
         results = []
-        for p, drow, irow, prow, lrow, srow in zip(prepared, D.tolist(), I.tolist(), paths, labels, status):
-            if -1 in irow:  # padding (fewer entries than k) or a stale entry: the ranking ends there
-                n = irow.index(-1)
-                drow, irow = drow[:n], irow[:n]
-            results.append(QueryResult(p.spec, p.resolved,
-                                       list(map(Hit, range(1, len(irow) + 1), irow, drow, prow, lrow, srow))))
+        for p, irow, drow in zip(prepared, ids, D.tolist()):
+            hits = []
+            try:
+                # a plain loop: per hit one record read and one Hit() call, no intermediate lists
+                for rank, i, score in zip(range(1, len(irow) + 1), irow, drow):
+                    path, label, status = table[i]
+                    hits.append(Hit(rank, i, score, path, label, status))
+            except (LookupError, TypeError):  # an id the table lacks (not an "ok" image; TypeError: a None gap)
+                have = {i: rec for i in irow if (rec := _get(table, i)) is not None}
+                extra = records.fetch({i for i in irow if i not in have})
+                hits = [Hit(rank, i, score, *(have[i] if i in have else extra[i]))
+                        for rank, i, score in zip(range(1, len(irow) + 1), irow, drow)]
+            results.append(QueryResult(p.spec, p.resolved, hits))
         return results
 
     @property
@@ -575,6 +663,9 @@ class Projector:
         self.model = model
         self.W: np.ndarray | None = None   # (A, E) float32
         self.b: np.ndarray | None = None   # (E,) float32
+        # b is +0.0 throughout for linear maps (ESZSL): adding it then changes no bit, since a
+        # BLAS product written into a fresh array is never -0.0 (its accumulators start at +0.0)
+        self._add_b = True
         if model is not None:
             self._try_affine(seed)
 
@@ -594,6 +685,7 @@ class Projector:
         got = probes.astype(np.float64) @ W + b
         if np.abs(got - want).max() <= self.TOLERANCE * max(np.abs(want).max(), 1e-12):
             self.W, self.b = W.astype(np.float32), b.astype(np.float32)
+            self._add_b = bool(np.any(self.b != 0) or np.any(np.signbit(self.b)))
 
     @property
     def affine(self) -> bool:
@@ -603,9 +695,41 @@ class Projector:
         """(Q, A) descriptors -> (Q, E) float32 embeddings."""
         if self.W is None:
             return self._torch(s)
-        out = s @ self.W
-        out += self.b
+        # ndarray.dot: the same BLAS call as ``s @ W`` (gemv for one row, gemm for more; tested bit
+        # for bit) without the matmul gufunc's dispatch, a third of a one-query projection
+        out = s.dot(self.W)
+        if self._add_b:
+            out += self.b
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class _LeanAttributes:
+    """What :meth:`QueryEngine._attribute_queries` reads per call, set up once per engine."""
+
+    width: int                # attributes in the vocabulary (= the model's descriptor width)
+    vocab: Vocabulary
+    projector: "Projector"    # affine, (width, dim)
+    l2: bool                  # descriptors are L2-normalised (card.semantic_norm == "l2")
+
+
+_F32 = struct.Struct("=f")   # native float32, rounded from a Python float as numpy's cast rounds (to nearest)
+# Attribute weights beyond this take the general path: below it the squares of a whole
+# vocabulary's weights sum to a finite float32, so the lean path never meets numpy's overflow warnings.
+_BIG_WEIGHT = 1e17
+_INF = float("inf")
+
+
+def _divisor(n: np.ndarray) -> np.ndarray | np.float32 | None:
+    """The (Q, 1) row norms ``n`` as the divisor of (Q, D) rows, or None when one is 0, inf or NaN.
+
+    One query: its float32 scalar, so that ``x / n`` divides by the same value without numpy's
+    broadcasting iterator; more: ``n`` itself.
+    """
+    if len(n) == 1:
+        s = n[0, 0]
+        return s if 0.0 < s < _INF else None  # NaN fails both comparisons
+    return n if np.logical_and.reduce(((n > 0) & (n < _INF)).ravel()) else None
 
 
 # Results one call may return (queries x top-k, after clamping to the index size): a Hit costs a
@@ -614,22 +738,24 @@ MAX_RESULTS = 20_000_000
 
 
 class RecordTable:
-    """Path / label / status of catalog images as arrays beside the sorted image ids.
+    """Path / label / status of catalog images, by image id.
 
     The first lookup asks the catalog for just the ids it needs (what a one-shot ``zslr query``
-    does); from the second on, the table of every "ok" image is read once and lookups are
-    array indexing, not SQL (1 query on 50k images: 0.4-8 ms of SQL per call -> ~10 us).
+    does); from the second on, every "ok" image's record is read once and a lookup is a dict
+    read per hit, not SQL (1 query on 50k images: 0.4-8 ms of SQL per call -> ~1 us). A dict,
+    not arrays beside sorted ids: ten hits' dict reads cost less than one numpy gather.
     Ids the table lacks (e.g. entries whose image is not "ok") still go to the catalog.
-    Per-image arrays (``ids`` order) can be kept beside these, e.g. a score adjustment.
     """
+
+    MISSING = ("", None, "missing from catalog")  # an id the catalog does not list
 
     def __init__(self, index: Any):
         self.index = index
         self.calls = 0
-        self.ids: np.ndarray | None = None      # (n,) int64, sorted
-        self.paths: np.ndarray | None = None    # (n,) object: str
-        self.labels: np.ndarray | None = None   # (n,) object: str | None
-        self.status: np.ndarray | None = None   # (n,) object: str | None
+        # image id -> (path, label, status): a list indexed by id (None where no "ok" image has
+        # that id) or a dict for sparse ids; published in one assignment, so a server thread sees
+        # either no table or all of it
+        self.by_id: list | dict | None = None
 
     def load(self) -> None:
         """Read every "ok" image's record once (needs ``index.all_records``; otherwise stays per-call)."""
@@ -637,58 +763,42 @@ class RecordTable:
         if all_records is None:
             return
         recs = all_records("ok")
-        ids = np.fromiter((r.id for r in recs), np.int64, len(recs))
-        order = np.argsort(ids, kind="stable")
-        # object arrays: per-hit lookups index them one by one, per-image vectors can fancy-index alike
-        self.paths = _objects([str(recs[j].path) for j in order])
-        self.labels = _objects([_label(recs[j].label) for j in order])
-        self.status = _objects([recs[j].status for j in order])
-        # ids last: a server thread that sees them set finds the other arrays complete
-        self.ids = ids[order]
-
-    def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Row of each id in the table and whether it is there (ids any shape; -1 is never there)."""
-        pos = self.ids.searchsorted(ids)  # the method: np.searchsorted adds a Python-level wrapper
-        np.minimum(pos, max(len(self.ids) - 1, 0), out=pos)
-        found = self.ids[pos] == ids if len(self.ids) else np.zeros(np.shape(ids), bool)
-        return pos, found
-
-    def lookup(self, I: np.ndarray) -> tuple[list[list[str]], list[list[str | None]], list[list[str | None]]]:
-        """(Q, k) ids -> paths, labels, statuses as (Q, k) nested lists; ("", None, "missing from catalog")
-        for an id the catalog lacks (and for -1 padding, which callers cut off).
-
-        Once the table is loaded: one searchsorted and three object-array gathers for the whole
-        batch (a 1,000 x 10 batch builds no per-hit tuples); ids the table lacks go to SQL.
-        """
-        I = np.asarray(I, np.int64)
-        self.calls += 1
-        if self.ids is None and self.calls >= 2:
-            self.load()
-        if self.ids is not None and len(self.ids):
-            pos, found = self.positions(I)
-            if found.all():
-                return self.paths[pos].tolist(), self.labels[pos].tolist(), self.status[pos].tolist()
-            P, L, S = self.paths[pos], self.labels[pos], self.status[pos]
-            rest = ~found
+        top = max((int(r.id) for r in recs), default=-1)
+        if recs and min(int(r.id) for r in recs) >= 0 and top < 2 * len(recs) + 4096:
+            # ids are allocated in sequence: a list indexed by id (None in gaps) is one slot read per
+            # hit, where a dict reads its hash index, the entry and the key; after a gallery scan
+            # evicted them, each read is a cache miss (a third of the record step for 10 hits)
+            table: list | dict = [None] * (top + 1)
+            for r in recs:
+                table[int(r.id)] = (str(r.path), _label(r.label), r.status)
         else:
-            P, L, S = (np.empty(I.shape, object) for _ in range(3))
-            rest = np.ones(I.shape, bool)
-        P[rest], L[rest], S[rest] = "", None, "missing from catalog"
-        ask = I[rest & (I >= 0)]
-        if len(ask):
-            recs = {int(r.id): r for r in self.index.records([int(i) for i in np.unique(ask)])}
-            for q, j in zip(*np.nonzero(rest & (I >= 0))):
-                r = recs.get(int(I[q, j]))
-                if r is not None:
-                    P[q, j], L[q, j], S[q, j] = str(r.path), _label(r.label), r.status
-        return P.tolist(), L.tolist(), S.tolist()
+            table = {int(r.id): (str(r.path), _label(r.label), r.status) for r in recs}
+        self.by_id = table
+
+    def table(self) -> list | dict | None:
+        """Image id -> (path, label, status) of every "ok" image once loaded, else None: ``table[id]``
+        raises LookupError, or gives None, for an id it lacks.
+
+        Each call counts as one lookup: the table is read on the second, so a one-shot query
+        asks the catalog (:meth:`fetch`) for just its hits instead.
+        """
+        self.calls += 1
+        if self.by_id is None and self.calls >= 2:
+            self.load()
+        return self.by_id
+
+    def fetch(self, ids: set[int] | list[int]) -> dict[int, tuple[str, str | None, str | None]]:
+        """The catalog's records of ``ids`` (one query), by id; :attr:`MISSING` for an id it lacks."""
+        ask = sorted(i for i in ids if i >= 0)
+        found = {int(r.id): (str(r.path), _label(r.label), r.status) for r in self.index.records(ask)} if ask else {}
+        return {i: found.get(i, self.MISSING) for i in ids}
 
 
-def _objects(values: list) -> np.ndarray:
-    """A 1-d object array holding ``values`` as they are (np.array would try to nest sequences)."""
-    out = np.empty(len(values), object)
-    out[:] = values
-    return out
+def _get(table: list | dict, i: int) -> Any:
+    """``table[i]``, or None where the list or dict has no entry for ``i``."""
+    if isinstance(table, dict):
+        return table.get(i)
+    return table[i] if 0 <= i < len(table) else None
 
 
 def _label(v: Any) -> str | None:

@@ -136,6 +136,7 @@ class FaissSearcher(Searcher):
         self._inner = inner
         self._index = faiss.IndexIDMap2(inner)
         self._ids = np.zeros(0, np.int64)
+        self._swig_ptr = faiss.swig_ptr  # per search: an attribute read, not the cached _faiss() call
         self.params = params
         if params:
             self._set_params(params)
@@ -178,6 +179,7 @@ class FaissSearcher(Searcher):
                 self.on_gpu, self._res = False, None
         self._index, self._inner = m, faiss.downcast_index(m.index)
         self._ids = faiss.vector_to_array(m.id_map).astype(np.int64)
+        self._swig_ptr = faiss.swig_ptr
         if params:
             self._set_params(params)
         return self
@@ -236,13 +238,22 @@ class FaissSearcher(Searcher):
         Skips the re-validation here and in faiss's Python wrapper (``search`` -> ``search_c``):
         for one query those numpy calls cost ~5-10% of a 50k-vector Flat scan.
         """
+        D, I = self.search_unpadded(xq, k)
+        np.putmask(D, I < 0, -np.inf)
+        return D, I
+
+    def search_unpadded(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search_checked` without setting the scores of -1 ids to -inf: there they are whatever
+        FAISS wrote, for a caller that ends each ranking at its first -1 (the query engine)."""
         if self.max_k is not None and k > self.max_k:
             return self._exact_topk(xq, k)
         n = len(xq)
         D, I = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
-        ptr = _faiss().swig_ptr
+        ptr = self._swig_ptr
         self._index.search_c(n, ptr(xq), k, ptr(D), ptr(I), None)
-        return self._to_similarity(D, I)
+        if self.metric == "l2":
+            np.negative(D, out=D)
+        return D, I
 
     def rank_all(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact (nq, ntotal) ranking; chunked exact scoring whenever the index's own search is
