@@ -175,9 +175,8 @@ class Backbone:
             return self._cpu_forwards[kind]
 
     def cpu_forward_kind(self, forward: Callable[[Tensor], Tensor]) -> str:
-        """Which of ``CPU_FORWARDS`` ``forward`` (a :meth:`cpu_forward` result) is: for reports."""
-        if forward == self.forward:
-            return "eager"
+        """Which of ``CPU_FORWARDS`` ``forward`` (a :meth:`cpu_forward` result) is: for reports.
+        The built graphs carry their kind; :meth:`forward` itself carries none."""
         return getattr(forward, "kind", "eager")
 
     def _build_cpu_forward(self, kind: str, example: Tensor) -> Callable[[Tensor], Tensor]:

@@ -90,7 +90,6 @@ def ort_forward(name: str, module: nn.Module, example: Tensor, dim: int,
     opts.log_severity_level = 3     # errors only: ORT's warnings about unused initialisers are noise here
     session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    session.run(None, {input_name: np.ascontiguousarray(example.numpy(), np.float32)})  # first-run allocations
 
     def forward(batch: Tensor) -> Tensor:
         # ORT reads NCHW row-major; a channels_last batch is one copy away from it
