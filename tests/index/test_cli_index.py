@@ -93,3 +93,24 @@ def test_cli_file_list_and_labels(tmp_path):
     ix = open_index("default", tmp_path / "ix")
     assert sorted(r.label for r in ix.all_records()) == ["custom0", "custom1", "custom2"]  # img0001 listed twice
     ix.close()
+
+
+def test_cli_bad_cpu_forward_env_writes_nothing(tmp_path, monkeypatch):
+    args = ("index", tmp_path / "imgs", "--backbone", "tiny-test", "--index-root", tmp_path / "ix",
+            "--device", "cpu", "--workers", "0", "-q")
+    write_images(tmp_path / "imgs", 3)
+    monkeypatch.setenv("ZSLR_CPU_FORWARD", "bogus")
+    res = _run(*args)
+    assert res.exit_code == 2 and "bogus" in res.output and "torchscript" in res.output, res.output
+    assert not (tmp_path / "ix").exists()
+    # an existing index is left as it was too, with new images waiting to be encoded
+    monkeypatch.delenv("ZSLR_CPU_FORWARD")
+    assert _run(*args).exit_code == 0
+    write_images(tmp_path / "imgs" / "more", 2)
+
+    def state():
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (tmp_path / "ix").rglob("*")}
+
+    before = state()
+    monkeypatch.setenv("ZSLR_CPU_FORWARD", "bogus")
+    assert _run(*args).exit_code == 2 and state() == before

@@ -111,7 +111,7 @@ def index_images(cfg: IndexConfig) -> IndexReport:
     With no inputs it re-indexes the stored features (``--model`` / ``--rebuild`` /
     ``--index-type``) without decoding any image.
     """
-    from ..features.backbones import canonical_backbone, load_backbone
+    from ..features.backbones import canonical_backbone, load_backbone, resolve_cpu_forward
     from ..features.pipeline import resolve_device
 
     t0 = time.perf_counter()
@@ -124,10 +124,12 @@ def index_images(cfg: IndexConfig) -> IndexReport:
     if cfg.model and cfg.no_model:
         raise InvalidInputError("--model and --no-model contradict each other; give one")
     auto = auto_options(cfg.index_type, cfg.search_params, cfg.max_memory, cfg.max_query_ms, cfg.recall_target)
+    has_inputs = bool(cfg.inputs) or cfg.file_list is not None
+    if has_inputs:
+        resolve_cpu_forward()  # the encoders read $ZSLR_CPU_FORWARD only once the index folder exists
     # auto: the entries are written under the index's type (a new index: Flat), chosen once they are all in
     index_type = None if auto else cfg.index_type
     folder = index_folder(cfg.name, cfg.root)
-    has_inputs = bool(cfg.inputs) or cfg.file_list is not None
     sources = discover(cfg.inputs, cfg.file_list) if has_inputs else []
     if has_inputs:
         from ..distributed import make_executor

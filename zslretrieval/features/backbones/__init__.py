@@ -164,9 +164,7 @@ class Backbone:
         in tests/features/test_cpu_forward.py). Off the CPU, or where a subclass overrides
         :meth:`forward`, this is :meth:`forward` itself.
         """
-        kind = kind or os.environ.get("ZSLR_CPU_FORWARD") or "auto"
-        if kind not in CPU_FORWARDS:
-            raise InvalidInputError(f"CPU forward {kind!r} (ZSLR_CPU_FORWARD); expected one of {', '.join(CPU_FORWARDS)}")
+        kind = resolve_cpu_forward(kind)
         if self.device.type != "cpu" or type(self).forward is not Backbone.forward:
             return self.forward  # GPU: eager under autocast; a subclass's own forward must not be bypassed
         with self._cpu_lock:
@@ -237,6 +235,15 @@ class _Pooled(nn.Module):
 # The CPU forwards of Backbone.cpu_forward, fastest first; "auto" takes the first that builds.
 CPU_FORWARDS = ("auto", "onnxruntime", "torchscript", "eager")
 
+def resolve_cpu_forward(kind: str | None = None) -> str:
+    """``kind``, else ``$ZSLR_CPU_FORWARD``, else ``auto``; InvalidInputError unless one of ``CPU_FORWARDS``.
+    Ingestion calls it before it writes anything, so a bad value leaves the disk as it was."""
+    kind = kind or os.environ.get("ZSLR_CPU_FORWARD") or "auto"
+    if kind not in CPU_FORWARDS:
+        raise InvalidInputError(f"CPU forward {kind!r} (ZSLR_CPU_FORWARD); expected one of {', '.join(CPU_FORWARDS)}")
+    return kind
+
+
 # A loader takes (weights file or None, device) and returns a ready Backbone.
 BACKBONES: Registry[Callable[[str | os.PathLike | None, str], Backbone]] = Registry("backbone")
 
@@ -275,4 +282,4 @@ def _import_all() -> None:
 _import_all()
 
 
-__all__ = ["BACKBONES", "CPU_FORWARDS", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessSpec", "backbone_feature_groups", "canonical_backbone", "list_backbones", "load_backbone"]
+__all__ = ["BACKBONES", "CPU_FORWARDS", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "PreprocessSpec", "backbone_feature_groups", "canonical_backbone", "list_backbones", "load_backbone", "resolve_cpu_forward"]
