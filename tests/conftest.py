@@ -10,6 +10,32 @@ import torch
 # Two cores on CI: keep torch from oversubscribing when several things run.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# Data root and derived caches (zslretrieval/paths.py) the tests may write: the general text model,
+# text embeddings, exported ONNX graphs. Unless the user set them, they point at one folder per test
+# session, so a test run never writes into ~ or the user's data root, while the expensive caches
+# (an ONNX export, the general model) are still built once and shared by every test of the session.
+SESSION_DIRS = {"ZSLR_DATA": "data", "ZSLR_CACHE": "cache"}
+_session_env = pytest.MonkeyPatch()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has made the session's base temp folder
+def pytest_configure(config):
+    unset = [var for var in SESSION_DIRS if not os.environ.get(var)]
+    if not unset:
+        return
+    base = config._tmp_path_factory.mktemp("zslr-session", numbered=False)
+    for var in unset:
+        _session_env.setenv(var, str(base / SESSION_DIRS[var]))
+
+
+def pytest_unconfigure(config):
+    _session_env.undo()
+
+
+def pytest_report_header(config):
+    return [f"{var}={os.environ.get(var)}" for var in SESSION_DIRS]
+
+
 SHARED_DATA = Path(os.environ.get("ZSLR_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
