@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Latency of zslr's query path against a raw FAISS search of the same index, in one run.
 
-Engine path = what ``zslr query --attributes ...`` does after the index is open: parse the
-attribute list, build + normalise the descriptor, project it with the model, search the
-index through ``OpenIndex.search`` and fetch the catalog records of the hits. Baseline =
+Engine path = what ``zslr query --attributes ...`` does after the index is open (``QueryEngine.run``):
+parse the attribute list, build + normalise the descriptor, project it with the model, search the
+index and fetch the catalog records of the hits. The single-query breakdown times the stages run()
+takes (its lean attribute path where it applies: see ``single_query_stages``). Baseline =
 ``faiss.Index.search`` on the very FAISS index the engine searches, with the already-projected query
 vectors. Their ratio is the engine's overhead. Measured for single queries (one call per
 query) and for a batch of 1,000 queries in one call.
@@ -79,6 +80,49 @@ def random_specs(vocab: list[str], n: int, seed: int) -> list[QuerySpec]:
         items = [names[0], f"{names[1]}={rng.uniform(0.2, 1.0):.2f}"] + [f"-{x}" for x in names[2:3]] + names[3:]
         specs.append(QuerySpec("attributes", ", ".join(items)))
     return specs
+
+
+def single_query_stages(engine: QueryEngine, spec: QuerySpec, k: int | None) -> tuple[tuple[str, ...], list[float], list]:
+    """``engine.run([spec], k)`` split into the stages it takes, each timed: (stage names, seconds of
+    [parse+build, project, search, records], results).
+
+    An attribute list on an affine "ip" model takes run()'s lean path: ``_attribute_descriptors``,
+    ``_attribute_embed``, the index's ``search_unchecked`` and ``collect``; elsewhere (no lean
+    path, or a query it steps aside for) the general one: ``prepare_all``, ``embed``,
+    ``search_vectors``, ``collect``. With score-correction terms both search by ``search_vectors``.
+    """
+    t0 = time.perf_counter()
+    lean = engine._lean_setup()
+    built = engine._attribute_descriptors([spec], lean) if lean is not None else None
+    t1 = time.perf_counter()
+    xq = engine._attribute_embed(built[1], lean) if built is not None else None
+    t2 = time.perf_counter()
+    on_lean = xq is not None
+    if on_lean:
+        prepared = built[0]
+        names = ["parse+build (lean: _attribute_descriptors)", "project (lean: _attribute_embed)"]
+    else:
+        t0 = time.perf_counter()
+        prepared, descriptors = engine.prepare_all([spec])
+        t1 = time.perf_counter()
+        xq = engine.embed(prepared, descriptors)
+        t2 = time.perf_counter()
+        names = ["parse+build (general: prepare_all)", "project (general: embed)"]
+    if engine.terms is not None:
+        fix = engine.corrects(prepared[0])
+        D, I = engine.search_vectors(xq, k, corrected=fix)
+        if fix:
+            prepared[0].resolved["correction"] = engine.terms.correction.describe()
+        names.append("search (search_vectors, score correction)")
+    elif on_lean:
+        D, I = engine._search_unchecked(xq, k)
+        names.append("search (search_unchecked)")
+    else:
+        D, I = engine.search_vectors(xq, k)
+        names.append("search (search_vectors)")
+    t3 = time.perf_counter()
+    results = engine.collect(prepared, D, I)
+    return (*names, "records (collect)"), [t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3], results
 
 
 def timed_pair(fa, fb, repeats: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,25 +218,24 @@ def main() -> None:
         batch_raw, batch_engine = timed_pair(lambda: raw.search(batch_xq, k), lambda: engine.run(batch_specs, k),
                                              args.repeats)
 
-        # where the single-query time goes: the four stages of QueryEngine.run, timed on the same varied queries
+        # where the single-query time goes: the stages QueryEngine.run takes for one query, timed on the same
+        # varied queries; their results must be run()'s own
         stages = np.empty((args.single, 4))
+        paths = set()
+        k_eff = engine.effective_k(k)
         for i in range(args.single):
-            t0 = time.perf_counter()
-            p = [engine.prepare(specs[i])]
-            t1 = time.perf_counter()
-            q = engine.embed(p)
-            t2 = time.perf_counter()
-            D, I = engine.search_vectors(q, k)
-            t3 = time.perf_counter()
-            engine.collect(p, D, I)
-            stages[i] = [t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3]
-        prep, emb, srch, coll = stages.T
+            names, stages[i], staged = single_query_stages(engine, specs[i], k_eff)
+            paths.add(names)
+            if i < 20:
+                same &= [h.to_dict() for h in staged[0].hits] == [h.to_dict() for h in engine.run([specs[i]], k)[0].hits]
+        names = paths.pop() if len(paths) == 1 else ("parse+build", "project", "search", "records")  # paths mixed
 
         print(f"# zslr query latency vs raw FAISS ({source})\n")
         print(f"gallery {raw.ntotal:,} vectors, dim {raw.d}, metric {engine.metric}, "
               f"index type {getattr(engine.manifest, 'index_type', '?')}, top-k {k}; torch threads "
               f"{torch.get_num_threads()}, faiss threads {faiss.omp_get_max_threads()}; {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cpus; engine results == raw FAISS results on 20 queries: {same}\n")
+              f"{os.cpu_count()} cpus; engine results == raw FAISS results == staged single-query results "
+              f"on 20 queries: {same}\n")
         print("| queries per call | path | p50 ms/call | p95 ms/call | queries/s | p50 vs raw | p50 CPU ms/call "
               "| CPU p50 vs raw |")
         print("|---|---|---|---|---|---|---|---|")
@@ -203,9 +246,9 @@ def main() -> None:
                   batch_raw))
         print(f"\nload average while measuring: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min) "
               f"on {os.cpu_count()} cpus")
-        print("\nSingle-query breakdown of the engine path (p50 ms): "
-              f"parse+build {np.percentile(prep, 50) * 1e3:.3f}, project {np.percentile(emb, 50) * 1e3:.3f}, "
-              f"search {np.percentile(srch, 50) * 1e3:.3f}, records {np.percentile(coll, 50) * 1e3:.3f}")
+        mixed = " (queries took different paths)" if paths else ""
+        print(f"\nSingle-query breakdown of QueryEngine.run, the stages it takes for one query{mixed} (p50 ms): "
+              + ", ".join(f"{name} {np.percentile(t, 50) * 1e3:.3f}" for name, t in zip(names, stages.T)))
     finally:
         close = getattr(index, "close", None)
         if close:

@@ -214,3 +214,33 @@ def test_batch_of_attribute_queries_equals_one_by_one(real_index):
     with pytest.raises(InvalidInputError, match="all zeros"):
         eng.run([specs[0], QuerySpec("attributes", f"{vocab[0]}=0")], k=3)
     eng.index.close()
+
+
+def test_one_attribute_query_runs_the_lean_stages_only(real_index, monkeypatch):
+    """run() for one attribute list: _attribute_descriptors, _attribute_embed, the index's search_unchecked
+    and collect, nothing of the general path -- the stages scripts/bench_query.py times for it."""
+    eng = _engine(real_index)
+    vocab = real_index[1]
+    spec = QuerySpec("attributes", f"{vocab[1]}=0.25, {vocab[2]}, -{vocab[3]}")
+    want = eng.run([spec], k=7)[0]
+    lean = eng._lean_setup()
+    prepared, V = eng._attribute_descriptors([spec], lean)
+    xq = eng._attribute_embed(V, lean)
+    assert xq.tobytes() == eng._attribute_queries([spec])[1].tobytes()
+    staged = eng.collect(prepared, *eng.index.search_unchecked(xq, 7))[0]
+    assert [h.to_dict() for h in staged.hits] == [h.to_dict() for h in want.hits] and staged.resolved == want.resolved
+    calls = []
+
+    def spy(obj, name):
+        f = getattr(obj, name)
+        monkeypatch.setattr(obj, name, lambda *a, **kw: calls.append(name) or f(*a, **kw))
+
+    for name in ("_attribute_descriptors", "_attribute_embed", "collect", "prepare", "prepare_all", "embed",
+                 "search_vectors"):
+        spy(eng, name)
+    spy(eng.index, "search")
+    spy(eng.index, "search_unchecked")
+    eng._search_unchecked = eng.index.search_unchecked   # the engine holds the bound method it was made with
+    assert [h.to_dict() for h in eng.run([spec], k=7)[0].hits] == [h.to_dict() for h in want.hits]
+    assert calls == ["_attribute_descriptors", "_attribute_embed", "search_unchecked", "collect"]
+    eng.index.close()

@@ -298,6 +298,18 @@ class QueryEngine:
         lean = self._lean_setup()
         if lean is None:
             return None
+        built = self._attribute_descriptors(specs, lean)
+        if built is None:
+            return None
+        out = self._attribute_embed(built[1], lean)
+        return None if out is None else (built[0], out)
+
+    # The two stages of _attribute_queries are methods of their own so that scripts/bench_query.py
+    # can time the stages run() actually takes for one query.
+    def _attribute_descriptors(self, specs: Sequence[QuerySpec],
+                               lean: _LeanAttributes) -> tuple[list[_Prepared], np.ndarray] | None:
+        """First stage of :meth:`_attribute_queries`: parsed, resolved and normalised (Q, A) float32
+        descriptors (each prepared query's descriptor is a row), or None for the general path."""
         for spec in specs:
             if spec.kind != "attributes":
                 return None
@@ -320,12 +332,17 @@ class QueryEngine:
             V = V / n
         for r, p in enumerate(prepared):
             p.descriptor = V[r]
+        return prepared, V
+
+    def _attribute_embed(self, V: np.ndarray, lean: _LeanAttributes) -> np.ndarray | None:
+        """Second stage of :meth:`_attribute_queries`: (Q, A) descriptors -> (Q, E) finite unit float32
+        vectors, or None for the general path."""
         out = lean.projector(V)                                      # embed's arithmetic from here on
         n = _divisor(np.sqrt(np.add.reduce(out * out, axis=1, keepdims=True)))
         if n is None:
             return None  # a zero embedding, or one too large to normalise: the general path decides
         out /= n
-        return prepared, out
+        return out
 
     def embed(self, prepared: list[_Prepared], descriptors: np.ndarray | None = None) -> np.ndarray:
         """Prepared queries -> (Q, E) float32 in the index's space, L2-normalised when metric is "ip".
