@@ -177,8 +177,11 @@ def bench_search(args) -> list[tuple]:
         for spec, params in runs:
             real = spec.split(" -> ")[-1]
             t0 = time.perf_counter()
-            index = build_index(real, args.dim, "ip", xb, ids, seed=args.seed)
-            t_build = time.perf_counter() - t0 + (t_tune if spec.startswith("auto") else 0)
+            if spec.startswith("auto") and choice.index is not None:
+                index, t_build = choice.index, t_tune   # tuning built it (ids = row numbers), as zslr index writes it
+            else:
+                index = build_index(real, args.dim, "ip", xb, ids, seed=args.seed)
+                t_build = time.perf_counter() - t0 + (t_tune if spec.startswith("auto") else 0)
             faiss_params, rr = split_rerank(params)
             apply_search_params(index, faiss_params)
             index.search(xq[:8], k)  # warm-up

@@ -9,7 +9,7 @@ from zslretrieval.errors import InvalidInputError
 from zslretrieval.index import index_features, open_index
 from zslretrieval.index.autotune import (choose_index, memory_estimate, parse_memory, recall_at, rerank,
                                          vector_scorer)
-from zslretrieval.index.searchers.faiss_searcher import build_index, split_rerank
+from zslretrieval.index.searchers.faiss_searcher import build_index, normalize_index_type, split_rerank
 from zslretrieval.index.space import l2_normalize
 
 
@@ -89,3 +89,37 @@ def test_open_index_reranks_from_stored_features(tmp_path):
     truth, _ = _exact(x, xq, 10)
     assert recall_at(rows, truth) >= 0.95   # all lists probed: only PQ's shortlist can miss
     ix.close()
+
+
+def test_auto_index_is_built_once_and_equals_a_rebuild(tmp_path, monkeypatch):
+    # the index tuned while choosing is the one written: one build of the chosen type, not a second in sync_index
+    from zslretrieval.index import autotune, sync
+    from zslretrieval.index.autotune import AutoIndexOptions
+    from zslretrieval.index.layout import index_folder
+    from zslretrieval.index.searchers import faiss_searcher
+    from zslretrieval.index.writer import IndexWriter
+
+    made, new_index = [], faiss_searcher.new_index
+
+    def counting_new_index(spec, *args, **kw):
+        made.append((normalize_index_type(spec), new_index(spec, *args, **kw)))
+        return made[-1][1]
+
+    for mod in (faiss_searcher, sync, autotune):   # wherever a build may look the name up
+        if hasattr(mod, "new_index"):
+            monkeypatch.setattr(mod, "new_index", counting_new_index)
+    x = _clustered(3000, dim=64, seed=4)
+    budget = memory_estimate("Flat", 3000, 64) // 2          # only IVF-PQ fits
+    ix = index_features("auto", x, [f"v/{i}" for i in range(3000)], [None] * 3000, root=tmp_path, index_type="auto",
+                        auto=AutoIndexOptions(max_memory=budget, recall_target=0.99))
+    chosen, params = ix.manifest.index_type, ix.manifest.search_params
+    assert "PQ" in chosen and params != "nprobe=1,rerank=100"   # tuned past the built-in nprobe
+    built = [index for spec, index in made if spec == chosen and index.ntotal]   # filled, not just validated
+    assert len(built) == 1, [spec for spec, _ in made]
+    path = tmp_path / "auto" / ix.manifest.index_file
+    written = path.read_bytes()
+    ix.close()
+    # identical to the file a rebuild from the stored features writes (what was written before: a second build)
+    with IndexWriter(index_folder("auto", tmp_path), create=False) as w:
+        w.sync_index(rebuild=True)
+    assert path.read_bytes() == written

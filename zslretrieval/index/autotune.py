@@ -21,11 +21,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidInputError
-from .searchers.faiss_searcher import _faiss, apply_search_params, build_index, split_rerank
+from .searchers.faiss_searcher import _faiss, apply_search_params, split_rerank
+from .sync import build_index_from
 
 FLAT_BELOW = 50_000          # exact search is fast enough below this many vectors
 RECALL_TARGET = 0.95
@@ -58,6 +60,9 @@ class IndexChoice:
     memory_bytes: int
     reason: str
     trials: list[Trial] = field(default_factory=list)
+    # The index tuned, of the chosen type, under x's row numbers as ids and with its search parameters
+    # as built (None: nothing built, e.g. Flat below FLAT_BELOW). A FAISS object, not part of the record.
+    index: Any = field(default=None, repr=False, compare=False)
 
     @property
     def rerank(self) -> int:
@@ -222,6 +227,16 @@ def _search_without_self(index, xq, q_rows, k_search, k, rr, score):
     return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
 
 
+def _search_param(index: Any, pname: str) -> int | None:
+    """The current value of the search parameter ``pname`` (nprobe, efSearch) of an IDMap2 index; None for ""."""
+    if not pname:
+        return None
+    faiss = _faiss()
+    if pname == "nprobe":
+        return int(faiss.extract_index_ivf(index).nprobe)
+    return int(faiss.downcast_index(index.index).hnsw.efSearch)
+
+
 def choose_index(x: np.ndarray, metric: str = "ip", *, max_memory: int | None = None,
                  max_query_ms: float | None = None, recall_target: float = RECALL_TARGET, k: int = K,
                  held_out: int = 200, seed: int = 0, log: Callable[[str], None] | None = None) -> IndexChoice:
@@ -230,6 +245,10 @@ def choose_index(x: np.ndarray, metric: str = "ip", *, max_memory: int | None = 
     ``max_memory``: bytes the FAISS index may hold in RAM (None: no limit); ``max_query_ms``:
     single-query latency budget measured here (None: no limit). Raises InvalidInputError when
     no candidate meets the budgets, naming what each reached.
+
+    Candidates are built as ``sync.build_index_from`` builds a FAISS file from the same rows and
+    ``seed``; the chosen one comes back as ``IndexChoice.index`` (ids = row numbers of ``x``), so
+    the caller can write it instead of building it a second time.
     """
     x = np.ascontiguousarray(x, np.float32)
     n, dim = x.shape
@@ -253,9 +272,10 @@ def choose_index(x: np.ndarray, metric: str = "ip", *, max_memory: int | None = 
         if spec == "Flat" and max_query_ms is None:
             continue  # past FLAT_BELOW, Flat only wins when asked for a latency it meets
         t0 = time.perf_counter()
-        index = build_index(spec, dim, metric, x, np.arange(n, dtype=np.int64), seed=seed)
+        index = build_index_from(spec, dim, metric, np.arange(n, dtype=np.int64), x.__getitem__, seed=seed)
         if log:
             log(f"auto index: built {spec} in {time.perf_counter() - t0:.1f} s")
+        as_built = _search_param(index, pname)
         for v in values:
             params = f"{pname}={v}" if pname else ""
             apply_search_params(index, params)
@@ -269,8 +289,11 @@ def choose_index(x: np.ndarray, metric: str = "ip", *, max_memory: int | None = 
                 log(f"auto index: {spec} {full or '-'}: recall@{k} {r:.3f}, {ms:.3f} ms/query")
             if r >= min(1.0, recall_target + TUNE_MARGIN):
                 if max_query_ms is None or ms <= max_query_ms:
+                    if pname:  # the parameter goes to the manifest; the index keeps the value it was built with
+                        apply_search_params(index, f"{pname}={as_built}")
                     return IndexChoice(spec, full, r, ms, mem,
-                                       f"first type within the budgets reaching recall@{k} >= {recall_target}", trials)
+                                       f"first type within the budgets reaching recall@{k} >= {recall_target}", trials,
+                                       index=index)
                 break  # more probes only get slower
     best = max(trials, key=lambda t: t.recall) if trials else None
     raise InvalidInputError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,10 +38,13 @@ def faiss_is_current(path: Path, fids: np.ndarray) -> bool:
 
 
 def sync_faiss(path: Path, m: Manifest, fids: np.ndarray, shard_ids: np.ndarray, rows: np.ndarray,
-               vectors: VectorSource, *, rebuild: bool = False, seed: int = 0) -> tuple[bool, int]:
+               vectors: VectorSource, *, rebuild: bool = False, seed: int = 0, built: Any = None) -> tuple[bool, int]:
     """Make ``path`` hold exactly the entries ``fids`` (with their store locations); returns (rebuilt?, ntotal).
 
-    FAISS files of other settings and temp files in the folder are deleted afterwards.
+    ``built``: an index of the manifest's type already built from these entries by
+    :func:`build_index_from` with ``seed`` (``--index-type auto`` tuned it), written instead of a
+    second build when one is due and it holds exactly ``fids``. FAISS files of other settings and
+    temp files in the folder are deleted afterwards.
     """
     index = None
     if path.is_file() and not rebuild:
@@ -68,7 +72,10 @@ def sync_faiss(path: Path, m: Manifest, fids: np.ndarray, shard_ids: np.ndarray,
                 _add_from_store(index, fids[missing], shard_ids[missing], rows[missing], vectors)
                 changed = True
     if index is None:
-        index = _build_from_store(m, fids, shard_ids, rows, vectors, seed)
+        if built is not None and built.d == m.dim and np.array_equal(index_ids(built), fids):
+            index = built
+        else:
+            index = _build_from_store(m, fids, shard_ids, rows, vectors, seed)
         changed = rebuilt = True
     if changed or not path.is_file():
         write_index(index, path)
@@ -88,10 +95,22 @@ def _add_from_store(index, fids: np.ndarray, shard_ids: np.ndarray, rows: np.nda
 
 def _build_from_store(m: Manifest, fids: np.ndarray, shard_ids: np.ndarray, rows: np.ndarray, vectors: VectorSource,
                       seed: int):
-    index = new_index(m.index_type, m.dim, m.metric)
-    if not index.is_trained and len(fids):
+    return build_index_from(m.index_type, m.dim, m.metric, fids, lambda at: vectors(shard_ids[at], rows[at]), seed=seed)
+
+
+def build_index_from(spec: str, dim: int, metric: str, ids: np.ndarray, vectors_at: Callable[[Any], np.ndarray], *,
+                     seed: int = 0) -> Any:
+    """An index of ``spec`` holding n = len(ids) vectors, ``vectors_at(positions or slice)`` giving those
+    at positions of ``ids``: trained on a seeded sample of at most TRAIN_SAMPLE of them, filled in
+    ADD_BATCH steps. The one build procedure of FAISS files, also used by ``--index-type auto``'s
+    tuning: the index it tunes is then the one the file holds, and need not be built again."""
+    index = new_index(spec, dim, metric)
+    n = len(ids)
+    if not index.is_trained and n:
         rng = np.random.default_rng(seed)
-        sel = np.sort(rng.choice(len(fids), min(len(fids), TRAIN_SAMPLE), replace=False))
-        train_index(index, m.index_type, vectors(shard_ids[sel], rows[sel]), seed=seed)
-    _add_from_store(index, fids, shard_ids, rows, vectors)
+        sel = np.sort(rng.choice(n, min(n, TRAIN_SAMPLE), replace=False))
+        train_index(index, spec, vectors_at(sel), seed=seed)
+    for i in range(0, n, ADD_BATCH):
+        sl = slice(i, i + ADD_BATCH)
+        index.add_with_ids(vectors_at(sl), ids[sl])
     return index

@@ -28,7 +28,7 @@ from ..fileio import atomic_write, file_digest
 from .catalog import Base, Catalog, FeatureShard, ImageRow, IndexEntry, Manifest, chunked, entries_table, refresh_counts, utcnow
 from .layout import (FEATURES_DIR, INDEX_FILE_GLOB, LOCATION_FILE, MODEL_FILE_GLOB, WriteLock, catalog_url,
                      index_file_name, load_index_model, model_file_name, read_location, write_location)
-from .searchers.faiss_searcher import check_trainable, normalize_index_type
+from .searchers.faiss_searcher import check_trainable, normalize_index_type, relabel_ids
 from .space import embed_dim, to_index_space
 from .store import FeatureStore
 from .sync import sync_faiss
@@ -65,6 +65,8 @@ class IndexWriter:
             self.store = FeatureStore(self.folder / FEATURES_DIR)
             self.removed_debris = self.cleanup()
             self._model_cache: tuple[str, object] | None = None
+            # (index type, seed, FAISS index) that choose_index_type built and tuned, for sync_index to write
+            self._tuned: tuple[str, int, object] | None = None
         except BaseException:
             self.lock.release()
             raise
@@ -308,8 +310,10 @@ class IndexWriter:
         m = self.manifest()
         path = self.index_path(m)
         fids, _, shard_ids, rows = self.entries()
+        tuned, self._tuned = self._tuned, None
+        built = tuned[2] if tuned is not None and tuned[:2] == (m.index_type, seed) else None
         rebuilt, ntotal = sync_faiss(path, m, fids, shard_ids, rows, lambda sh, r: self._vectors(sh, r, m),
-                                     rebuild=rebuild, seed=seed)
+                                     rebuild=rebuild, seed=seed, built=built)
         # Per-image correction terms: derived like the FAISS file, written after it (index/stats.py).
         from ..models.checkpoint import ModelCard
         from .stats import sync_terms
@@ -326,7 +330,8 @@ class IndexWriter:
     def choose_index_type(self, opts, *, seed: int = 0, log=None):
         """``--index-type auto``: choose and tune a FAISS type for the stored entries under the budgets of
         ``opts`` (``autotune.AutoIndexOptions``), make it the manifest's type and search parameters, and
-        record the choice in :data:`autotune.CHOICE_FILE`. Call before :meth:`sync_index`, which builds it.
+        record the choice in :data:`autotune.CHOICE_FILE`. Call before :meth:`sync_index`, which writes
+        the index tuned here (or builds it, should the entries have changed in between).
 
         Returns the ``autotune.IndexChoice``; InvalidInputError (nothing changed) when no type fits.
         """
@@ -335,7 +340,7 @@ class IndexWriter:
         from .autotune import CHOICE_FILE, choose_index
 
         m = self.manifest()
-        _, _, shard_ids, rows = self.entries()
+        fids, _, shard_ids, rows = self.entries()
         x = self._vectors(shard_ids, rows, m) if len(rows) else np.zeros((0, m.dim), np.float32)
         choice = choose_index(x, m.metric, max_memory=opts.max_memory, max_query_ms=opts.max_query_ms,
                               recall_target=opts.recall_target, seed=seed, log=log)
@@ -344,6 +349,10 @@ class IndexWriter:
             mm = s.get(Manifest, 1)
             mm.index_type = normalize_index_type(choice.index_type)
             mm.search_params = choice.search_params or None
+        built, choice.index = choice.index, None   # held here until written, not by the caller's report
+        if built is not None:
+            relabel_ids(built, fids)   # tuned under row numbers; x's rows are the entries in fids order
+            self._tuned = (normalize_index_type(choice.index_type), seed, built)
         record = {"chosen": choice.to_dict(), "n_vectors": int(len(x)), "dim": int(m.dim), "metric": m.metric,
                   "budgets": {"max_memory_bytes": opts.max_memory, "max_query_ms": opts.max_query_ms,
                               "recall_target": opts.recall_target},

@@ -454,6 +454,18 @@ def index_ids(index: Any) -> np.ndarray:
     return faiss.vector_to_array(faiss.downcast_index(index).id_map).astype(np.int64) if index.ntotal else np.zeros(0, np.int64)
 
 
+def relabel_ids(index: Any, ids: np.ndarray) -> None:
+    """Give the ntotal vectors of an IDMap2 index, in the order they were added, the faiss ids ``ids``:
+    the index then equals one filled with ``add_with_ids(x, ids)`` (the id map is all an IDMap2 stores of them)."""
+    faiss = _faiss()
+    idmap = faiss.downcast_index(index)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if len(ids) != idmap.ntotal or len(np.unique(ids)) != len(ids):
+        raise ValueError(f"{len(ids)} ids for an index of {idmap.ntotal} vectors, or ids repeated")
+    faiss.copy_array_to_vector(ids, idmap.id_map)
+    idmap.construct_rev_map()
+
+
 def write_index(index: Any, path: Path) -> None:
     """Atomic write: serialise, temp file beside ``path``, fsync, ``os.replace``."""
     buf = _faiss().serialize_index(index)
