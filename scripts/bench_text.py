@@ -57,7 +57,8 @@ def general_part(model) -> None:
     rows.append([f"deployed: {shares}, {ScoreCorrection.from_dict(d['correction']).describe()} (chosen)",
                  f"{d['val_top1']:.3f}", f"{d['test_top1']:.3f}", f"{sel['chance']:.3f}"])
     table(f"1. held-out ImageNet prototype retrieval ({sel['split']['train']} train / {sel['split']['val']} val / "
-          f"{sel['split']['test']} test classes, seed {sel['seed']}; templates {model.templates!r}; build "
+          f"{sel['split']['test']} test classes, seed {sel['seed']}; templates {model.templates!r}, WordNet gloss weight "
+          f"{model.gloss_weight:g}; build "
           f"{sel['build_seconds']} s)", ["method", "val top-1", "test top-1", "chance"], rows)
 
 
@@ -68,13 +69,15 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
     from zslretrieval.query.evaluate import label_query_map
     from zslretrieval.text import encode_vocabulary
     from zslretrieval.text.general import (apply_ridge, conse_embed, fit_ridge, imagenet_categories, imagenet_head,
-                                           prompt_embeddings, softmax)
+                                           prompt_embeddings, softmax, with_glosses)
     from zslretrieval.text.names import class_text
     w, b, _ = imagenet_head(model.backbone)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     cats = imagenet_categories()
     imagenet_names = {c.lower() for c in cats}
-    cat_text = prompt_embeddings(lambda tpl: encode_vocabulary(cats, template=tpl), model.templates)
+    # the baselines read the ImageNet names exactly as the model does (same prompt and WordNet glosses)
+    cat_text = with_glosses(prompt_embeddings(lambda tpl: encode_vocabulary(cats, template=tpl), model.templates),
+                            cats, model.gloss_weight, lambda d: encode_vocabulary(d))
     ridge = fit_ridge(cat_text, unit(w), model.selection["best"]["ridge"]["alpha"])
     conse_t = model.selection["best"]["conse"]["T"]
     rows, out = [], {}

@@ -39,6 +39,9 @@ class FakeGeneral:
     def prompts(self, texts, kind="name"):
         return [("something with " if kind == "attribute" else "a ") + t for t in texts]
 
+    def glosses(self, texts, kind="name"):
+        return [["a fake definition"] if t == "zebra" and kind == "name" else [] for t in texts]
+
     def nearest_classes(self, v, k=3):
         return [("zebra", 0.5), ("tiger", 0.4), ("horse", 0.3)][:k]
 
@@ -75,6 +78,10 @@ def test_text_query_ranks_by_the_general_vector():
     assert how["model"] == "general efficientnet-lite0/fake" and how["texts"] == ["a a striped animal"]
     assert how["nearest_imagenet"][0] == {"name": "zebra", "cosine": 0.5}
     assert "looks like ImageNet zebra (0.50)" in format_table([res])
+    assert how["glosses"] == [[]] and "WordNet" not in format_table([res])
+    res = eng.run([QuerySpec("class", "zebra")], k=3)[0]
+    assert res.resolved["understood_as"]["glosses"] == [["a fake definition"]]
+    assert "on 'a zebra' with WordNet: 'a fake definition'; looks like" in format_table([res])
 
 
 def test_attribute_words_keep_weights_and_negation():

@@ -28,6 +28,9 @@ def test_selection_is_on_val_and_generalises_to_test(general_root):
         none = next(r for r in sel["deployed"] if r["mix"] == dep["mix"] and r["correction"]["kind"] == "none")
         assert key(dep) > key(none)
     assert best["ridge"]["val_top1"] == max(r["val_top1"] for r in sel["ridge"])
+    # the gloss weight is chosen with the prompt on val, names alone (0) among the candidates
+    assert {r["gloss"] for r in sel["ridge"]} == set(gen.GLOSS_WEIGHTS) and 0.0 in gen.GLOSS_WEIGHTS
+    assert m.gloss_weight == best["ridge"]["gloss"] == sel["gloss"]
     assert m.reference.shape == (1000, 1280) and m.templates == best["ridge"]["templates"]
     assert best["conse"]["val_top1"] == max(r["val_top1"] for r in sel["conse"])
     for method in ("dem", "ridge", "conse"):       # far above chance (0.005) on classes never fitted
@@ -125,7 +128,9 @@ def test_neighbour_map_hand_worked():
 def test_reference_queries_are_the_names_projected_without_themselves(general_root):
     m = gen.load_general_model("efficientnet-lite0", data_root=general_root)
     from zslretrieval.text.encoder import encode_vocabulary
-    t = gen.prompt_embeddings(lambda tpl: encode_vocabulary(gen.imagenet_categories(), template=tpl), m.templates)
+    names = gen.imagenet_categories()
+    t = gen.with_glosses(gen.prompt_embeddings(lambda tpl: encode_vocabulary(names, template=tpl), m.templates),
+                         names, m.gloss_weight, encode_vocabulary)
     rows = [0, 340, 999]
     want = gen._predict(m.hparams["mix"], m.ridge, m.dem, m._nbr(), t, exclude_self=True)[rows]
     np.testing.assert_allclose(m.reference[rows], want, atol=1e-5)
@@ -213,3 +218,38 @@ def test_fusing_the_general_score_into_a_model_index_end_to_end(general_root, tm
     q = body["queries"][0]
     assert [h["id"] for h in q["results"]] == [h["id"] for h in fused["results"]]
     assert q["resolved"]["fusion"]["general_weight"] == 0.5
+
+
+def test_glosses_lookup_and_mixing_hand_worked(monkeypatch):
+    """WordNet definitions by exact lemma (or its plural), then (1-g) x name + g x unit mean of the definitions."""
+    assert gen.glosses_of("bobcat") == ("small lynx of North America",)
+    assert gen.glosses_of("a Bobcat") == gen.glosses_of("bobcats") == gen.glosses_of("bobcat")
+    assert gen.glosses_of("a striped animal in the water") == ()
+    assert len(gen.glosses_of("bat")) >= 2              # the animal and the club: both kept, nothing tells them apart
+    table = {"small lynx of North America": [0.0, 1.0, 0.0], "one": [0.0, 0.0, 2.0], "two": [0.0, 2.0, 0.0]}
+    calls = []
+
+    def encode(defs):
+        calls.append(list(defs))
+        return np.array([table[d] for d in defs], np.float32)
+    base = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    assert gen.with_glosses(base, ["bobcat", "no such lemma here"], 0.0, encode) is base and not calls
+    out = gen.with_glosses(base, ["bobcat", "no such lemma here"], 0.3, encode)
+    np.testing.assert_allclose(out[0], gen._unit(np.array([0.7, 0.3, 0.0])), atol=1e-6)
+    np.testing.assert_array_equal(out[1], base[1])     # no synset: unchanged
+    assert calls == [["small lynx of North America"]]
+    # several definitions: their unit mean, whatever the norms the encoder gives
+    monkeypatch.setattr(gen, "wordnet_glosses", lambda: {"thing": ("one", "two")})
+    out = gen.with_glosses(base[:1], ["things"], 0.5, encode)
+    g = gen._unit(np.array([0.0, 0.5, 0.5]))
+    np.testing.assert_allclose(out[0], gen._unit(0.5 * base[0] + 0.5 * g), atol=1e-6)
+
+
+def test_free_text_is_not_read_with_a_second_article(general_root):
+    m = gen.load_general_model("efficientnet-lite0", data_root=general_root)
+    said = m.prompts(["a striped animal in the water", "The zebra"])
+    assert all(" a a " not in p and not p.lower().startswith(("a a ", "the the ")) for p in said), said
+    np.testing.assert_allclose(m.embed_texts(["a  zebra"]), m.embed_texts(["zebra"]), atol=1e-6)
+    if m.gloss_weight:     # chosen on val; when on, "understood as" shows the definitions used
+        assert m.glosses(["bobcat", "a striped animal"]) == [["small lynx of North America"], []]
+        assert m.glosses(["stripes"], kind="attribute") == [[]]

@@ -60,6 +60,10 @@ def test_text_query_on_a_text_model_index_equals_the_class_query(ds, tmp_path):
     by_text, by_class = eng.run([QuerySpec("text", class_text(name)), QuerySpec("class", name)], k=None)
     assert [h.id for h in by_text.hits] == [h.id for h in by_class.hits]
     np.testing.assert_allclose([h.score for h in by_text.hits], [h.score for h in by_class.hits], atol=1e-5)
+    # free text keeps its own article out of the prompt: "a photo of a <name>.", not "a photo of a a <name>."
+    art, = eng.run([QuerySpec("text", "a " + class_text(name))], k=None)
+    assert art.resolved["understood_as"]["texts"] == [CLASS_TEMPLATE.replace("{}", class_text(name))]
+    assert [h.id for h in art.hits] == [h.id for h in by_text.hits]
     assert by_text.resolved["understood_as"]["texts"] == [CLASS_TEMPLATE.replace("{}", class_text(name))]
     other = eng.run([QuerySpec("text", "a completely different description")], k=None)[0]
     assert [h.score for h in other.hits] != [h.score for h in by_text.hits]

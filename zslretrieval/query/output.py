@@ -29,6 +29,9 @@ def describe_resolved(result: QueryResult) -> str:
         said = (f"text {r['text']!r}" if "text" in r else f"class {r['class']}" if "class" in r
                 else ", ".join(f"{a['name']}={a['weight']:g}" for a in r.get("attributes", [])))
         line = f"{said} -> {how['model']} on {' + '.join(repr(t) for t in how['texts'])}"
+        defs = [d for ds in how.get("glosses") or [] for d in ds]
+        if defs:
+            line += " with WordNet: " + " / ".join(repr(d) for d in defs)
         near = how.get("nearest_imagenet")
         if near:
             line += "; looks like ImageNet " + ", ".join(f"{c['name']} ({c['cosine']:.2f})" for c in near)

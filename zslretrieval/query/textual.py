@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IncompatibleError, InvalidInputError
-from ..text.names import CLASS_TEMPLATE, attribute_text, class_text, humanise
+from ..text.names import CLASS_TEMPLATE, as_name, attribute_text, class_text, humanise
 from .spec import QuerySpec
 from .vocab import parse_attribute_terms
 
@@ -70,6 +70,8 @@ def general_query(spec: QuerySpec, general, index_dim: int) -> tuple[np.ndarray,
     resolved["understood_as"] = {
         "model": f"general {general.backbone}/{general.method}",
         "texts": general.prompts(texts, kind),
+        # the WordNet definitions a name was read with (text.general: glosses), per text; [] where none
+        "glosses": general.glosses(texts, kind),
         "nearest_imagenet": [{"name": c, "cosine": round(s, 3)}
                              for c, s in general.nearest_classes(v, NEAREST_CLASSES)],
     }
@@ -89,6 +91,7 @@ def text_descriptor(spec: QuerySpec, card, vocabulary_size: int) -> tuple[np.nda
         raise IncompatibleError(f"model {card.model!r} reads {'+'.join(mods) or 'attributes'}, not text; --text needs "
                                 "a model trained with `--modality text` (or an index of raw features)")
     texts, weights, resolved = query_texts(spec)
+    texts = [as_name(t) for t in texts]
     template = CLASS_TEMPLATE
     from ..text import encoder_id
     if getattr(card, "text_encoder", "") and card.text_encoder != encoder_id():

@@ -9,7 +9,9 @@ backbone was never trained on.
 
 Protocol (zero-shot honesty, everything seeded):
 * the 1000 classes are split class-disjointly into train (600) / val (200) / test (200);
-* the prompt templates (one, or an ensemble whose embeddings are averaged), the ridge alpha, DEM's
+* a name is read in prompt templates (one, or an ensemble whose embeddings are averaged) and, with
+  a weight chosen on val, the WordNet definitions of the synsets it names (*glosses*, below);
+* the prompt templates, the gloss weight, the ridge alpha, DEM's
   weight decay and epochs and ConSE's T are chosen by held-out *prototype retrieval* on val: for
   each val class, rank the true (unit) prototypes of all val classes by cosine to the prediction;
   top-1 = the true one ranks first (chance 1/200), mean reciprocal rank breaks ties;
@@ -27,6 +29,16 @@ Protocol (zero-shot honesty, everything seeded):
 * the chosen configuration is refit on all 1000 classes and cached in
   ``<data root>/general/<backbone>-<key>.pt`` (key: weights id, encoder id, format version).
 
+Glosses: a bare name tells the sentence encoder little -- "bobcat" lands near "bobsled" as readily
+as near "lynx" -- while WordNet's definition of it ("small lynx of North America") names what it
+looks like. Every name a query or a class is given as is looked up among the lemmas of the
+ImageNet-21k synsets (timm ships their WordNet lemmas and definitions); a name that matches is read as
+``(1 - g) x prompt + g x unit mean of its definitions' embeddings`` (several synsets: "bat" the animal
+and the club, all averaged -- nothing tells them apart), unit-normalised. ``g`` is chosen on val
+among ``GLOSS_WEIGHTS`` (0 = names only, so glosses must earn their place); the held-out classes'
+names are looked up exactly as a user's words are. Free text and attribute words that are not a
+lemma are read as they are.
+
 Baselines measured in the same run: ridge (closed form, text -> unit prototype) and ConSE
 (Norouzi et al. 2014): an image is the convex combination of the text embeddings of its top-T
 classes, weighted by the classifier's softmax; on held-out classes the "image" is the held-out
@@ -35,6 +47,7 @@ prototype and its class probabilities a softmax over cosine to the train prototy
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -49,14 +62,17 @@ import numpy as np
 
 from ..errors import CheckpointError, IncompatibleError, InvalidInputError
 from ..fileio import atomic_write
+from .names import as_name
 
-FORMAT = "zslr-general-3"
+FORMAT = "zslr-general-4"
 HEAD_BACKBONES = ("efficientnet-lite0", "resnet101")   # backbones whose ImageNet head ships with their weights
 # Prompt candidates: a single template, or an ensemble (text embeddings averaged, then unit-normalised).
 TEMPLATES = (("{}",), ("a photo of a {}.",),
              ("a photo of a {}.", "a photo of the {}.", "a close-up photo of a {}.", "a good photo of a {}."),
              ("a photo of a {}.", "a photo of the {}.", "a close-up photo of a {}.", "a good photo of a {}.",
               "a photo of a small {}.", "a photo of a large {}.", "a picture of a {}.", "a blurry photo of a {}."))
+# Share of the WordNet definitions in a name's embedding (module docstring); 0 first: names alone win ties.
+GLOSS_WEIGHTS = (0.0, 0.3, 0.5, 0.7)
 # Attribute words are not names: "a photo of a stripes." reads as nonsense to the encoder, so an
 # attribute is read in a sentence of its own. No ImageNet validation exists for attribute phrasing;
 # it is fixed by readability, not chosen.
@@ -117,6 +133,60 @@ def imagenet_head(backbone: str) -> tuple[np.ndarray, np.ndarray, str]:
     if w.shape[0] != 1000:
         raise CheckpointError(f"{path}: classifier has {w.shape[0]} rows, expected the 1000 ImageNet classes")
     return np.ascontiguousarray(w), np.ascontiguousarray(b), weights_id
+
+
+@functools.lru_cache(maxsize=1)
+def wordnet_glosses() -> dict[str, tuple[str, ...]]:
+    """Lower-case lemma -> the WordNet definitions of the ImageNet-21k synsets it names (timm's tables)."""
+    try:
+        from timm.data import ImageNetInfo
+    except ImportError as e:
+        from ..errors import DataNotFoundError
+        raise DataNotFoundError("reading names with their WordNet definitions needs `pip install timm` "
+                              "(its ImageNet synset tables ship inside the wheel)") from e
+    info = ImageNetInfo("imagenet-21k")
+    out: dict[str, list[str]] = {}
+    for lemmas, detailed in zip(info.label_descriptions(), info.label_descriptions(detailed=True)):
+        definition = detailed[len(lemmas) + 2:].strip()      # detailed = "<lemmas>: <definition>"
+        if not definition:
+            continue
+        for lemma in lemmas.split(","):
+            key = " ".join(lemma.split()).lower()
+            if key and definition not in out.setdefault(key, []):
+                out[key].append(definition)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def glosses_of(text: str) -> tuple[str, ...]:
+    """WordNet definitions of ``text`` read as a name: an exact lemma, else its singular ("zebras"); () if none."""
+    key = as_name(text).lower()
+    table = wordnet_glosses()
+    for k in (key, key[:-1] if key.endswith("s") else None, key[:-2] if key.endswith("es") else None):
+        if k and k in table:
+            return table[k]
+    return ()
+
+
+def with_glosses(base: np.ndarray, texts: Sequence[str], weight: float,
+                 encode: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """(n, 384) name embeddings ``base`` of ``texts`` mixed with their glosses' (module docstring).
+
+    ``encode`` embeds a list of definitions (cached while building, plain at query time). Rows whose
+    text names no synset, and every row when ``weight`` is 0, come back unchanged.
+    """
+    if not weight:
+        return base
+    found = [glosses_of(t) for t in texts]
+    flat = sorted({d for ds in found for d in ds})
+    if not flat:
+        return base
+    emb = dict(zip(flat, np.asarray(encode(flat), np.float32)))
+    out = np.array(base, np.float32, copy=True)
+    for i, ds in enumerate(found):
+        if ds:
+            g = _unit(np.mean([emb[d] for d in ds], axis=0))
+            out[i] = _unit((1.0 - weight) * out[i] + weight * g)
+    return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -301,12 +371,27 @@ class GeneralModel:
         from .encoder import apply_template, encode_texts
         if kind == "attribute":
             return encode_texts(apply_template(texts, ATTRIBUTE_TEMPLATE))
-        return prompt_embeddings(lambda tpl: encode_texts(apply_template(texts, tpl)), self.templates)
+        names = [as_name(t) for t in texts]
+        base = prompt_embeddings(lambda tpl: encode_texts(apply_template(names, tpl)), self.templates)
+        return with_glosses(base, names, self.gloss_weight, encode_texts)
+
+    @property
+    def gloss_weight(self) -> float:
+        """Share of WordNet definitions in a name's embedding, chosen on val (0: names alone)."""
+        return float(self.hparams.get("gloss", 0.0))
 
     def prompts(self, texts: Sequence[str], kind: str = "name") -> list[str]:
         """The sentences ``texts`` are read as (first template of an ensemble), for "understood as"."""
         from .encoder import apply_template
-        return apply_template(texts, ATTRIBUTE_TEMPLATE if kind == "attribute" else self.template)
+        if kind == "attribute":
+            return apply_template(texts, ATTRIBUTE_TEMPLATE)
+        return apply_template([as_name(t) for t in texts], self.template)
+
+    def glosses(self, texts: Sequence[str], kind: str = "name") -> list[list[str]]:
+        """The WordNet definitions each text is read with (empty where none, for attributes, or gloss 0)."""
+        if kind == "attribute" or not self.gloss_weight:
+            return [[] for _ in texts]
+        return [list(glosses_of(t)) for t in texts]
 
     def embed_texts(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
         """Texts -> (n, D) unit query vectors for a raw-feature index of ``backbone``."""
@@ -421,7 +506,11 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
     tr, va, te = split_classes(len(names), seed)
     by_template = {tpl: encode_vocabulary(names, template=tpl, cache_dir=cache_dir)
                    for tpls in TEMPLATES for tpl in tpls}
-    texts = {tpls: prompt_embeddings(by_template.__getitem__, tpls) for tpls in TEMPLATES}
+    prompted = {tpls: prompt_embeddings(by_template.__getitem__, tpls) for tpls in TEMPLATES}
+
+    def encode_glosses(defs: list[str]) -> np.ndarray:
+        return encode_vocabulary(defs, cache_dir=cache_dir)
+    texts = {(tpls, g): with_glosses(t, names, g, encode_glosses) for tpls, t in prompted.items() for g in GLOSS_WEIGHTS}
     sel: dict[str, Any] = {"seed": seed, "split": {"train": len(tr), "val": len(va), "test": len(te)},
                            "chance": 1.0 / len(va), "metric": "held-out prototype retrieval top-1 (cosine)"}
 
@@ -434,17 +523,18 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
     def key(r: dict) -> tuple[float, float]:
         return r["val_top1"], r["val_mrr"]
 
-    # 1. prompt templates and ridge alpha (closed form: cheap)
+    # 1. prompt templates, gloss weight and ridge alpha (closed form: cheap)
     ridge_rows = []
-    for tpls, t in texts.items():
+    for (tpls, gloss), t in texts.items():
         for alpha in RIDGE_ALPHAS:
             m = fit_ridge(t[tr], protos[tr], alpha)
-            ridge_rows.append({"templates": list(tpls), "alpha": alpha,
+            ridge_rows.append({"templates": list(tpls), "gloss": gloss, "alpha": alpha,
                                **score(apply_ridge(m, t[va]), apply_ridge(m, t[te]))})
     best_r = max(ridge_rows, key=key)     # first of equals wins: candidates are listed simplest first
-    tpls = tuple(best_r["templates"])
-    t = texts[tpls]
-    say(f"ridge: templates {list(tpls)} alpha {best_r['alpha']} val top-1 {best_r['val_top1']:.3f}")
+    tpls, gloss = tuple(best_r["templates"]), best_r["gloss"]
+    t = texts[(tpls, gloss)]
+    say(f"ridge: templates {list(tpls)} gloss weight {gloss:g} alpha {best_r['alpha']} "
+        f"val top-1 {best_r['val_top1']:.3f}")
 
     # 2. DEM: weight decay and epochs on val
     dem_rows = []
@@ -502,7 +592,7 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
     # A correction must beat "none" of the same map on val; among what may be chosen, best val (ties: listed first).
     best_m = max((r for r in mix_rows if r["chosen_ok"]), key=key)
     mix, method = best_m["mix"], best_m["method"]
-    sel.update(templates=list(tpls), ridge=ridge_rows, dem=dem_rows, neighbours=nbr_rows, conse=conse_rows,
+    sel.update(templates=list(tpls), gloss=gloss, ridge=ridge_rows, dem=dem_rows, neighbours=nbr_rows, conse=conse_rows,
                deployed=[{k: v for k, v in r.items() if k != "chosen_ok"} for r in mix_rows],
                best={"ridge": {k: v for k, v in best_r.items()},
                      "dem": {k: v for k, v in best_d.items() if k != "curve"}, "neighbours": best_n,
@@ -512,7 +602,7 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
         f"(val top-1 {best_m['val_top1']:.3f}; dem {best_d['val_top1']:.3f}, ridge {best_r['val_top1']:.3f} uncorrected)")
 
     # 6. refit the chosen configuration on all 1000 classes; the reference = the 1000 names' queries
-    hp: dict[str, Any] = {"mix": mix}
+    hp: dict[str, Any] = {"mix": mix, "gloss": gloss}
     ridge = dem = None
     if "ridge" in mix:
         hp["alpha"] = best_r["alpha"]

@@ -12,6 +12,7 @@ _NUMBERED = re.compile(r"^\d+\.(?=\D)")
 # The prompt a class name is read in, for datasets' ``text`` modality and text queries on models
 # trained with it (the general model picks its own template on validation ImageNet classes).
 CLASS_TEMPLATE = "a photo of a {}."
+_ARTICLE = re.compile(r"^(a|an|the)\s+(?=\S)", re.IGNORECASE)
 
 
 def humanise(name: str) -> str:
@@ -29,3 +30,9 @@ def attribute_text(name: str) -> str:
     -> ``bill shape curved up or down`` (CUB's leading "has" would read "something with has ...")."""
     words = humanise(name)
     return words[4:] if words.lower().startswith("has ") and len(words) > 4 else words
+
+
+def as_name(text: str) -> str:
+    """The words a prompt template wraps: whitespace collapsed, a leading article dropped, so free text
+    like "a striped animal" reads "a photo of a striped animal." rather than "a photo of a a striped ..."."""
+    return _ARTICLE.sub("", " ".join(str(text).split()))

@@ -72,6 +72,18 @@ function describe(resolved, query) {
   } else {
     why.append(query.kind + ": " + query.text);
   }
+  // A raw-feature index answers through the general model: say what the words were read as (prompt,
+  // WordNet definitions) and which ImageNet classes the query vector is nearest to.
+  const how = resolved.understood_as;
+  if (how) {
+    why.append(" — read as ", how.texts.map((t) => `“${t}”`).join(" + "));
+    const defs = (how.glosses || []).flat();
+    if (defs.length) why.append(" with WordNet: ", el("i", {}, defs.join(" / ")));
+    if (how.nearest_imagenet && how.nearest_imagenet.length) {
+      why.append("; looks like ImageNet " +
+        how.nearest_imagenet.map((c) => `${c.name} (${c.cosine.toFixed(2)})`).join(", "));
+    }
+  }
   return why;
 }
 
