@@ -21,6 +21,7 @@ DEM_HP = {"hidden": 32, "epochs": 8, "batch_size": 32, "lr": 3e-3}
 @pytest.fixture()
 def ds(tmp_path, monkeypatch):
     monkeypatch.setenv("ZSLR_DATA", str(tmp_path / "data"))   # the text cache goes here, not into ~
+    monkeypatch.delenv("ZSLR_CACHE", raising=False)           # (the suite's session cache would take it)
     return make_synthetic(n_classes=12, n_unseen=4, n_val=3, n_attributes=10, images_per_class=16, feature_dim=16,
                           hidden_dim=16, feature_noise=0.5, seed=0)
 
