@@ -70,6 +70,7 @@ def test_general_cli_prints_the_heldout_table(general_root):
     assert r.exit_code == 0, r.output
     assert "<- chosen on val" in r.output and "conse" in r.output and "test top-1" in r.output
     assert "correction" in r.output
+    assert ("WordNet definitions, weight" in r.output) == bool(gen.load_general_model(data_root=general_root).gloss_weight)
     r = CliRunner().invoke(cli, ["general", "--data-root", str(general_root), "--json"])
     assert set(json.loads(r.stdout)["selection"]["chosen"].split("+")) <= {"dem", "ridge", "nbr"}
 

@@ -64,4 +64,10 @@ def format_selection(model) -> str:
     n = len(model.templates)
     lines.append(f"prompt {model.template!r}" + (f" (+{n - 1} more templates, averaged)" if n > 1 else "")
                  + f"; refit on all 1000 classes; built in {sel['build_seconds']}s")
+    bare = [r["val_top1"] for r in sel.get("ridge", []) if not r.get("gloss")]
+    if model.gloss_weight and bare:     # glosses had to beat names alone on val to be on
+        lines.append(f"names read with their WordNet definitions, weight {model.gloss_weight:g} (ridge val top-1: "
+                     f"names alone {max(bare):.3f}, with definitions {best['ridge']['val_top1']:.3f})")
+    elif bare:
+        lines.append("names read alone: WordNet definitions did not beat them on val")
     return "\n".join(lines)
