@@ -226,6 +226,7 @@ def test_glosses_lookup_and_mixing_hand_worked(monkeypatch):
     assert gen.glosses_of("bobcat") == ("small lynx of North America",)
     assert gen.glosses_of("a Bobcat") == gen.glosses_of("bobcats") == gen.glosses_of("bobcat")
     assert gen.glosses_of("a striped animal in the water") == ()
+    assert gen.glosses_of("Black billed Cuckoo") == gen.glosses_of("black-billed  cuckoo") != ()
     assert len(gen.glosses_of("bat")) >= 2              # the animal and the club: both kept, nothing tells them apart
     table = {"small lynx of North America": [0.0, 1.0, 0.0], "one": [0.0, 0.0, 2.0], "two": [0.0, 2.0, 0.0]}
     calls = []

@@ -64,7 +64,7 @@ from ..errors import CheckpointError, IncompatibleError, InvalidInputError
 from ..fileio import atomic_write
 from .names import as_name
 
-FORMAT = "zslr-general-4"
+FORMAT = "zslr-general-5"
 HEAD_BACKBONES = ("efficientnet-lite0", "resnet101")   # backbones whose ImageNet head ships with their weights
 # Prompt candidates: a single template, or an ensemble (text embeddings averaged, then unit-normalised).
 TEMPLATES = (("{}",), ("a photo of a {}.",),
@@ -151,15 +151,21 @@ def wordnet_glosses() -> dict[str, tuple[str, ...]]:
         if not definition:
             continue
         for lemma in lemmas.split(","):
-            key = " ".join(lemma.split()).lower()
+            key = _lemma_key(lemma)
             if key and definition not in out.setdefault(key, []):
                 out[key].append(definition)
     return {k: tuple(v) for k, v in out.items()}
 
 
+def _lemma_key(words: str) -> str:
+    # hyphens read as spaces on both sides: CUB's "Black_billed_Cuckoo" is WordNet's "black-billed cuckoo"
+    return " ".join(words.replace("-", " ").split()).lower()
+
+
 def glosses_of(text: str) -> tuple[str, ...]:
-    """WordNet definitions of ``text`` read as a name: an exact lemma, else its singular ("zebras"); () if none."""
-    key = as_name(text).lower()
+    """WordNet definitions of ``text`` read as a name: an exact lemma (case, hyphens and spacing aside),
+    else its singular ("zebras"); () if none."""
+    key = _lemma_key(as_name(text))
     table = wordnet_glosses()
     for k in (key, key[:-1] if key.endswith("s") else None, key[:-2] if key.endswith("es") else None):
         if k and k in table:
