@@ -143,7 +143,7 @@ def wordnet_glosses() -> dict[str, tuple[str, ...]]:
     except ImportError as e:
         from ..errors import DataNotFoundError
         raise DataNotFoundError("reading names with their WordNet definitions needs `pip install timm` "
-                              "(its ImageNet synset tables ship inside the wheel)") from e
+                                "(its ImageNet synset tables ship inside the wheel)") from e
     info = ImageNetInfo("imagenet-21k")
     out: dict[str, list[str]] = {}
     for lemmas, detailed in zip(info.label_descriptions(), info.label_descriptions(detailed=True)):
