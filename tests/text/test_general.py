@@ -70,6 +70,7 @@ def test_general_cli_prints_the_heldout_table(general_root):
     assert r.exit_code == 0, r.output
     assert "<- chosen on val" in r.output and "conse" in r.output and "test top-1" in r.output
     assert "correction" in r.output
+    assert "attribute words read as" in r.output
     assert ("WordNet definitions, weight" in r.output) == bool(gen.load_general_model(data_root=general_root).gloss_weight)
     r = CliRunner().invoke(cli, ["general", "--data-root", str(general_root), "--json"])
     assert set(json.loads(r.stdout)["selection"]["chosen"].split("+")) <= {"dem", "ridge", "nbr"}
@@ -182,8 +183,8 @@ def test_cli_text_attributes_and_any_class_on_a_raw_index(awa2_index):
     r = CliRunner().invoke(cli, base + ["--attributes", "stripes,water", "--json"])
     assert r.exit_code == 0, r.output
     body = json.loads(r.stdout)
-    assert body["resolved"]["understood_as"]["texts"] == ["a photo of something with stripes.",
-                                                          "a photo of something with water."]
+    assert body["resolved"]["understood_as"]["texts"] == [g.attribute_template.replace("{}", w)
+                                                          for w in ("stripes", "water")]
     assert body["resolved"]["attributes"] == [{"name": "stripes", "weight": 1.0}, {"name": "water", "weight": 1.0}]
     assert len(body["results"]) == 3
     neg = json.loads(CliRunner().invoke(cli, base + ["--attributes", "stripes,-water", "--json"]).stdout)
@@ -203,8 +204,8 @@ def test_fusing_the_general_score_into_a_model_index_end_to_end(general_root, tm
     assert r.exit_code == 0, r.output
     fused = json.loads(r.stdout)
     how = fused["resolved"]["fusion"]
-    assert how["general_weight"] == 0.5 and how["general"]["texts"] == ["a photo of something with red.",
-                                                                       "a photo of something with circle."]
+    tpl = gen.load_general_model(data_root=general_root).attribute_template
+    assert how["general_weight"] == 0.5 and how["general"]["texts"] == [tpl.replace("{}", w) for w in ("red", "circle")]
     assert len(fused["results"]) == 5 and fused["results"] != alone["results"]
     assert "fusion" not in alone["resolved"]
     table = CliRunner().invoke(cli, base[:-1] + ["--general-weight", "0.5"]).output
@@ -245,6 +246,24 @@ def test_glosses_lookup_and_mixing_hand_worked(monkeypatch):
     out = gen.with_glosses(base[:1], ["things"], 0.5, encode)
     g = gen._unit(np.array([0.0, 0.5, 0.5]))
     np.testing.assert_allclose(out[0], gen._unit(0.5 * base[0] + 0.5 * g), atol=1e-6)
+
+
+def test_attribute_words_reading_is_chosen_on_val_word_lists(general_root):
+    """Attribute words are read the way val classes' definition-word lists retrieve their prototype best."""
+    assert gen.description_words("zebra") == ["fleet", "black-and-white", "striped", "african", "equines"]
+    assert gen.description_words("bobcat") == ["small", "lynx", "north", "america"]   # its own name left out
+    assert gen.description_words("a striped animal in the water") == []
+    m = gen.load_general_model("efficientnet-lite0", data_root=general_root)
+    rows = m.selection["attribute_words"]
+    assert [r["template"] for r in rows] == list(gen.ATTRIBUTE_TEMPLATES)
+    best = max(rows, key=lambda r: (r["val_top1"], r["val_mrr"]))
+    assert m.attribute_template == best["template"] == m.selection["attribute_template"]
+    assert best["val_classes"] >= 150 and best["val_top1"] > 5 / best["val_classes"]   # far above chance
+    said = m.prompts(["stripes"], kind="attribute")
+    assert said == [m.attribute_template.replace("{}", "stripes")]
+    from zslretrieval.text.encoder import encode_texts
+    # the word in its template, nothing else (no WordNet definitions for attribute words)
+    np.testing.assert_allclose(m.text_embeddings(["stripes"], kind="attribute"), encode_texts(said), atol=1e-6)
 
 
 def test_free_text_is_not_read_with_a_second_article(general_root):

@@ -43,6 +43,7 @@ def format_selection(model) -> str:
     """The held-out ImageNet table of a general model: val (chosen on) and test (reported) top-1 per method,
     then the deployed map with its hubness correction (chosen together on val)."""
     from ..correction import ScoreCorrection
+    from ..text.general import DESCRIPTION_WORDS
     sel = model.selection
     best = sel["best"]
     sp = sel["split"]
@@ -70,4 +71,8 @@ def format_selection(model) -> str:
                      f"names alone {max(bare):.3f}, with definitions {best['ridge']['val_top1']:.3f})")
     elif bare:
         lines.append("names read alone: WordNet definitions did not beat them on val")
+    a = best.get("attribute_words")
+    if a:   # how --attributes words are read, chosen on val classes described by words of their definitions
+        lines.append(f"attribute words read as {a['template']!r} (val top-1 {a['val_top1']:.3f}, test "
+                     f"{a['test_top1']:.3f}: classes described by {DESCRIPTION_WORDS} words of their definition)")
     return "\n".join(lines)

@@ -39,6 +39,15 @@ among ``GLOSS_WEIGHTS`` (0 = names only, so glosses must earn their place); the 
 names are looked up exactly as a user's words are. Free text and attribute words that are not a
 lemma are read as they are.
 
+Attribute words (``--attributes stripes,water``) are a list of words, each projected alone and the
+unit outputs summed with their weights. How a word is read is chosen on val with word lists whose
+answer is known: each val class is described by the first ``DESCRIPTION_WORDS`` content words of its
+first WordNet definition, its own name's words left out ("any of several fleet black-and-white
+striped African equines" -> fleet, black-and-white, striped, african, equines), and that list must
+retrieve the class's prototype among the val prototypes, with the deployed map fitted on the train
+classes and its correction. Candidates: ``ATTRIBUTE_TEMPLATES``. Glosses are not applied to
+attribute words.
+
 Baselines measured in the same run: ridge (closed form, text -> unit prototype) and ConSE
 (Norouzi et al. 2014): an image is the convex combination of the text embeddings of its top-T
 classes, weighted by the classifier's softmax; on held-out classes the "image" is the held-out
@@ -52,6 +61,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -64,7 +74,7 @@ from ..errors import CheckpointError, IncompatibleError, InvalidInputError
 from ..fileio import atomic_write
 from .names import as_name
 
-FORMAT = "zslr-general-5"
+FORMAT = "zslr-general-6"
 HEAD_BACKBONES = ("efficientnet-lite0", "resnet101")   # backbones whose ImageNet head ships with their weights
 # Prompt candidates: a single template, or an ensemble (text embeddings averaged, then unit-normalised).
 TEMPLATES = (("{}",), ("a photo of a {}.",),
@@ -73,10 +83,16 @@ TEMPLATES = (("{}",), ("a photo of a {}.",),
               "a photo of a small {}.", "a photo of a large {}.", "a picture of a {}.", "a blurry photo of a {}."))
 # Share of the WordNet definitions in a name's embedding (module docstring); 0 first: names alone win ties.
 GLOSS_WEIGHTS = (0.0, 0.3, 0.5, 0.7)
-# Attribute words are not names: "a photo of a stripes." reads as nonsense to the encoder, so an
-# attribute is read in a sentence of its own. No ImageNet validation exists for attribute phrasing;
-# it is fixed by readability, not chosen.
+# How attribute words are read, chosen on val (module docstring, "attribute words"); listed simplest
+# first (ties keep the earlier). ATTRIBUTE_TEMPLATE: the reading of a model saved without the choice.
+ATTRIBUTE_TEMPLATES = ("{}", "something {}.", "a photo of a {}.", "a photo of something with {}.")
 ATTRIBUTE_TEMPLATE = "a photo of something with {}."
+DESCRIPTION_WORDS = 6   # content words of a definition that make a val class's word-list description
+# Function words and WordNet's hedges, left out of a definition's word list (what remains describes).
+_STOP_WORDS = frozenset(
+    "a an the of and or to in on with by for from as at that which who is are be its it their usually often "
+    "having has have any several various especially some most many genus family order e g i kind type called "
+    "used like one two three four five".split())
 # Deployed-map candidates: each map's share of the summed unit outputs (simplest first: they win ties).
 MIXES = ({"dem": 1.0}, {"ridge": 1.0}, {"nbr": 1.0}, {"dem": 0.5, "ridge": 0.5}, {"dem": 0.5, "nbr": 0.5},
          {"ridge": 0.5, "nbr": 0.5})
@@ -171,6 +187,20 @@ def glosses_of(text: str) -> tuple[str, ...]:
         if k and k in table:
             return table[k]
     return ()
+
+
+def description_words(name: str, limit: int = DESCRIPTION_WORDS) -> list[str]:
+    """The first ``limit`` content words of the first WordNet definition of ``name``, without the
+    name's own words or ``_STOP_WORDS`` (a word-list description with a known answer; [] if no synset)."""
+    defs = glosses_of(name)
+    if not defs:
+        return []
+    own = set(_lemma_key(as_name(name)).split())
+    out: list[str] = []
+    for w in re.findall(r"[a-z][a-z-]*[a-z]", defs[0].lower()):
+        if w not in _STOP_WORDS and w not in own and w not in out:
+            out.append(w)
+    return out[:limit]
 
 
 def with_glosses(base: np.ndarray, texts: Sequence[str], weight: float,
@@ -373,13 +403,18 @@ class GeneralModel:
 
     def text_embeddings(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
         """Sentence embeddings (n, 384) of ``texts`` read as names (this model's prompt ensemble) or, with
-        ``kind="attribute"``, as attribute words (``ATTRIBUTE_TEMPLATE``)."""
+        ``kind="attribute"``, as attribute words (``attribute_template``)."""
         from .encoder import apply_template, encode_texts
         if kind == "attribute":
-            return encode_texts(apply_template(texts, ATTRIBUTE_TEMPLATE))
+            return encode_texts(apply_template(texts, self.attribute_template))
         names = [as_name(t) for t in texts]
         base = prompt_embeddings(lambda tpl: encode_texts(apply_template(names, tpl)), self.templates)
         return with_glosses(base, names, self.gloss_weight, encode_texts)
+
+    @property
+    def attribute_template(self) -> str:
+        """How an attribute word is read (chosen on val; models saved before the choice: ATTRIBUTE_TEMPLATE)."""
+        return str(self.hparams.get("attribute_template", ATTRIBUTE_TEMPLATE))
 
     @property
     def gloss_weight(self) -> float:
@@ -390,7 +425,7 @@ class GeneralModel:
         """The sentences ``texts`` are read as (first template of an ensemble), for "understood as"."""
         from .encoder import apply_template
         if kind == "attribute":
-            return apply_template(texts, ATTRIBUTE_TEMPLATE)
+            return apply_template(texts, self.attribute_template)
         return apply_template([as_name(t) for t in texts], self.template)
 
     def glosses(self, texts: Sequence[str], kind: str = "name") -> list[list[str]]:
@@ -500,7 +535,7 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
                         cache_dir: str | os.PathLike | None = None,
                         log: Callable[[str], None] | None = None) -> GeneralModel:
     """Select (on val classes) and fit the general model for ``backbone``; see the module docstring."""
-    from ..correction import candidates as correction_candidates
+    from ..correction import ScoreCorrection, candidates as correction_candidates
     from ..features.backbones import canonical_backbone
     from .encoder import encode_vocabulary, encoder_id
     say = log or (lambda _m: None)
@@ -607,8 +642,30 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
     say(f"chosen: {method} ({mix}) with correction {best_m['correction']['kind']} "
         f"(val top-1 {best_m['val_top1']:.3f}; dem {best_d['val_top1']:.3f}, ridge {best_r['val_top1']:.3f} uncorrected)")
 
-    # 6. refit the chosen configuration on all 1000 classes; the reference = the 1000 names' queries
-    hp: dict[str, Any] = {"mix": mix, "gloss": gloss}
+    # 6. how attribute words are read: val classes described by words of their definitions (docstring)
+    corr = ScoreCorrection.from_dict(best_m["correction"])
+    ptr = _predict(mix, ridge_tr, dem_tr, nbr_tr, t[tr], exclude_self=True)
+    desc = {int(i): description_words(names[i]) for i in np.concatenate([va, te])}
+    attr_rows = []
+    for tpl in ATTRIBUTE_TEMPLATES:
+        r = {"template": tpl}
+        for part, rows in (("val", va), ("test", te)):
+            rows = np.array([i for i in rows if desc[int(i)]])
+            vocab = sorted({x for i in rows for x in desc[int(i)]})
+            proj = dict(zip(vocab, _predict(mix, ridge_tr, dem_tr, nbr_tr,
+                                            encode_vocabulary(vocab, template=tpl, cache_dir=cache_dir))))
+            pred = _unit(np.stack([np.sum([proj[x] for x in desc[int(i)]], axis=0) for i in rows]))
+            h = heldout_retrieval(pred, protos[rows], ptr, corr)
+            r.update({f"{part}_top1": h["top1"], f"{part}_mrr": round(h["mrr"], 4), f"{part}_classes": len(rows)})
+        attr_rows.append(r)
+    best_a = max(attr_rows, key=key)
+    sel.update(attribute_words=attr_rows, attribute_template=best_a["template"])
+    sel["best"]["attribute_words"] = best_a
+    say(f"attribute words: read as {best_a['template']!r} (val top-1 {best_a['val_top1']:.3f} over "
+        f"{best_a['val_classes']} classes described by definition words)")
+
+    # 7. refit the chosen configuration on all 1000 classes; the reference = the 1000 names' queries
+    hp: dict[str, Any] = {"mix": mix, "gloss": gloss, "attribute_template": best_a["template"]}
     ridge = dem = None
     if "ridge" in mix:
         hp["alpha"] = best_r["alpha"]
