@@ -274,3 +274,18 @@ def test_free_text_is_not_read_with_a_second_article(general_root):
     if m.gloss_weight:     # chosen on val; when on, "understood as" shows the definitions used
         assert m.glosses(["bobcat", "a striped animal"]) == [["small lynx of North America"], []]
         assert m.glosses(["stripes"], kind="attribute") == [[]]
+
+
+def test_missing_timm_names_the_package(monkeypatch):
+    """The WordNet tables come from timm's wheel; without it the error says what to install (exit 2)."""
+    from zslretrieval.errors import DataNotFoundError
+    monkeypatch.setitem(__import__("sys").modules, "timm.data", None)   # import of timm.data now fails
+    gen.wordnet_glosses.cache_clear()
+    try:
+        with pytest.raises(DataNotFoundError, match="pip install timm"):
+            gen.glosses_of("zebra")
+    finally:
+        gen.wordnet_glosses.cache_clear()
+    # a model whose val choice kept names alone never needs the tables
+    base = np.eye(2, dtype=np.float32)
+    assert gen.with_glosses(base, ["zebra", "okapi"], 0.0, lambda d: 1 / 0) is base
