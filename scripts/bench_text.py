@@ -77,7 +77,7 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
     imagenet_names = {c.lower() for c in cats}
     # the baselines read the ImageNet names exactly as the model does (same prompt and WordNet glosses)
     cat_text = with_glosses(prompt_embeddings(lambda tpl: encode_vocabulary(cats, template=tpl), model.templates),
-                            cats, model.gloss_weight, lambda d: encode_vocabulary(d))
+                            cats, model.gloss_weight, encode_vocabulary)
     ridge = fit_ridge(cat_text, unit(w), model.selection["best"]["ridge"]["alpha"])
     conse_t = model.selection["best"]["conse"]["T"]
     rows, out = [], {}

@@ -203,6 +203,34 @@ def description_words(name: str, limit: int = DESCRIPTION_WORDS) -> list[str]:
     return out[:limit]
 
 
+def gloss_embeddings(texts: Sequence[str], encode: Callable[[list[str]], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(G (n, E), has (n,) bool)``: row i the unit mean of the embeddings of ``texts[i]``'s WordNet
+    definitions (``encode`` embeds a list of them, E wide), where it has any (``has``); zero rows
+    elsewhere (E = 0 when no text has any). Independent of the weight: a build computes it once for
+    every candidate weight (:func:`mix_glosses`)."""
+    found = [glosses_of(t) for t in texts]
+    flat = sorted({d for ds in found for d in ds})
+    has = np.array([bool(ds) for ds in found], bool)
+    g = np.zeros((len(texts), 0), np.float32)
+    if flat:
+        e = np.asarray(encode(flat), np.float32)
+        emb, g = dict(zip(flat, e)), np.zeros((len(texts), e.shape[1]), np.float32)
+        for i, ds in enumerate(found):
+            if ds:
+                g[i] = _unit(np.mean([emb[d] for d in ds], axis=0))
+    return g, has
+
+
+def mix_glosses(base: np.ndarray, g: np.ndarray, has: np.ndarray, weight: float) -> np.ndarray:
+    """Rows of ``base`` with glosses (``has``) -> unit ``(1 - weight) x base + weight x g``; others unchanged."""
+    if not weight or not has.any():
+        return base
+    out = np.array(base, np.float32, copy=True)
+    for i in np.flatnonzero(has):
+        out[i] = _unit((1.0 - weight) * out[i] + weight * g[i])
+    return out
+
+
 def with_glosses(base: np.ndarray, texts: Sequence[str], weight: float,
                  encode: Callable[[list[str]], np.ndarray]) -> np.ndarray:
     """(n, 384) name embeddings ``base`` of ``texts`` mixed with their glosses' (module docstring).
@@ -212,17 +240,7 @@ def with_glosses(base: np.ndarray, texts: Sequence[str], weight: float,
     """
     if not weight:
         return base
-    found = [glosses_of(t) for t in texts]
-    flat = sorted({d for ds in found for d in ds})
-    if not flat:
-        return base
-    emb = dict(zip(flat, np.asarray(encode(flat), np.float32)))
-    out = np.array(base, np.float32, copy=True)
-    for i, ds in enumerate(found):
-        if ds:
-            g = _unit(np.mean([emb[d] for d in ds], axis=0))
-            out[i] = _unit((1.0 - weight) * out[i] + weight * g)
-    return out
+    return mix_glosses(base, *gloss_embeddings(texts, encode), weight)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -549,9 +567,8 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
                    for tpls in TEMPLATES for tpl in tpls}
     prompted = {tpls: prompt_embeddings(by_template.__getitem__, tpls) for tpls in TEMPLATES}
 
-    def encode_glosses(defs: list[str]) -> np.ndarray:
-        return encode_vocabulary(defs, cache_dir=cache_dir)
-    texts = {(tpls, g): with_glosses(t, names, g, encode_glosses) for tpls, t in prompted.items() for g in GLOSS_WEIGHTS}
+    name_glosses = gloss_embeddings(names, lambda defs: encode_vocabulary(defs, cache_dir=cache_dir))
+    texts = {(tpls, g): mix_glosses(t, *name_glosses, g) for tpls, t in prompted.items() for g in GLOSS_WEIGHTS}
     sel: dict[str, Any] = {"seed": seed, "split": {"train": len(tr), "val": len(va), "test": len(te)},
                            "chance": 1.0 / len(va), "metric": "held-out prototype retrieval top-1 (cosine)"}
 
@@ -620,10 +637,11 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
     dem_tr.eval()
     nbr_tr = (t[tr], protos[tr], best_n["T"], best_n["tau"])
     mix_rows = []
+    refs = {}   # each map's reference queries (train names), reused by step 6 for the chosen one
     for mix in map(dict, MIXES):
         meth = _method_of(mix)
         pva, pte = (_predict(mix, ridge_tr, dem_tr, nbr_tr, t[rows]) for rows in (va, te))
-        ptr = _predict(mix, ridge_tr, dem_tr, nbr_tr, t[tr], exclude_self=True)
+        ptr = refs[meth] = _predict(mix, ridge_tr, dem_tr, nbr_tr, t[tr], exclude_self=True)
         base = None
         for corr in correction_candidates():
             r = {"mix": mix, "method": meth, "correction": corr.to_dict(), **score(pva, pte, ptr, corr)}
@@ -643,8 +661,7 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
         f"(val top-1 {best_m['val_top1']:.3f}; dem {best_d['val_top1']:.3f}, ridge {best_r['val_top1']:.3f} uncorrected)")
 
     # 6. how attribute words are read: val classes described by words of their definitions (docstring)
-    corr = ScoreCorrection.from_dict(best_m["correction"])
-    ptr = _predict(mix, ridge_tr, dem_tr, nbr_tr, t[tr], exclude_self=True)
+    corr, ptr = ScoreCorrection.from_dict(best_m["correction"]), refs[method]
     desc = {int(i): description_words(names[i]) for i in np.concatenate([va, te])}
     attr_rows = []
     for tpl in ATTRIBUTE_TEMPLATES:
