@@ -114,8 +114,10 @@ def test_bad_text_queries():
     _, eng = engine()
     with pytest.raises(InvalidInputError, match="zero"):
         eng.run([QuerySpec("attributes", "stripes=0, big_cat=0")])
-    with pytest.raises(InvalidInputError, match="no letters"):
-        eng.run([QuerySpec("class", "__")])
+    for kind, text in (("class", "__"), ("class", "---"), ("text", "?! ..."), ("attributes", "stripes, --")):
+        with pytest.raises(InvalidInputError, match="no letters or digits"):
+            eng.run([QuerySpec(kind, text)])
+    assert eng.run([QuerySpec("class", "747")])[0].resolved["class"] == "747"   # digits name things
     with pytest.raises(IncompatibleError, match="need an index built with a model"):
         eng.run([QuerySpec("vector", "1,2")])
     assert parse_query_line("text: a zebra in water") == QuerySpec("text", "a zebra in water")

@@ -29,22 +29,32 @@ NEAREST_CLASSES = 3
 __all__ = ["general_query", "humanise", "query_texts", "text_descriptor"]
 
 
+def _has_word(text: str) -> bool:
+    # "---" or "?!" would be encoded as a sentence and answered with confident-looking hits; nothing in
+    # it names anything, so it is refused like an empty name (digits count: "747" is a name)
+    return any(c.isalnum() for c in text)
+
+
 def query_texts(spec: QuerySpec) -> tuple[list[str], list[float], dict[str, Any]]:
     """The texts a text/class/attributes query stands for, their signed weights, and the resolved form."""
     if spec.kind == "text":
         text = " ".join(spec.text.split())
+        if not _has_word(text):
+            raise InvalidInputError(f"text {spec.text!r} has no letters or digits; expected a description such as "
+                                    "'a striped animal in the water'")
         return [text], [1.0], {"text": text}
     if spec.kind == "class":
         name = class_text(spec.text)
-        if not name:
-            raise InvalidInputError(f"class name {spec.text!r} has no letters; expected e.g. 'zebra'")
+        if not _has_word(name):
+            raise InvalidInputError(f"class name {spec.text!r} has no letters or digits; expected e.g. 'zebra'")
         return [name], [1.0], {"class": name}
     if spec.kind == "attributes":
         merged: dict[str, float] = {}
         for t in parse_attribute_terms(spec.text):
             words = attribute_text(t.name)
-            if not words:
-                raise InvalidInputError(f"attribute {t.name!r} has no letters; expected a word such as 'stripes'")
+            if not _has_word(words):
+                raise InvalidInputError(f"attribute {t.name!r} has no letters or digits; expected a word such as "
+                                        "'stripes'")
             merged.pop(words, None)           # a name given twice keeps its last weight, in its last place
             merged[words] = t.weight
         if not any(merged.values()):
