@@ -228,6 +228,8 @@ def replace_block(text: str, block: str) -> str | None:
     return pattern.sub(lambda _: f"{MARK_START}\n{block}{MARK_END}", text, count=1)
 
 
+KEEP_MARK = "<!-- kept: the sections below are hand-written; benchmark_models.py keeps them -->"
+
 NOTES = """
 ### Notes on the models
 
@@ -307,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     text = report(runs, args, models, chances, data_desc)
     print(text)
     out = Path(args.out)
-    atomic_write(out, lambda f: f.write(("# Results\n\n" + text + NOTES).encode()))
+    # hand-written sections below KEEP_MARK (experiments, diagnostics) survive a regeneration
+    old_out = out.read_text() if out.is_file() else ""
+    kept = old_out[old_out.index(KEEP_MARK):] if KEEP_MARK in old_out else ""
+    atomic_write(out, lambda f: f.write(("# Results\n\n" + text + NOTES + ("\n" + kept if kept else "")).encode()))
     print(f"wrote {out}")
     readme = Path(args.readme)
     if not args.no_readme and readme.is_file():
