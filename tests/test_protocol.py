@@ -58,7 +58,9 @@ SMALL_NEURAL = {
 
 @pytest.mark.parametrize("model,hp", [("eszsl", None), ("eszsl", {"kernel": "rbf", "landmarks": 40}),
                                       ("sae", None), ("dem", DEM_HP),
-                                      *[(m, hp) for m, hp in SMALL_NEURAL.items()]])
+                                      *[(m, hp) for m, hp in SMALL_NEURAL.items()],
+                                      ("ensemble", {"pool": ["eszsl", "dem", "ssl"], **{f"dem.{k}": v for k, v in DEM_HP.items()},
+                                                    **{f"ssl.{k}": v for k, v in SMALL_NEURAL["ssl"].items()}})])
 def test_selection_never_reads_test_data(model, hp):
     ds, test_rows = _poisoned(_small())
     res = select_and_train(ds, model, seed=0, hparams=hp)
@@ -89,6 +91,26 @@ def test_eszsl_selection_picks_best_val_candidate_and_fills_card():
     assert card.unseen_classes == [ds.class_names[c] for c in ds.split_classes("test_unseen")]
     assert card.selection is res.selection and card.train_seconds >= 0
     assert np.isfinite(res.selection["gzsl_calibration"])
+
+
+def test_ensemble_members_are_chosen_by_their_own_runs_and_the_subset_on_val():
+    ds = _small(2)
+    hp = {"pool": ["eszsl", "dem"], **{f"dem.{k}": v for k, v in DEM_HP.items()}}
+    res = select_and_train(ds, "ensemble", seed=1, hparams=hp)
+    sel = res.selection
+    # each member's hyper-parameters and epochs: what its own protocol run chooses
+    for name, own in (("eszsl", None), ("dem", DEM_HP)):
+        alone = select_and_train(ds, name, seed=1, hparams=own)
+        assert sel["chosen"]["member_hparams"][name] == alone.card.hparams
+    # the subset: best val top-1 among every non-empty subset of the pool, fewer members on ties
+    table = sel["candidates"]
+    assert [c["hparams"]["members"] for c in table] == [["eszsl"], ["dem"], ["eszsl", "dem"]]
+    best = max(range(len(table)), key=lambda i: (table[i]["val_top1"], -i))
+    assert sel["chosen"]["members"] == table[best]["hparams"]["members"] == res.card.hparams["members"]
+    assert [m.name for m in res.model.members] == table[best]["hparams"]["members"]
+    assert res.card.model == "ensemble" and res.card.metric == "ip"
+    with pytest.raises(InvalidInputError, match="unknown hyper-parameter"):
+        select_and_train(ds, "ensemble", hparams={"pool": ["eszsl"], "epochs": 3})
 
 
 def test_iterative_model_keeps_best_epoch_and_refits_with_it():

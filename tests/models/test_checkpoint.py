@@ -27,7 +27,9 @@ CASES = [("eszsl", {"gamma": 0.5, "lam": 2.0}), ("sae", {"lam": 10.0, "direction
          ("sae", {"lam": 10.0, "direction": "decoder"}),
          ("dem", {"hidden": 16, "epochs": 3, "batch_size": 16, "lr": 1e-3}),
          ("dem", {"hidden": 16, "epochs": 3, "feature_norm": "standardize"}),
-         ("dem", {"hidden": 16, "epochs": 3, "feature_norm": "whiten", "whiten_dim": 6})]
+         ("dem", {"hidden": 16, "epochs": 3, "feature_norm": "whiten", "whiten_dim": 6}),
+         ("ensemble", {"pool": ["eszsl", "dem"], "member_hparams": {"eszsl": {"gamma": 0.5, "lam": 2.0},
+                                                                    "dem": {"hidden": 16, "epochs": 3}}})]
 
 
 @pytest.mark.parametrize("name,hp", CASES)

@@ -124,8 +124,12 @@ def train_cmd(model: str, out: str | None, **kw) -> None:
     sel = report.selection
     click.echo(f"model {report.card.model} on {report.card.dataset} (seed {report.card.seed})")
     click.echo(f"{'candidate':<60} {'val top-1':>9} {'epoch':>6}")
-    for c in sel["candidates"]:
-        hp = ", ".join(f"{k}={v}" for k, v in c["hparams"].items())
+    cands = sel["candidates"]
+    # what the candidates share (dataset facts, an ensemble's member settings) is in the chosen line
+    shared = {k for k, v in cands[0]["hparams"].items() if all(c["hparams"].get(k) == v for c in cands)} \
+        if len(cands) > 1 else set()
+    for c in cands:
+        hp = ", ".join(f"{k}={v}" for k, v in c["hparams"].items() if k not in shared) or "(the only one)"
         click.echo(f"{hp:<60} {c['val_top1']:>9.4f} {str(c.get('best_epoch') or '-'):>6}")
     click.echo(f"chosen: {sel['chosen']}" + (f", epochs={sel['epochs']}" if sel.get("epochs") else "")
                + f"  (val top-1 {sel['val_top1']:.4f}, GZSL calibration {sel['gzsl_calibration']:.4g})")

@@ -265,7 +265,9 @@ def _candidates(cls: type[ZslModel], hparams: dict | None, facts: dict | None = 
     """The grid with dataset facts, then user-given values, overriding it; duplicates removed, order kept."""
     fixed = {**(facts or {}), **(hparams or {})}
     out: list[dict[str, Any]] = []
-    for c in cls.search_space() or [{}]:
+    # a composite model's grid depends on what is fixed (the ensemble: subsets of its pool)
+    space = cls.search_space_for(fixed) if hasattr(cls, "search_space_for") else cls.search_space()
+    for c in space or [{}]:
         merged = {**c, **fixed}
         cls._coerce_hparams(merged)  # unknown names -> InvalidInputError before any training
         if merged not in out:
@@ -313,7 +315,12 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
     if not 0.0 <= holdout < 1.0:
         raise InvalidInputError(f"holdout={holdout}; must be in [0, 1)")
     cls = get_model_class(model_name)
-    candidates = _candidates(cls, hparams_for(model_name, hparams), dataset_hparams(cls, dataset))
+    own = hparams_for(model_name, hparams)
+    facts = dataset_hparams(cls, dataset)
+    if getattr(cls, "composite", False) and "member_hparams" not in own:
+        facts["member_hparams"] = _select_members(dataset, cls, own, hparams, seed=seed, device=device, log=log,
+                                                  modalities=modalities, holdout=holdout, patience=patience)
+    candidates = _candidates(cls, own, facts)
     train_c, val_c = _check_protocol_splits(dataset)
     sem, dims = semantic_matrix(dataset, modalities)
     _seed_everything(seed)
@@ -448,6 +455,22 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
         feature_transform=dataset.feature_transform, selection=selection, train_seconds=round(train_seconds, 3),
         text_encoder=_text_encoder(modalities))
     return TrainResult(model=model, card=card, selection=selection)
+
+
+def _select_members(dataset: ZslDataset, cls: type[ZslModel], own: dict[str, Any], hparams: dict | None, *,
+                    seed: int, device: str, log: Log, modalities: Sequence[str], holdout: float,
+                    patience: int) -> dict[str, dict[str, Any]]:
+    """Each pool member's hyper-parameters and epochs, chosen on val by its own protocol run (same
+    seed, split and held-out images as the ensemble's); user values scoped ``member.key`` reach it."""
+    pool = cls.member_names(cls._coerce_hparams({"pool": own["pool"]} if "pool" in own else {}))
+    scoped = {k: v for k, v in (hparams or {}).items() if "." in k and k.split(".")[0] != cls.name}
+    chosen: dict[str, dict[str, Any]] = {}
+    for name in pool:
+        log(f"[{cls.name}] member {name}: its own selection on val")
+        run = select_and_train(dataset, name, seed=seed, hparams=scoped, device=device, log=log,
+                               modalities=modalities, holdout=holdout, patience=patience)
+        chosen[name] = run.card.hparams
+    return chosen
 
 
 def _text_encoder(modalities) -> str:
