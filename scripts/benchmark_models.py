@@ -245,6 +245,9 @@ NOTES = """
   latent softmax classifier (`ACMR.gzsl_scores`) is not what this table reports: the protocol scores
   every model by its embeddings (cosine of latent means for `acmr`).
 - GZSL columns are uncalibrated except "H cal.", whose calibrated-stacking offset was chosen on val.
+- `ensemble` sums its members' cosines, one weight per member (1 / spread on the training images);
+  each member is first selected by its own protocol run, then the subset of the pool on val; its
+  `train s` include those member runs.
 """
 
 

@@ -376,7 +376,9 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
             model.to(device)
             val.observe(i, _Scorer(model, device), 1, table[i], winner)
             table[i].final_loss = float(losses[-1]) if losses else None
-            log(f"[{model_name}] {candidates[i]}: val top-1 {table[i].val_top1:.4f}, "
+            # a composite model's member settings are the same in every candidate (logged when chosen)
+            shown = {k: v for k, v in candidates[i].items() if k != "member_hparams"}
+            log(f"[{model_name}] {shown}: val top-1 {table[i].val_top1:.4f}, "
                 f"val mAP {table[i].val_map if table[i].val_map is not None else float('nan'):.4f}")
         per = round((time.perf_counter() - t0) / max(1, len(candidates)), 3)
         for r in table:
