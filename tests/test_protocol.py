@@ -111,6 +111,11 @@ def test_ensemble_members_are_chosen_by_their_own_runs_and_the_subset_on_val():
     assert res.card.model == "ensemble" and res.card.metric == "ip"
     with pytest.raises(InvalidInputError, match="unknown hyper-parameter"):
         select_and_train(ds, "ensemble", hparams={"pool": ["eszsl"], "epochs": 3})
+    # members fixed by the user: only they run their own selection, and there is one candidate
+    logs = []
+    fixed = select_and_train(ds, "ensemble", seed=1, hparams={"members": ["eszsl"]}, log=logs.append)
+    assert [m for m in logs if "its own selection" in m] == ["[ensemble] member eszsl: its own selection on val"]
+    assert len(fixed.selection["candidates"]) == 1 and [m.name for m in fixed.model.members] == ["eszsl"]
 
 
 def test_iterative_model_keeps_best_epoch_and_refits_with_it():

@@ -116,10 +116,13 @@ class Ensemble(ZslModel):
         """Each candidate subset built from members fitted once each on (x, y, s); yields
         ``(model, losses)`` in order, each equal to :meth:`fit` on its own."""
         fitted: dict[str, tuple[ZslModel, float, float]] = {}
+        checked = None
         for hp in candidates:
             model = cls(feature_dim, semantic_dims, hp)
             names = cls.member_names(model.hparams)
-            xs, ys, ss = check_fit_inputs(model, x, y, s)
+            if checked is None:
+                checked = check_fit_inputs(model, x, y, s)
+            xs, ys, ss = checked
             for n, m in zip(names, model.members):
                 if n not in fitted:
                     loss = _fit_member(m, xs, ys, ss, seed)

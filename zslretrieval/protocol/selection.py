@@ -464,7 +464,8 @@ def _select_members(dataset: ZslDataset, cls: type[ZslModel], own: dict[str, Any
                     patience: int) -> dict[str, dict[str, Any]]:
     """Each pool member's hyper-parameters and epochs, chosen on val by its own protocol run (same
     seed, split and held-out images as the ensemble's); user values scoped ``member.key`` reach it."""
-    pool = cls.member_names(cls._coerce_hparams({"pool": own["pool"]} if "pool" in own else {}))
+    # the members a user fixed, else the whole pool: no selection run for a model the ensemble cannot use
+    pool = cls.member_names(cls._coerce_hparams({k: own[k] for k in ("pool", "members") if k in own}))
     scoped = {k: v for k, v in (hparams or {}).items() if "." in k and k.split(".")[0] != cls.name}
     chosen: dict[str, dict[str, Any]] = {}
     for name in pool:
