@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from zslretrieval.data import load_dataset  # noqa: E402
 from zslretrieval.data.base import semantic_matrix  # noqa: E402
+from zslretrieval.metrics import per_class_top1  # noqa: E402
 from zslretrieval.protocol.selection import select_and_train  # noqa: E402
 
 
@@ -40,10 +41,9 @@ def unseen_scores(model, x: np.ndarray, sem: np.ndarray, batch: int = 8192) -> n
                            .double().numpy() for i in range(0, len(x), batch)])
 
 
-def per_class_top1(scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> float:
-    """Mean over classes of the share of their images whose best-scoring class is their own."""
-    pred = classes[scores.argmax(1)]
-    return float(np.mean([np.mean(pred[labels == c] == c) for c in classes]))
+def top1(scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> float:
+    """Per-class top-1 of (n, C) scores over ``classes`` (the project's metric)."""
+    return per_class_top1(classes[scores.argmax(1)], labels, classes)
 
 
 def zscore_rows(s: np.ndarray) -> np.ndarray:
@@ -69,14 +69,14 @@ def main() -> None:
         t0 = time.perf_counter()
         run = select_and_train(ds, name, seed=args.seed)
         scores[name] = zscore_rows(unseen_scores(run.model, ds.features[te], sem[unseen]))
-        rows.append((name, per_class_top1(scores[name], labels, unseen), run.selection.get("val_top1"),
+        rows.append((name, top1(scores[name], labels, unseen), run.selection.get("val_top1"),
                      time.perf_counter() - t0))
     print(f"# Score ensembles on {args.dataset} (seed {args.seed}, {len(unseen)} unseen test classes, "
           f"{len(te):,} images); {platform.processor() or platform.machine()}, {os.cpu_count()} cpus\n")
     print("| models | T1 (test) | val top-1 of the model | train s |\n|---|---|---|---|")
     for name, t1, val, secs in rows:
         print(f"| {name} | {t1:.3f} | {val:.3f} | {secs:.0f} |")
-    combos = [(per_class_top1(sum(scores[m] for m in c), labels, unseen), "+".join(c))
+    combos = [(top1(sum(scores[m] for m in c), labels, unseen), "+".join(c))
               for r in range(2, len(args.models) + 1) for c in itertools.combinations(args.models, r)]
     for t1, name in sorted(combos, reverse=True):
         print(f"| {name} (z-score sum) | {t1:.3f} | – | – |")
