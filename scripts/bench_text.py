@@ -4,12 +4,14 @@ text as a modality on awa1-lampert, and query latency. Prints one table per part
 
 1. General model: held-out ImageNet prototype retrieval top-1 for DEM / ridge / semantic neighbours /
    ConSE and the deployed map with its hubness correction (val: chosen on; test: reported only),
-   from the model's own selection record.
+   from the model's own selection record; then the known-name anchors' share, chosen on val
+   category words.
 2. Photos (30 each of ../shared/data/photos/{awa2,cub,sun}): `zslr index DIR` (raw features), then
    every folder class name asked as --text through the engine; mAP vs chance (share of the class's
    photos), with the general model's hubness correction (the default) and with --raw-scores; the
-   rank of each class's first photo, '*' marking names that are ImageNet classes. Ridge and ConSE
-   columns rank the same raw features with the baselines, same run.
+   rank of each class's first photo, '*' marking names that are ImageNet lemmas and '+' names of kinds
+   of ImageNet classes (the known-name anchors). "No anchors" ranks with the deployed map and
+   correction alone; ridge and ConSE columns rank the same raw features with the baselines, same run.
    Attribute words: awa2 photos by their class's 5 strongest AwA attributes (--attributes), and the
    demo's generated unseen classes by their 4 attribute values.
 3. awa1-lampert (real AwA1 features, proposed split): DEM trained by the protocol with attributes,
@@ -60,6 +62,13 @@ def general_part(model) -> None:
           f"{sel['split']['test']} test classes, seed {sel['seed']}; templates {model.templates!r}, WordNet gloss weight "
           f"{model.gloss_weight:g}; build "
           f"{sel['build_seconds']} s)", ["method", "val top-1", "test top-1", "chance"], rows)
+    if sel.get("anchors"):   # the hyponym anchors' share, chosen on val category words (text.general)
+        table("1b. known-name anchors: category words (\"fox\" -> red fox, kit fox ...) over held-out prototypes, "
+              "anchored on train classes; chosen: highest val mAP whose val top-1 of plain names is not lower",
+              ["hyponym share", "val mAP", "test mAP", "words val/test", "names val top-1", "names test top-1"],
+              [[f"{r['weight']:g}" + (" (chosen)" if r["weight"] == model.anchor_weight else ""),
+                f"{r['val_map']:.3f}", f"{r['test_map']:.3f}", f"{r['val_queries']}/{r['test_queries']}",
+                f"{r['val_leaf_top1']:.3f}", f"{r['test_leaf_top1']:.3f}"] for r in sel["anchors"]])
 
 
 def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
@@ -74,7 +83,9 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
     w, b, _ = imagenet_head(model.backbone)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     cats = imagenet_categories()
-    imagenet_names = {c.lower() for c in cats}
+    from zslretrieval.correction import apply_terms
+    from zslretrieval.text.general import imagenet_lemmas, name_anchors
+    mark = {"exact": "*", "hyponym": "+", None: ""}
     # the baselines read the ImageNet names exactly as the model does (same prompt and WordNet glosses)
     cat_text = with_glosses(prompt_embeddings(lambda tpl: encode_vocabulary(cats, template=tpl), model.templates),
                             cats, model.gloss_weight, encode_vocabulary)
@@ -100,24 +111,30 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
         s_conse = q_text @ img_text.T
         m_ridge = mean_average_precision(s_ridge, np.array(classes), labels)[0]
         m_conse = mean_average_precision(s_conse, np.array(classes), labels)[0]
+        # the deployed map and correction without known-name anchors: what the anchors add
+        g_ids, g_x, g_scale, g_off = eng._general_gallery()
+        s_plain = apply_terms(model.text_to_visual(q_text).astype(np.float64) @ g_x.T.astype(np.float64),
+                              g_scale, g_off)
+        m_plain = mean_average_precision(s_plain, np.array(classes), np.array([lab_of[int(i)] for i in g_ids]))[0]
         right = sum(r == 1 for r in res["first_right"].values())
         raw_right = sum(r == 1 for r in raw["first_right"].values())
         rows.append([name, res["n_images"], res["n_classes"], f"{res['chance']:.3f}", f"{res['map']:.3f}",
                      f"{right}/{len(classes)}", f"{raw['map']:.3f}", f"{raw_right}/{len(classes)}",
-                     f"{m_ridge:.3f}", f"{m_conse:.3f}"])
+                     f"{m_plain:.3f}", f"{m_ridge:.3f}", f"{m_conse:.3f}"])
         out[name] = (res, idx, eng)
         print(f"\n{name} per class: query -> rank of its first photo (label of the first hit if wrong), "
-              "'*' = the name is an ImageNet class; corrected | raw scores:")
+              "'*' = the name is an ImageNet class's lemma, '+' = it names kinds of ImageNet classes (anchors); "
+              "corrected | raw scores:")
         for c in classes:
             q = res["queries"][c]
             wrong = "" if res["first_right"][c] == 1 else f" ({res['top1'][c]})"
-            print(f"  {q + ('*' if q.lower() in imagenet_names else ''):<36} {res['first_right'][c]:>3}{wrong:<30} | "
+            print(f"  {q + mark[name_anchors(q, imagenet_lemmas())[1]]:<36} {res['first_right'][c]:>3}{wrong:<30} | "
                   f"{raw['first_right'][c]:>3}")
     corr = model.correction.describe()
     table(f"2a. class-name --text queries on raw-feature indexes (general {model.backbone}/{model.method}, "
           f"correction {corr}; baselines on the same features)",
           ["photos", "images", "classes", "chance", f"mAP ({corr})", "first hit right", "mAP raw scores",
-           "first right raw", "mAP ridge", f"mAP ConSE T={conse_t}"], rows)
+           "first right raw", "mAP no anchors", "mAP ridge", f"mAP ConSE T={conse_t}"], rows)
 
     # attribute words
     rows = []

@@ -42,6 +42,10 @@ class FakeGeneral:
     def glosses(self, texts, kind="name"):
         return [["a fake definition"] if t == "zebra" and kind == "name" else [] for t in texts]
 
+    def anchors(self, texts, kind="name"):
+        return [{"rule": "exact", "weight": 1.0, "classes": ["tiger"]} if t == "tiger" and kind == "name" else {}
+                for t in texts]
+
     def nearest_classes(self, v, k=3):
         return [("zebra", 0.5), ("tiger", 0.4), ("horse", 0.3)][:k]
 
@@ -82,6 +86,10 @@ def test_text_query_ranks_by_the_general_vector():
     res = eng.run([QuerySpec("class", "zebra")], k=3)[0]
     assert res.resolved["understood_as"]["glosses"] == [["a fake definition"]]
     assert "on 'a zebra' with WordNet: 'a fake definition'; looks like" in format_table([res])
+    assert res.resolved["understood_as"]["anchors"] == [{}] and "anchored" not in format_table([res])
+    res = eng.run([QuerySpec("text", "tiger")], k=3)[0]
+    assert res.resolved["understood_as"]["anchors"] == [{"rule": "exact", "weight": 1.0, "classes": ["tiger"]}]
+    assert "on 'a tiger'; anchored on ImageNet tiger (exact, share 1); looks like" in format_table([res])
 
 
 def test_attribute_words_keep_weights_and_negation():

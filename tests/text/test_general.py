@@ -43,11 +43,75 @@ def test_selection_is_on_val_and_generalises_to_test(general_root):
 def test_maps_known_names_near_their_own_prototype(general_root):
     m = gen.load_general_model("efficientnet-lite0", data_root=general_root)
     names = ["zebra", "tiger shark", "espresso", "golden retriever"]
-    v = m.embed_texts(names)
+    v = m.text_to_visual(m.text_embeddings(names))     # the map alone, before any anchor
     assert v.shape == (4, 1280) and v.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     for name, x in zip(names, v):   # names it was fitted on land next to their own classifier row
         assert name in [c for c, _ in m.nearest_classes(x, 3)], (name, m.nearest_classes(x, 3))
+    # deployed, an exact ImageNet name is its own (unit) classifier row
+    cats = gen.imagenet_categories()
+    rows = m.embed_texts(names)
+    np.testing.assert_allclose(rows, m._protos()[[cats.index(n) for n in names]], atol=1e-6)
+
+
+def test_name_anchors_hand_worked(monkeypatch):
+    """Exact lemma first, else longer lemmas ending in the name's words (its singular tried after it)."""
+    lem = (("tiger", "panthera tigris"), ("red fox", "vulpes vulpes"), ("kit fox",), ("sea cucumber",),
+           ("fox terrier",))
+    assert gen.name_anchors("tiger", lem) == ([0], "exact")
+    assert gen.name_anchors("Panthera  tigris", lem) == ([0], "exact")
+    assert gen.name_anchors("a fox", lem) == ([1, 2], "hyponym")        # not the fox terrier: a kind of terrier
+    assert gen.name_anchors("foxes", lem) == ([1, 2], "hyponym")
+    assert gen.name_anchors("red fox", lem) == ([1], "exact")
+    assert gen.name_anchors("kit fox", lem, known=[1]) == ([], None)     # a sibling is not an anchor
+    assert gen.name_anchors("fox", lem, known=[0, 3]) == ([], None)
+    assert gen.name_anchors("cucumber", lem) == ([3], "hyponym")        # exocentric compounds match too
+    assert gen.name_anchors("a striped animal in the water", lem) == ([], None)
+    cats, real = gen.imagenet_categories(), gen.imagenet_lemmas()
+    assert real[277] == ("red fox", "vulpes vulpes")
+    classes, rule = gen.name_anchors("fox", real)
+    assert rule == "hyponym" and [cats[i] for i in classes] == ["red fox", "kit fox", "Arctic fox", "grey fox"]
+    # the share: exact 1, hyponyms ``weight``, others unchanged; every row unit
+    monkeypatch.setattr(gen, "imagenet_lemmas", lambda: lem)
+    protos = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0.6, 0.8, 0], [0, 0.6, 0.8]])
+    pred = np.array([[0.0, 0.0, 2.0], [3.0, 4.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
+    out, found = gen.apply_anchors(pred, ["tiger", "fox", "okapi"], protos, 0.25)
+    assert found == [([0], "exact"), ([1, 2], "hyponym"), ([], None)]
+    np.testing.assert_allclose(out[0], [1.0, 0.0, 0.0], atol=1e-6)
+    anchor = np.array([0.0, 1.0, 1.0]) / np.sqrt(2)
+    np.testing.assert_allclose(out[1], gen._unit(0.75 * np.array([0.6, 0.8, 0.0]) + 0.25 * anchor), atol=1e-6)
+    np.testing.assert_array_equal(out[2], pred[2])
+    out0, _ = gen.apply_anchors(pred, ["fox"], protos, 0.0)          # share 0: the map alone
+    np.testing.assert_array_equal(out0[0], pred[0])
+
+
+def test_category_queries_and_their_map_hand_worked():
+    lem = (("red fox",), ("kit fox",), ("arctic fox", "white fox"), ("fox terrier",), ("tiger",))
+    # "fox" ends lemmas of known class 0 and of rows 1, 2; "terrier" and "tiger" have no known class
+    assert gen.category_queries(lem, known=[0, 4], rows=[1, 2, 3]) == {"fox": {1, 2}}
+    assert gen.category_queries(lem, known=[3], rows=[1, 2]) == {}
+    protos = np.eye(4)
+    pred = np.array([[0.0, 0.9, 0.1, 0.5], [0.0, 1.0, 0.0, 0.0]])
+    # query 0 ranks rows 1, 3, 2; positives {2, 3} at ranks 3 and 2: AP (1/2 + 2/3) / 2; query 1: AP 1
+    got = gen.category_map(pred, [{2, 3}, {1}], protos, [1, 2, 3], ref=None)
+    assert got == pytest.approx(((1 / 2 + 2 / 3) / 2 + 1.0) / 2)
+
+
+def test_anchor_share_is_chosen_on_val_category_words(general_root):
+    m = gen.load_general_model("efficientnet-lite0", data_root=general_root)
+    rows = m.selection["anchors"]
+    assert [r["weight"] for r in rows] == list(gen.ANCHOR_WEIGHTS) and rows[0]["weight"] == 0.0
+    assert rows[0]["anchor_ok"] and all(r["anchor_ok"] == (r["val_leaf_top1"] >= rows[0]["val_leaf_top1"])
+                                        for r in rows)
+    best = max((r for r in rows if r["anchor_ok"]), key=lambda r: r["val_map"])
+    assert m.anchor_weight == best["weight"] == m.selection["anchor"] == m.selection["best"]["anchors"]["weight"]
+    assert best["val_queries"] >= 30                     # enough category words to choose on
+    said = m.anchors(["fox", "okapi", "tiger"])
+    assert said[0]["rule"] == "hyponym" if m.anchor_weight else said[0] == {}
+    assert said[1] == {} and said[2] == {"rule": "exact", "weight": 1.0, "classes": ["tiger"]}
+    assert m.anchors(["tiger"], kind="attribute") == [{}]              # attribute words: the map alone
+    np.testing.assert_allclose(m.embed_texts(["tiger"], kind="attribute"),
+                               m.text_to_visual(m.text_embeddings(["tiger"], kind="attribute")), atol=1e-6)
 
 
 def test_cache_round_trip_and_torn_file(general_root, tmp_path):
@@ -70,6 +134,7 @@ def test_general_cli_prints_the_heldout_table(general_root):
     assert r.exit_code == 0, r.output
     assert "<- chosen on val" in r.output and "conse" in r.output and "test top-1" in r.output
     assert "correction" in r.output
+    assert "names anchored on the ImageNet classes they name" in r.output
     assert "attribute words read as" in r.output
     assert ("WordNet definitions, weight" in r.output) == bool(gen.load_general_model(data_root=general_root).gloss_weight)
     r = CliRunner().invoke(cli, ["general", "--data-root", str(general_root), "--json"])
@@ -176,6 +241,7 @@ def test_cli_text_attributes_and_any_class_on_a_raw_index(awa2_index):
     r = CliRunner().invoke(cli, base + ["--text", "gorilla"])
     assert r.exit_code == 0, r.output
     assert "general efficientnet-lite0" in r.output and "looks like ImageNet gorilla" in r.output
+    assert "anchored on ImageNet gorilla (exact, share 1)" in r.output
     g = gen.load_general_model("efficientnet-lite0")
     assert f"(scores: {g.correction.describe()} correction)" in r.output
     first = [ln.split() for ln in r.output.splitlines() if ln.strip().startswith("1 ")][0]

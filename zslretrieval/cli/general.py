@@ -75,4 +75,11 @@ def format_selection(model) -> str:
     if a:   # how --attributes words are read, chosen on val classes described by words of their definitions
         lines.append(f"attribute words read as {a['template']!r} (val top-1 {a['val_top1']:.3f}, test "
                      f"{a['test_top1']:.3f}: classes described by {DESCRIPTION_WORDS} words of their definition)")
+    an = best.get("anchors")
+    if an:  # names of ImageNet classes, and kinds of them, anchored on those classes' prototypes
+        none = sel["anchors"][0]
+        lines.append(f"names anchored on the ImageNet classes they name: exact 1, kinds (\"fox\" -> red fox ...) "
+                     f"share {an['weight']:g} (category words, val mAP {an['val_map']:.3f} against "
+                     f"{none['val_map']:.3f} unanchored over {an['val_queries']}; test {an['test_map']:.3f} "
+                     f"against {none['test_map']:.3f})")
     return "\n".join(lines)

@@ -32,6 +32,10 @@ def describe_resolved(result: QueryResult) -> str:
         defs = [d for ds in how.get("glosses") or [] for d in ds]
         if defs:
             line += " with WordNet: " + " / ".join(repr(d) for d in defs)
+        anchored = [a for a in how.get("anchors") or [] if a]
+        if anchored:
+            line += "; anchored on ImageNet " + " / ".join(
+                f"{', '.join(a['classes'])} ({a['rule']}, share {a['weight']:g})" for a in anchored)
         near = how.get("nearest_imagenet")
         if near:
             line += "; looks like ImageNet " + ", ".join(f"{c['name']} ({c['cosine']:.2f})" for c in near)

@@ -82,6 +82,8 @@ def general_query(spec: QuerySpec, general, index_dim: int) -> tuple[np.ndarray,
         "texts": general.prompts(texts, kind),
         # the WordNet definitions a name was read with (text.general: glosses), per text; [] where none
         "glosses": general.glosses(texts, kind),
+        # the ImageNet classes a name names and their share in its query (text.general: known-name anchors)
+        "anchors": general.anchors(texts, kind),
         "nearest_imagenet": [{"name": c, "cosine": round(s, 3)}
                              for c, s in general.nearest_classes(v, NEAREST_CLASSES)],
     }

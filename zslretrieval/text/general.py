@@ -48,6 +48,20 @@ retrieve the class's prototype among the val prototypes, with the deployed map f
 classes and its correction. Candidates: ``ATTRIBUTE_TEMPLATES``. Glosses are not applied to
 attribute words.
 
+Known-name anchors: the backbone already knows 1000 classes, so a name that names some of them needs no
+map to say what they look like. ``name_anchors`` finds them by WordNet's own lemmas of the 1000 synsets:
+*exact* (the name is a lemma of a class: "tiger", "gorilla") or *hyponym* (a longer lemma ends in the
+name's words -- English compounds name a kind of their last word: "red fox", "kit fox", "Arctic fox" and
+"grey fox" are foxes, so "fox" has them). The query becomes ``unit((1 - a) x map + a x unit mean of the
+anchors' prototypes)``. An exact name takes a = 1 (``EXACT_ANCHOR``): its prototype is the very target
+the map is fitted to predict, so nothing estimates it better; no held-out class can be exact, so this is
+not tuned. The hyponym share a is chosen on val among ``ANCHOR_WEIGHTS`` (0 first) with queries whose
+answer is known: every word that ends lemmas of both train and val classes ("terrier", "snake", "fox")
+is a query whose positives are the val classes ending in it, the anchors being its *train* classes;
+the score is mAP over the val prototypes with the deployed correction. Because exocentric compounds
+("sea cucumber" is no cucumber) also match, a must not lower the val top-1 of the plain held-out
+names either (``anchor_ok``). Attribute words and free text with no lemma match are not anchored.
+
 Baselines measured in the same run: ridge (closed form, text -> unit prototype) and ConSE
 (Norouzi et al. 2014): an image is the convex combination of the text embeddings of its top-T
 classes, weighted by the classifier's softmax; on held-out classes the "image" is the held-out
@@ -74,7 +88,7 @@ from ..errors import CheckpointError, IncompatibleError, InvalidInputError
 from ..fileio import atomic_write
 from .names import as_name
 
-FORMAT = "zslr-general-6"
+FORMAT = "zslr-general-7"
 HEAD_BACKBONES = ("efficientnet-lite0", "resnet101")   # backbones whose ImageNet head ships with their weights
 # Prompt candidates: a single template, or an ensemble (text embeddings averaged, then unit-normalised).
 TEMPLATES = (("{}",), ("a photo of a {}.",),
@@ -103,6 +117,8 @@ DEM_HIDDEN = 512
 DEM_WEIGHT_DECAYS = (1e-4, 1e-3)
 DEM_MAX_EPOCHS = 60
 DEM_EVAL_EVERY = 10
+ANCHOR_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)   # hyponym anchors' share, chosen on val (0 first: must earn it)
+EXACT_ANCHOR = 1.0   # an exact ImageNet name is its own classifier row (module docstring)
 CONSE_T = (1, 3, 10)
 CONSE_TAU = 10.0
 SPLIT_SIZES = (600, 200, 200)   # train / val / test ImageNet classes
@@ -178,15 +194,107 @@ def _lemma_key(words: str) -> str:
     return " ".join(words.replace("-", " ").split()).lower()
 
 
+def _name_keys(text: str) -> list[str]:
+    """``text`` read as a name, then its candidate singulars ("zebras" -> "zebra", "foxes" -> "fox")."""
+    key = _lemma_key(as_name(text))
+    return [k for k in (key, key[:-1] if key.endswith("s") else None, key[:-2] if key.endswith("es") else None) if k]
+
+
 def glosses_of(text: str) -> tuple[str, ...]:
     """WordNet definitions of ``text`` read as a name: an exact lemma (case, hyphens and spacing aside),
     else its singular ("zebras"); () if none."""
-    key = _lemma_key(as_name(text))
     table = wordnet_glosses()
-    for k in (key, key[:-1] if key.endswith("s") else None, key[:-2] if key.endswith("es") else None):
-        if k and k in table:
+    for k in _name_keys(text):
+        if k in table:
             return table[k]
     return ()
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_lemmas() -> tuple[tuple[str, ...], ...]:
+    """Per ImageNet-1k class, in class-index order, the lemma keys of its WordNet synset (timm's table):
+    ``("red fox", "vulpes vulpes")`` for class 277."""
+    try:
+        from timm.data import ImageNetInfo
+    except ImportError as e:
+        from ..errors import DataNotFoundError
+        raise DataNotFoundError("reading names against the ImageNet classes needs `pip install timm` "
+                                "(its ImageNet synset tables ship inside the wheel)") from e
+    out = tuple(tuple(k for k in (_lemma_key(x) for x in s.split(",")) if k)
+                for s in ImageNetInfo("imagenet-1k").label_descriptions())
+    if len(out) != 1000:
+        raise CheckpointError(f"timm's ImageNet-1k table has {len(out)} classes, expected 1000")
+    return out
+
+
+def name_anchors(text: str, lemmas: Sequence[Sequence[str]],
+                 known: Sequence[int] | None = None) -> tuple[list[int], str | None]:
+    """The classes among ``known`` (indices into ``lemmas``; default all) that the name ``text`` names
+    (module docstring, known-name anchors): ``(classes, "exact")`` where it is one of their lemmas, else
+    ``(classes, "hyponym")`` where a lemma of more words ends in its words, else ``([], None)``. The
+    name's singular is tried after it, as :func:`glosses_of` does."""
+    exact_of, ends_of = _lemma_index(lemmas)
+    allowed = None if known is None else {int(i) for i in known}
+    for key in _name_keys(text):
+        for table, rule in ((exact_of, "exact"), (ends_of, "hyponym")):
+            found = [i for i in table.get(key, ()) if allowed is None or i in allowed]
+            if found:
+                return found, rule
+    return [], None
+
+
+_LEMMA_INDEX: dict[int, tuple[Any, dict, dict]] = {}
+
+
+def _lemma_index(lemmas: Sequence[Sequence[str]]) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """``(exact, ends)`` for a lemma table: lemma -> its classes, and every proper word-suffix of a
+    lemma ("fox" of "red fox") -> the classes with such a lemma, each list ascending. Built once per
+    table (kept by identity, the table held alive beside it): a query's lookup is two dict reads."""
+    hit = _LEMMA_INDEX.get(id(lemmas))
+    if hit is not None and hit[0] is lemmas:
+        return hit[1], hit[2]
+    exact: dict[str, list[int]] = {}
+    ends: dict[str, list[int]] = {}
+    for i, ls in enumerate(lemmas):
+        for lemma in ls:
+            ws = lemma.split()
+            for table, key in [(exact, lemma)] + [(ends, " ".join(ws[j:])) for j in range(1, len(ws))]:
+                if i not in table.setdefault(key, []):
+                    table[key].append(i)
+    if len(_LEMMA_INDEX) > 8:        # tables are few (the real one, tests' small ones)
+        _LEMMA_INDEX.clear()
+    _LEMMA_INDEX[id(lemmas)] = (lemmas, exact, ends)
+    return exact, ends
+
+
+def apply_anchors(pred: np.ndarray, texts: Sequence[str], protos: np.ndarray, weight: float,
+                  known: Sequence[int] | None = None) -> tuple[np.ndarray, list[tuple[list[int], str | None]]]:
+    """(n, D) predicted queries of the names ``texts`` -> ``(unit (n, D) anchored, found)``: row i becomes
+    ``unit((1 - a) x pred[i] + a x unit mean of protos[anchors])`` with a = ``EXACT_ANCHOR`` for an exact
+    name and ``weight`` for hyponyms; rows without anchors (or a = 0) are unchanged. ``protos`` (1000, D)
+    unit class prototypes; ``found[i]`` = :func:`name_anchors` of ``texts[i]``."""
+    lemmas = imagenet_lemmas()
+    out = np.array(pred, np.float32, copy=True)
+    found = [name_anchors(t, lemmas, known) for t in texts]
+    for i, (classes, rule) in enumerate(found):
+        a = EXACT_ANCHOR if rule == "exact" else float(weight) if rule == "hyponym" else 0.0
+        if a:
+            anchor = _unit(np.asarray(protos, np.float64)[classes].mean(0))
+            out[i] = _unit((1.0 - a) * _unit(out[i].astype(np.float64)) + a * anchor)
+    return out, found
+
+
+def category_queries(lemmas: Sequence[Sequence[str]], known: Sequence[int], rows: Sequence[int]) -> dict[str, set[int]]:
+    """Category words with a known answer (module docstring): each word that ends a lemma of a ``known``
+    class and of a ``rows`` class -> the ``rows`` classes it names (a lemma is the word or ends in it)."""
+    ends: dict[str, set[int]] = {}
+    for i, ls in enumerate(lemmas):
+        for lemma in ls:
+            word = lemma.split()[-1]
+            if word.isalpha():
+                ends.setdefault(word, set()).add(i)
+    known, rows = {int(i) for i in known}, {int(i) for i in rows}
+    return {w: ks & rows for w, ks in sorted(ends.items()) if ks & known and ks & rows}
 
 
 def description_words(name: str, limit: int = DESCRIPTION_WORDS) -> list[str]:
@@ -397,8 +505,7 @@ class GeneralModel:
         Says what a query "looks like" to the backbone, in words a person can check.
         """
         if self._classes is None:
-            w, _, _ = imagenet_head(self.backbone)
-            self._classes = (imagenet_categories(), _unit(w).astype(np.float32))
+            self._classes = (imagenet_categories(), self._protos())
         names, protos = self._classes
         s = protos @ _unit(np.asarray(v, np.float32))
         top = np.argsort(-s, kind="stable")[:k]
@@ -411,13 +518,33 @@ class GeneralModel:
             raise InvalidInputError(f"expected (n, 384) text embeddings, got {t.shape}")
         return _predict(self.hparams["mix"], self.ridge, self.dem, self._nbr(), t)
 
-    def _nbr(self):
-        if "nbr" not in self.hparams["mix"]:
-            return None
+    def _protos(self) -> np.ndarray:
+        """(1000, D) unit classifier rows of the backbone (read once)."""
         if self.known_protos is None:
             w, _, _ = imagenet_head(self.backbone)
             self.known_protos = _unit(w).astype(np.float32)
-        return (self.known_text, self.known_protos, int(self.hparams["nbr_T"]), float(self.hparams["nbr_tau"]))
+        return self.known_protos
+
+    def _nbr(self):
+        if "nbr" not in self.hparams["mix"]:
+            return None
+        return (self.known_text, self._protos(), int(self.hparams["nbr_T"]), float(self.hparams["nbr_tau"]))
+
+    @property
+    def anchor_weight(self) -> float:
+        """Share of the hyponym anchors' prototypes in a name's query, chosen on val (0: none)."""
+        return float(self.hparams.get("anchor", 0.0))
+
+    def anchors(self, texts: Sequence[str], kind: str = "name") -> list[dict[str, Any]]:
+        """Per text, the ImageNet classes its query is anchored on (module docstring, known-name anchors):
+        ``{"rule": "exact" | "hyponym", "weight": a, "classes": [names]}``, or {} where none applies."""
+        if kind == "attribute":
+            return [{} for _ in texts]
+        cats, out = imagenet_categories(), []
+        for classes, rule in (name_anchors(t, imagenet_lemmas()) for t in texts):
+            a = EXACT_ANCHOR if rule == "exact" else self.anchor_weight if rule == "hyponym" else 0.0
+            out.append({"rule": rule, "weight": a, "classes": [cats[i] for i in classes]} if a else {})
+        return out
 
     def text_embeddings(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
         """Sentence embeddings (n, 384) of ``texts`` read as names (this model's prompt ensemble) or, with
@@ -453,8 +580,12 @@ class GeneralModel:
         return [list(glosses_of(t)) for t in texts]
 
     def embed_texts(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
-        """Texts -> (n, D) unit query vectors for a raw-feature index of ``backbone``."""
-        return self.text_to_visual(self.text_embeddings(texts, kind))
+        """Texts -> (n, D) unit query vectors for a raw-feature index of ``backbone``: the map's output,
+        anchored on the ImageNet classes a name names (attribute words: the map alone)."""
+        v = self.text_to_visual(self.text_embeddings(texts, kind))
+        if kind == "attribute":
+            return v
+        return apply_anchors(v, texts, self._protos(), self.anchor_weight)[0]
 
     # -- persistence --
     def meta(self) -> dict[str, Any]:
@@ -541,6 +672,23 @@ def _method_of(mix: dict[str, float]) -> str:
 
 
 # -- building: selection on held-out ImageNet classes, refit on all ---------------------------------
+
+def category_map(pred: np.ndarray, positives: Sequence[set[int]], protos: np.ndarray, rows: Sequence[int],
+                 ref: np.ndarray | None = None, correction=None) -> float:
+    """mAP of category queries over a gallery of class prototypes: ``pred`` (q, D) queries, ``positives[j]``
+    the classes (indices into ``protos``) query j names, the gallery ``protos[rows]`` with the correction
+    terms from ``ref`` as :func:`heldout_retrieval` computes them. Ties rank by gallery position."""
+    from ..correction import ScoreCorrection, apply_terms
+    from ..metrics.ranking import average_precision, rank_by_scores
+    rows = np.asarray(rows)
+    gal = _unit(np.asarray(protos, np.float64)[rows])
+    s = _unit(np.asarray(pred, np.float64)) @ gal.T
+    corr = correction or ScoreCorrection()
+    if corr.active:
+        s = apply_terms(s, *corr.terms(gal @ _unit(np.asarray(ref, np.float64)).T))
+    ranked = rank_by_scores(s)
+    return float(np.mean([average_precision(np.isin(rows[r], list(p))) for r, p in zip(ranked, positives)]))
+
 
 def split_classes(n: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class-disjoint (train, val, test) index arrays of the ImageNet classes, seeded."""
@@ -681,8 +829,39 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
     say(f"attribute words: read as {best_a['template']!r} (val top-1 {best_a['val_top1']:.3f} over "
         f"{best_a['val_classes']} classes described by definition words)")
 
-    # 7. refit the chosen configuration on all 1000 classes; the reference = the 1000 names' queries
-    hp: dict[str, Any] = {"mix": mix, "gloss": gloss, "attribute_template": best_a["template"]}
+    # 7. the hyponym anchors' share: category words with known answers, anchored on train classes only
+    #    (the words read exactly as a user's name is: prompt and definitions), and the plain held-out
+    #    names, whose top-1 an anchor share must not lower
+    lemmas = imagenet_lemmas()
+    parts = {}
+    for part, rows in (("val", va), ("test", te)):
+        cat = category_queries(lemmas, tr, rows)
+        words = list(cat)
+        qt = mix_glosses(prompt_embeddings(lambda tpl: encode_vocabulary(words, template=tpl, cache_dir=cache_dir),
+                                           tpls),
+                         *gloss_embeddings(words, lambda defs: encode_vocabulary(defs, cache_dir=cache_dir)), gloss)
+        parts[part] = (rows, words, [cat[w] for w in words], _predict(mix, ridge_tr, dem_tr, nbr_tr, qt),
+                       _predict(mix, ridge_tr, dem_tr, nbr_tr, t[rows]))
+    anchor_rows = []
+    for a in ANCHOR_WEIGHTS:
+        r = {"weight": a}
+        for part, (rows, words, positives, pred_words, pred_names) in parts.items():
+            q, _ = apply_anchors(pred_words, words, protos, a, known=tr)
+            r[f"{part}_map"] = round(category_map(q, positives, protos, rows, ptr, corr), 4)
+            r[f"{part}_queries"] = len(words)
+            q, _ = apply_anchors(pred_names, [names[i] for i in rows], protos, a, known=tr)
+            r[f"{part}_leaf_top1"] = heldout_retrieval(q, protos[rows], ptr, corr)["top1"]
+        r["anchor_ok"] = r["val_leaf_top1"] >= (anchor_rows[0] if anchor_rows else r)["val_leaf_top1"]
+        anchor_rows.append(r)
+    best_an = max((r for r in anchor_rows if r["anchor_ok"]), key=lambda r: r["val_map"])  # ties: smaller share
+    sel.update(anchors=anchor_rows, anchor=best_an["weight"])
+    sel["best"]["anchors"] = best_an
+    say(f"anchors: hyponym share {best_an['weight']:g} (category-word val mAP {best_an['val_map']:.3f} over "
+        f"{best_an['val_queries']} words; {anchor_rows[0]['val_map']:.3f} unanchored)")
+
+    # 8. refit the chosen configuration on all 1000 classes; the reference = the 1000 names' queries
+    hp: dict[str, Any] = {"mix": mix, "gloss": gloss, "attribute_template": best_a["template"],
+                          "anchor": best_an["weight"]}
     ridge = dem = None
     if "ridge" in mix:
         hp["alpha"] = best_r["alpha"]

@@ -79,6 +79,12 @@ function describe(resolved, query) {
     why.append(" — read as ", how.texts.map((t) => `“${t}”`).join(" + "));
     const defs = (how.glosses || []).flat();
     if (defs.length) why.append(" with WordNet: ", el("i", {}, defs.join(" / ")));
+    // ImageNet classes the name names (exact lemma, or kinds of it: "fox" -> red fox, kit fox ...)
+    const anchored = (how.anchors || []).filter((a) => a && a.classes);
+    if (anchored.length) {
+      why.append("; anchored on ImageNet " +
+        anchored.map((a) => `${a.classes.join(", ")} (${a.rule}, share ${a.weight})`).join(" / "));
+    }
     if (how.nearest_imagenet && how.nearest_imagenet.length) {
       why.append("; looks like ImageNet " +
         how.nearest_imagenet.map((c) => `${c.name} (${c.cosine.toFixed(2)})`).join(", "));
