@@ -65,8 +65,9 @@ def general_part(model) -> None:
     if sel.get("anchors"):   # the hyponym anchors' share, chosen on val category words (text.general)
         table("1b. known-name anchors: category words (\"fox\" -> red fox, kit fox ...) over held-out prototypes, "
               "anchored on train classes; chosen: highest val mAP whose val top-1 of plain names is not lower",
-              ["hyponym share", "val mAP", "test mAP", "words val/test", "names val top-1", "names test top-1"],
-              [[f"{r['weight']:g}" + (" (chosen)" if r["weight"] == model.anchor_weight else ""),
+              ["hyponyms of", "share", "val mAP", "test mAP", "words val/test", "names val top-1", "names test top-1"],
+              [[f"{r['lemmas']} lemmas", f"{r['weight']:g}" + (" (chosen)" if (r["weight"], r["lemmas"]) == (
+                  model.anchor_weight, model.anchor_lemmas) else ""),
                 f"{r['val_map']:.3f}", f"{r['test_map']:.3f}", f"{r['val_queries']}/{r['test_queries']}",
                 f"{r['val_leaf_top1']:.3f}", f"{r['test_leaf_top1']:.3f}"] for r in sel["anchors"]])
 
@@ -128,7 +129,8 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
         for c in classes:
             q = res["queries"][c]
             wrong = "" if res["first_right"][c] == 1 else f" ({res['top1'][c]})"
-            print(f"  {q + mark[name_anchors(q, imagenet_lemmas())[1]]:<36} {res['first_right'][c]:>3}{wrong:<30} | "
+            rule = name_anchors(q, imagenet_lemmas(), hyponyms=model.anchor_lemmas)[1]
+            print(f"  {q + mark[rule]:<36} {res['first_right'][c]:>3}{wrong:<30} | "
                   f"{raw['first_right'][c]:>3}")
     corr = model.correction.describe()
     table(f"2a. class-name --text queries on raw-feature indexes (general {model.backbone}/{model.method}, "

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from zslretrieval.cli import cli
-from zslretrieval.errors import CheckpointError
+from zslretrieval.errors import CheckpointError, InvalidInputError
 from zslretrieval.text import general as gen
 
 
@@ -67,6 +67,13 @@ def test_name_anchors_hand_worked(monkeypatch):
     assert gen.name_anchors("fox", lem, known=[0, 3]) == ([], None)
     assert gen.name_anchors("cucumber", lem) == ([3], "hyponym")        # exocentric compounds match too
     assert gen.name_anchors("a striped animal in the water", lem) == ([], None)
+    # hyponyms of first lemmas only: "river horse" (the hippopotamus) is not a horse then
+    lem2 = (("hippopotamus", "river horse"), ("sorrel horse", "sorrel"), ("horse",))
+    assert gen.name_anchors("horse", lem2[:2]) == ([0, 1], "hyponym")
+    assert gen.name_anchors("horse", lem2[:2], hyponyms="first") == ([1], "hyponym")
+    assert gen.name_anchors("river horse", lem2, hyponyms="first") == ([0], "exact")   # exact: every lemma
+    with pytest.raises(InvalidInputError, match="expected one of all, first"):
+        gen.name_anchors("horse", lem2, hyponyms="some")
     cats, real = gen.imagenet_categories(), gen.imagenet_lemmas()
     assert real[277] == ("red fox", "vulpes vulpes")
     classes, rule = gen.name_anchors("fox", real)
@@ -100,11 +107,14 @@ def test_category_queries_and_their_map_hand_worked():
 def test_anchor_share_is_chosen_on_val_category_words(general_root):
     m = gen.load_general_model("efficientnet-lite0", data_root=general_root)
     rows = m.selection["anchors"]
-    assert [r["weight"] for r in rows] == list(gen.ANCHOR_WEIGHTS) and rows[0]["weight"] == 0.0
+    # share 0 first (the map alone), then every share > 0 with each lemma choice
+    assert [(r["lemmas"], r["weight"]) for r in rows] == [("all", 0.0)] + [
+        (x, a) for x in gen.ANCHOR_LEMMAS for a in gen.ANCHOR_WEIGHTS if a]
     assert rows[0]["anchor_ok"] and all(r["anchor_ok"] == (r["val_leaf_top1"] >= rows[0]["val_leaf_top1"])
                                         for r in rows)
     best = max((r for r in rows if r["anchor_ok"]), key=lambda r: r["val_map"])
     assert m.anchor_weight == best["weight"] == m.selection["anchor"] == m.selection["best"]["anchors"]["weight"]
+    assert m.anchor_lemmas == best["lemmas"] == m.selection["anchor_lemmas"]
     assert best["val_queries"] >= 30                     # enough category words to choose on
     said = m.anchors(["fox", "okapi", "tiger"])
     assert said[0]["rule"] == "hyponym" if m.anchor_weight else said[0] == {}

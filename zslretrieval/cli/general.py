@@ -79,7 +79,8 @@ def format_selection(model) -> str:
     if an:  # names of ImageNet classes, and kinds of them, anchored on those classes' prototypes
         none = sel["anchors"][0]
         lines.append(f"names anchored on the ImageNet classes they name: exact 1, kinds (\"fox\" -> red fox ...) "
-                     f"share {an['weight']:g} (category words, val mAP {an['val_map']:.3f} against "
+                     f"share {an['weight']:g} over {an.get('lemmas', 'all')} lemmas (category words, val mAP "
+                     f"{an['val_map']:.3f} against "
                      f"{none['val_map']:.3f} unanchored over {an['val_queries']}; test {an['test_map']:.3f} "
                      f"against {none['test_map']:.3f})")
     return "\n".join(lines)

@@ -60,7 +60,8 @@ answer is known: every word that ends lemmas of both train and val classes ("ter
 is a query whose positives are the val classes ending in it, the anchors being its *train* classes;
 the score is mAP over the val prototypes with the deployed correction. Because exocentric compounds
 ("sea cucumber" is no cucumber) also match, a must not lower the val top-1 of the plain held-out
-names either (``anchor_ok``). Attribute words and free text with no lemma match are not anchored.
+names either (``anchor_ok``). Chosen with a: whether a hyponym may end any lemma of a synset or only
+its first (``ANCHOR_LEMMAS``). Attribute words and free text with no lemma match are not anchored.
 
 Baselines measured in the same run: ridge (closed form, text -> unit prototype) and ConSE
 (Norouzi et al. 2014): an image is the convex combination of the text embeddings of its top-T
@@ -88,7 +89,7 @@ from ..errors import CheckpointError, IncompatibleError, InvalidInputError
 from ..fileio import atomic_write
 from .names import as_name
 
-FORMAT = "zslr-general-7"
+FORMAT = "zslr-general-8"
 HEAD_BACKBONES = ("efficientnet-lite0", "resnet101")   # backbones whose ImageNet head ships with their weights
 # Prompt candidates: a single template, or an ensemble (text embeddings averaged, then unit-normalised).
 TEMPLATES = (("{}",), ("a photo of a {}.",),
@@ -118,6 +119,10 @@ DEM_WEIGHT_DECAYS = (1e-4, 1e-3)
 DEM_MAX_EPOCHS = 60
 DEM_EVAL_EVERY = 10
 ANCHOR_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)   # hyponym anchors' share, chosen on val (0 first: must earn it)
+# Which lemmas of a synset a hyponym may end: all, or only the first (WordNet's head word), chosen on val
+# with the share. Exocentric compounds ("river horse" = hippopotamus, "sea wolf" = killer whale, "bee
+# house" = apiary) are rarely a synset's first lemma; exact matches always use every lemma.
+ANCHOR_LEMMAS = ("all", "first")
 EXACT_ANCHOR = 1.0   # an exact ImageNet name is its own classifier row (module docstring)
 CONSE_T = (1, 3, 10)
 CONSE_TAU = 10.0
@@ -227,13 +232,17 @@ def imagenet_lemmas() -> tuple[tuple[str, ...], ...]:
     return out
 
 
-def name_anchors(text: str, lemmas: Sequence[Sequence[str]],
-                 known: Sequence[int] | None = None) -> tuple[list[int], str | None]:
+def name_anchors(text: str, lemmas: Sequence[Sequence[str]], known: Sequence[int] | None = None,
+                 hyponyms: str = "all") -> tuple[list[int], str | None]:
     """The classes among ``known`` (indices into ``lemmas``; default all) that the name ``text`` names
     (module docstring, known-name anchors): ``(classes, "exact")`` where it is one of their lemmas, else
-    ``(classes, "hyponym")`` where a lemma of more words ends in its words, else ``([], None)``. The
-    name's singular is tried after it, as :func:`glosses_of` does."""
-    exact_of, ends_of = _lemma_index(lemmas)
+    ``(classes, "hyponym")`` where a lemma of more words ends in its words (``hyponyms="first"``: only
+    each class's first lemma), else ``([], None)``. The name's singular is tried after it, as
+    :func:`glosses_of` does."""
+    if hyponyms not in ANCHOR_LEMMAS:
+        raise InvalidInputError(f"hyponym lemmas {hyponyms!r}; expected one of {', '.join(ANCHOR_LEMMAS)}")
+    exact_of, ends_of, ends_first = _lemma_index(lemmas)
+    ends_of = ends_first if hyponyms == "first" else ends_of
     allowed = None if known is None else {int(i) for i in known}
     for key in _name_keys(text):
         for table, rule in ((exact_of, "exact"), (ends_of, "hyponym")):
@@ -243,43 +252,50 @@ def name_anchors(text: str, lemmas: Sequence[Sequence[str]],
     return [], None
 
 
-_LEMMA_INDEX: dict[int, tuple[Any, dict, dict]] = {}
+_LEMMA_INDEX: dict[int, tuple[Any, dict, dict, dict]] = {}
 
 
-def _lemma_index(lemmas: Sequence[Sequence[str]]) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-    """``(exact, ends)`` for a lemma table: lemma -> its classes, and every proper word-suffix of a
-    lemma ("fox" of "red fox") -> the classes with such a lemma, each list ascending. Built once per
-    table (kept by identity, the table held alive beside it): a query's lookup is two dict reads."""
+def _lemma_index(lemmas: Sequence[Sequence[str]]) -> tuple[dict[str, list[int]], dict[str, list[int]],
+                                                             dict[str, list[int]]]:
+    """``(exact, ends, ends_first)`` for a lemma table: lemma -> its classes; every proper word-suffix of
+    a lemma ("fox" of "red fox") -> the classes with such a lemma; the same over first lemmas only.
+    Lists ascending. Built once per table (kept by identity, the table held alive beside it): a
+    query's lookup is a few dict reads."""
     hit = _LEMMA_INDEX.get(id(lemmas))
     if hit is not None and hit[0] is lemmas:
-        return hit[1], hit[2]
+        return hit[1], hit[2], hit[3]
     exact: dict[str, list[int]] = {}
     ends: dict[str, list[int]] = {}
+    ends_first: dict[str, list[int]] = {}
     for i, ls in enumerate(lemmas):
-        for lemma in ls:
+        for n, lemma in enumerate(ls):
             ws = lemma.split()
-            for table, key in [(exact, lemma)] + [(ends, " ".join(ws[j:])) for j in range(1, len(ws))]:
+            keys = [(exact, lemma)] + [(ends, " ".join(ws[j:])) for j in range(1, len(ws))]
+            if n == 0:
+                keys += [(ends_first, " ".join(ws[j:])) for j in range(1, len(ws))]
+            for table, key in keys:
                 if i not in table.setdefault(key, []):
                     table[key].append(i)
     if len(_LEMMA_INDEX) > 8:        # tables are few (the real one, tests' small ones)
         _LEMMA_INDEX.clear()
-    _LEMMA_INDEX[id(lemmas)] = (lemmas, exact, ends)
-    return exact, ends
+    _LEMMA_INDEX[id(lemmas)] = (lemmas, exact, ends, ends_first)
+    return exact, ends, ends_first
 
 
 def apply_anchors(pred: np.ndarray, texts: Sequence[str], protos: np.ndarray, weight: float,
-                  known: Sequence[int] | None = None) -> tuple[np.ndarray, list[tuple[list[int], str | None]]]:
+                  known: Sequence[int] | None = None,
+                  hyponyms: str = "all") -> tuple[np.ndarray, list[tuple[list[int], str | None]]]:
     """(n, D) predicted queries of the names ``texts`` -> ``(unit (n, D) anchored, found)``: row i becomes
     ``unit((1 - a) x pred[i] + a x unit mean of protos[anchors])`` with a = ``EXACT_ANCHOR`` for an exact
     name and ``weight`` for hyponyms; rows without anchors (or a = 0) are unchanged. ``protos`` (1000, D)
-    unit class prototypes; ``found[i]`` = :func:`name_anchors` of ``texts[i]``."""
+    unit class prototypes; ``found[i]`` = :func:`name_anchors` of ``texts[i]`` (``known``, ``hyponyms``)."""
     lemmas = imagenet_lemmas()
     out = np.array(pred, np.float32, copy=True)
-    found = [name_anchors(t, lemmas, known) for t in texts]
+    found = [name_anchors(t, lemmas, known, hyponyms) for t in texts]
     for i, (classes, rule) in enumerate(found):
         a = EXACT_ANCHOR if rule == "exact" else float(weight) if rule == "hyponym" else 0.0
         if a:
-            anchor = _unit(np.asarray(protos, np.float64)[classes].mean(0))
+            anchor = _unit(np.asarray(protos)[classes].astype(np.float64).mean(0))  # rows first: no (1000, D) copy
             out[i] = _unit((1.0 - a) * _unit(out[i].astype(np.float64)) + a * anchor)
     return out, found
 
@@ -535,13 +551,18 @@ class GeneralModel:
         """Share of the hyponym anchors' prototypes in a name's query, chosen on val (0: none)."""
         return float(self.hparams.get("anchor", 0.0))
 
+    @property
+    def anchor_lemmas(self) -> str:
+        """Which lemmas a hyponym may end ("all" or "first"), chosen on val with the share."""
+        return str(self.hparams.get("anchor_lemmas", "all"))
+
     def anchors(self, texts: Sequence[str], kind: str = "name") -> list[dict[str, Any]]:
         """Per text, the ImageNet classes its query is anchored on (module docstring, known-name anchors):
         ``{"rule": "exact" | "hyponym", "weight": a, "classes": [names]}``, or {} where none applies."""
         if kind == "attribute":
             return [{} for _ in texts]
         cats, out = imagenet_categories(), []
-        for classes, rule in (name_anchors(t, imagenet_lemmas()) for t in texts):
+        for classes, rule in (name_anchors(t, imagenet_lemmas(), hyponyms=self.anchor_lemmas) for t in texts):
             a = EXACT_ANCHOR if rule == "exact" else self.anchor_weight if rule == "hyponym" else 0.0
             out.append({"rule": rule, "weight": a, "classes": [cats[i] for i in classes]} if a else {})
         return out
@@ -585,7 +606,7 @@ class GeneralModel:
         v = self.text_to_visual(self.text_embeddings(texts, kind))
         if kind == "attribute":
             return v
-        return apply_anchors(v, texts, self._protos(), self.anchor_weight)[0]
+        return apply_anchors(v, texts, self._protos(), self.anchor_weight, hyponyms=self.anchor_lemmas)[0]
 
     # -- persistence --
     def meta(self) -> dict[str, Any]:
@@ -843,25 +864,26 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
         parts[part] = (rows, words, [cat[w] for w in words], _predict(mix, ridge_tr, dem_tr, nbr_tr, qt),
                        _predict(mix, ridge_tr, dem_tr, nbr_tr, t[rows]))
     anchor_rows = []
-    for a in ANCHOR_WEIGHTS:
-        r = {"weight": a}
+    # share 0 once (which lemmas then changes nothing), then every share with each lemma choice
+    for which, a in [(ANCHOR_LEMMAS[0], 0.0)] + [(x, a) for x in ANCHOR_LEMMAS for a in ANCHOR_WEIGHTS if a]:
+        r = {"lemmas": which, "weight": a}
         for part, (rows, words, positives, pred_words, pred_names) in parts.items():
-            q, _ = apply_anchors(pred_words, words, protos, a, known=tr)
+            q, _ = apply_anchors(pred_words, words, protos, a, known=tr, hyponyms=which)
             r[f"{part}_map"] = round(category_map(q, positives, protos, rows, ptr, corr), 4)
             r[f"{part}_queries"] = len(words)
-            q, _ = apply_anchors(pred_names, [names[i] for i in rows], protos, a, known=tr)
+            q, _ = apply_anchors(pred_names, [names[i] for i in rows], protos, a, known=tr, hyponyms=which)
             r[f"{part}_leaf_top1"] = heldout_retrieval(q, protos[rows], ptr, corr)["top1"]
         r["anchor_ok"] = r["val_leaf_top1"] >= (anchor_rows[0] if anchor_rows else r)["val_leaf_top1"]
         anchor_rows.append(r)
-    best_an = max((r for r in anchor_rows if r["anchor_ok"]), key=lambda r: r["val_map"])  # ties: smaller share
-    sel.update(anchors=anchor_rows, anchor=best_an["weight"])
+    best_an = max((r for r in anchor_rows if r["anchor_ok"]), key=lambda r: r["val_map"])  # ties: listed first
+    sel.update(anchors=anchor_rows, anchor=best_an["weight"], anchor_lemmas=best_an["lemmas"])
     sel["best"]["anchors"] = best_an
-    say(f"anchors: hyponym share {best_an['weight']:g} (category-word val mAP {best_an['val_map']:.3f} over "
-        f"{best_an['val_queries']} words; {anchor_rows[0]['val_map']:.3f} unanchored)")
+    say(f"anchors: hyponym share {best_an['weight']:g} over {best_an['lemmas']} lemmas (category-word val mAP "
+        f"{best_an['val_map']:.3f} over {best_an['val_queries']} words; {anchor_rows[0]['val_map']:.3f} unanchored)")
 
     # 8. refit the chosen configuration on all 1000 classes; the reference = the 1000 names' queries
     hp: dict[str, Any] = {"mix": mix, "gloss": gloss, "attribute_template": best_a["template"],
-                          "anchor": best_an["weight"]}
+                          "anchor": best_an["weight"], "anchor_lemmas": best_an["lemmas"]}
     ridge = dem = None
     if "ridge" in mix:
         hp["alpha"] = best_r["alpha"]
