@@ -78,9 +78,8 @@ def format_selection(model) -> str:
     an = best.get("anchors")
     if an:  # names of ImageNet classes, and kinds of them, anchored on those classes' prototypes
         none = sel["anchors"][0]
-        lines.append(f"names anchored on the ImageNet classes they name: exact 1, kinds (\"fox\" -> red fox ...) "
-                     f"share {an['weight']:g} over {an.get('lemmas', 'all')} lemmas (category words, val mAP "
-                     f"{an['val_map']:.3f} against "
-                     f"{none['val_map']:.3f} unanchored over {an['val_queries']}; test {an['test_map']:.3f} "
-                     f"against {none['test_map']:.3f})")
+        lines.append(f"names anchored on the ImageNet classes they name: an exact lemma is its class's row; kinds "
+                     f"(\"fox\" -> red fox ...) share {an['weight']:g}, ending {an.get('lemmas', 'all')} lemmas "
+                     f"(category words: val mAP {an['val_map']:.3f} against {none['val_map']:.3f} unanchored over "
+                     f"{an['val_queries']}; test {an['test_map']:.3f} against {none['test_map']:.3f})")
     return "\n".join(lines)
