@@ -172,16 +172,21 @@ def imagenet_head(backbone: str) -> tuple[np.ndarray, np.ndarray, str]:
     return np.ascontiguousarray(w), np.ascontiguousarray(b), weights_id
 
 
-@functools.lru_cache(maxsize=1)
-def wordnet_glosses() -> dict[str, tuple[str, ...]]:
-    """Lower-case lemma -> the WordNet definitions of the ImageNet-21k synsets it names (timm's tables)."""
+def _imagenet_info(subset: str, why: str):
+    """timm's ImageNet synset table of ``subset``; a clear error naming the package when timm is missing."""
     try:
         from timm.data import ImageNetInfo
     except ImportError as e:
         from ..errors import DataNotFoundError
-        raise DataNotFoundError("reading names with their WordNet definitions needs `pip install timm` "
-                                "(its ImageNet synset tables ship inside the wheel)") from e
-    info = ImageNetInfo("imagenet-21k")
+        raise DataNotFoundError(f"{why} needs `pip install timm` (its ImageNet synset tables ship inside "
+                                "the wheel)") from e
+    return ImageNetInfo(subset)
+
+
+@functools.lru_cache(maxsize=1)
+def wordnet_glosses() -> dict[str, tuple[str, ...]]:
+    """Lower-case lemma -> the WordNet definitions of the ImageNet-21k synsets it names (timm's tables)."""
+    info = _imagenet_info("imagenet-21k", "reading names with their WordNet definitions")
     out: dict[str, list[str]] = {}
     for lemmas, detailed in zip(info.label_descriptions(), info.label_descriptions(detailed=True)):
         definition = detailed[len(lemmas) + 2:].strip()      # detailed = "<lemmas>: <definition>"
@@ -219,14 +224,8 @@ def glosses_of(text: str) -> tuple[str, ...]:
 def imagenet_lemmas() -> tuple[tuple[str, ...], ...]:
     """Per ImageNet-1k class, in class-index order, the lemma keys of its WordNet synset (timm's table):
     ``("red fox", "vulpes vulpes")`` for class 277."""
-    try:
-        from timm.data import ImageNetInfo
-    except ImportError as e:
-        from ..errors import DataNotFoundError
-        raise DataNotFoundError("reading names against the ImageNet classes needs `pip install timm` "
-                                "(its ImageNet synset tables ship inside the wheel)") from e
-    out = tuple(tuple(k for k in (_lemma_key(x) for x in s.split(",")) if k)
-                for s in ImageNetInfo("imagenet-1k").label_descriptions())
+    info = _imagenet_info("imagenet-1k", "reading names against the ImageNet classes")
+    out = tuple(tuple(k for k in (_lemma_key(x) for x in s.split(",")) if k) for s in info.label_descriptions())
     if len(out) != 1000:
         raise CheckpointError(f"timm's ImageNet-1k table has {len(out)} classes, expected 1000")
     return out
@@ -302,15 +301,16 @@ def apply_anchors(pred: np.ndarray, texts: Sequence[str], protos: np.ndarray, we
 
 def category_queries(lemmas: Sequence[Sequence[str]], known: Sequence[int], rows: Sequence[int]) -> dict[str, set[int]]:
     """Category words with a known answer (module docstring): each word that ends a lemma of a ``known``
-    class and of a ``rows`` class -> the ``rows`` classes it names (a lemma is the word or ends in it)."""
-    ends: dict[str, set[int]] = {}
-    for i, ls in enumerate(lemmas):
-        for lemma in ls:
-            word = lemma.split()[-1]
-            if word.isalpha():
-                ends.setdefault(word, set()).add(i)
+    class and of a ``rows`` class -> the ``rows`` classes it names (a lemma is the word or ends in it:
+    the one-word keys of :func:`name_anchors`' index, exact and hyponym together)."""
+    exact, ends, _ = _lemma_index(lemmas)
     known, rows = {int(i) for i in known}, {int(i) for i in rows}
-    return {w: ks & rows for w, ks in sorted(ends.items()) if ks & known and ks & rows}
+    out = {}
+    for w in sorted({k for k in (*exact, *ends) if k.isalpha()}):
+        ks = {*exact.get(w, ()), *ends.get(w, ())}
+        if ks & known and ks & rows:
+            out[w] = ks & rows
+    return out
 
 
 def description_words(name: str, limit: int = DESCRIPTION_WORDS) -> list[str]:
@@ -430,19 +430,27 @@ def heldout_retrieval(pred: np.ndarray, true: np.ndarray, ref: np.ndarray | None
     item its correction terms, exactly as an index computes them for its images. Query i's
     answer is gallery item i. Ties count against the true item (rank = items scoring >= it, minus 1).
     """
-    from ..correction import ScoreCorrection, apply_terms
     from ..metrics.hubness import n_k_skewness
-    gal = _unit(np.asarray(true, np.float64))
-    s = _unit(np.asarray(pred, np.float64)) @ gal.T
-    corr = correction or ScoreCorrection()
-    if corr.active:
-        scale, offset = corr.terms(gal @ _unit(np.asarray(ref, np.float64)).T)
-        s = apply_terms(s, scale, offset)
+    s = gallery_scores(pred, true, ref, correction)
     own = s[np.arange(len(s)), np.arange(len(s))]
     rank = (s > own[:, None]).sum(1) + (s == own[:, None]).sum(1) - 1
     ranked = np.argsort(-s, axis=1, kind="stable")
     return {"top1": float(np.mean(rank == 0)), "mrr": float(np.mean(1.0 / (1.0 + rank))),
-            "n1_skew": float(n_k_skewness(ranked, len(gal), 1))}
+            "n1_skew": float(n_k_skewness(ranked, s.shape[1], 1))}
+
+
+def gallery_scores(pred: np.ndarray, gallery: np.ndarray, ref: np.ndarray | None = None,
+                   correction=None) -> np.ndarray:
+    """(q, n) cosines of queries ``pred`` (q, D) to a gallery of prototypes (n, D), rescored by
+    ``correction`` with each item's terms from its scores against the reference queries ``ref``
+    (C, D), exactly as an index computes them for its images; float64."""
+    from ..correction import ScoreCorrection, apply_terms
+    gal = _unit(np.asarray(gallery, np.float64))
+    s = _unit(np.asarray(pred, np.float64)) @ gal.T
+    corr = correction or ScoreCorrection()
+    if corr.active:
+        s = apply_terms(s, *corr.terms(gal @ _unit(np.asarray(ref, np.float64)).T))
+    return s
 
 
 def _dem(dim: int, hp: dict[str, Any]):
@@ -698,16 +706,10 @@ def category_map(pred: np.ndarray, positives: Sequence[set[int]], protos: np.nda
                  ref: np.ndarray | None = None, correction=None) -> float:
     """mAP of category queries over a gallery of class prototypes: ``pred`` (q, D) queries, ``positives[j]``
     the classes (indices into ``protos``) query j names, the gallery ``protos[rows]`` with the correction
-    terms from ``ref`` as :func:`heldout_retrieval` computes them. Ties rank by gallery position."""
-    from ..correction import ScoreCorrection, apply_terms
+    terms from ``ref`` (:func:`gallery_scores`). Ties rank by gallery position."""
     from ..metrics.ranking import average_precision, rank_by_scores
     rows = np.asarray(rows)
-    gal = _unit(np.asarray(protos, np.float64)[rows])
-    s = _unit(np.asarray(pred, np.float64)) @ gal.T
-    corr = correction or ScoreCorrection()
-    if corr.active:
-        s = apply_terms(s, *corr.terms(gal @ _unit(np.asarray(ref, np.float64)).T))
-    ranked = rank_by_scores(s)
+    ranked = rank_by_scores(gallery_scores(pred, np.asarray(protos)[rows], ref, correction))
     return float(np.mean([average_precision(np.isin(rows[r], list(p))) for r, p in zip(ranked, positives)]))
 
 
