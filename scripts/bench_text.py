@@ -12,6 +12,8 @@ text as a modality on awa1-lampert, and query latency. Prints one table per part
    rank of each class's first photo, '*' marking names that are ImageNet lemmas and '+' names of kinds
    of ImageNet classes (the known-name anchors). "No anchors" ranks with the deployed map and
    correction alone; ridge and ConSE columns rank the same raw features with the baselines, same run.
+   Table 2c (awa2): for each name whose first photo is missed, the ImageNet classes whose own
+   prototype, asked through the same engine, ranks a photo of that class first (the ceiling).
    Attribute words: awa2 photos by their class's 5 strongest AwA attributes (--attributes), and the
    demo's generated unseen classes by their 4 attribute values.
 3. awa1-lampert (real AwA1 features, proposed split): DEM trained by the protocol with attributes,
@@ -132,6 +134,9 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
             rule = name_anchors(q, imagenet_lemmas(), hyponyms=model.anchor_lemmas)[1]
             print(f"  {q + mark[rule]:<36} {res['first_right'][c]:>3}{wrong:<30} | "
                   f"{raw['first_right'][c]:>3}")
+        if name == "awa2":
+            backbone_view(eng, unit(w).astype(np.float32), cats, lab_of,
+                          [c for c in classes if res["first_right"][c] != 1])
     corr = model.correction.describe()
     table(f"2a. class-name --text queries on raw-feature indexes (general {model.backbone}/{model.method}, "
           f"correction {corr}; baselines on the same features)",
@@ -167,6 +172,25 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
     table("2b. attribute words as --attributes on raw-feature indexes (general model)",
           ["gallery", "queries", "chance", "mAP", "query"], rows)
     return out
+
+
+def backbone_view(eng, protos: np.ndarray, cats: list[str], lab_of: dict, missed: list[str]) -> None:
+    """For each class whose first photo a name query misses: which of the backbone's own 1000 classes,
+    each asked as its unit classifier row through the same engine and correction, rank one of its
+    photos first. A diagnostic of the ceiling, not a choice: no query built from what the backbone
+    knows can do better than its own rows do, and a class none of whose rows finds its photo has no
+    ImageNet route from its name to it."""
+    if not missed:
+        return
+    D, I = eng.search_vectors(protos, 1, corrected=eng.terms is not None)
+    top = np.array([lab_of.get(int(i), "?") for i in I[:, 0]])
+    rows = []
+    for c in missed:
+        hits = np.flatnonzero(top == c)
+        best = hits[np.argsort(-D[hits, 0], kind="stable")][:4]
+        rows.append([c, f"{len(hits)}/{len(protos)}", ", ".join(cats[i] for i in best) or "-"])
+    table("2c. missed names: the ImageNet classes whose own prototype ranks a photo of that class first "
+          "(the backbone's view of the photo; corrected scores)", ["class", "prototypes", "strongest of them"], rows)
 
 
 def awa1_part(data_root: Path, seed: int) -> None:
