@@ -13,7 +13,8 @@ text as a modality on awa1-lampert, and query latency. Prints one table per part
    of ImageNet classes (the known-name anchors). "No anchors" ranks with the deployed map and
    correction alone; ridge and ConSE columns rank the same raw features with the baselines, same run.
    Table 2c (awa2): for each name whose first photo is missed, the ImageNet classes whose own
-   prototype, asked through the same engine, ranks a photo of that class first (the ceiling).
+   prototype, asked through the same engine, ranks a photo of that class first (the
+   backbone's own view of the photo).
    Attribute words: awa2 photos by their class's 5 strongest AwA attributes (--attributes), and the
    demo's generated unseen classes by their 4 attribute values.
 3. awa1-lampert (real AwA1 features, proposed split): DEM trained by the protocol with attributes,
@@ -177,9 +178,9 @@ def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
 def backbone_view(eng, protos: np.ndarray, cats: list[str], lab_of: dict, missed: list[str]) -> None:
     """For each class whose first photo a name query misses: which of the backbone's own 1000 classes,
     each asked as its unit classifier row through the same engine and correction, rank one of its
-    photos first. A diagnostic of the ceiling, not a choice: no query built from what the backbone
-    knows can do better than its own rows do, and a class none of whose rows finds its photo has no
-    ImageNet route from its name to it."""
+    photos first. A diagnostic, not a choice: it names the known classes that lead to the photo (a
+    name must reach one of them, or a mix, to rank it first); a class whose photo only unrelated
+    rows find has no ImageNet class of its kind to be anchored on."""
     if not missed:
         return
     D, I = eng.search_vectors(protos, 1, corrected=eng.terms is not None)
