@@ -148,7 +148,7 @@ def bench_search(args) -> list[tuple]:
     import faiss
 
     from zslretrieval.index.autotune import choose_index, memory_estimate, rerank, vector_scorer
-    from zslretrieval.index.searchers.faiss_searcher import apply_search_params, build_index, split_rerank
+    from zslretrieval.index.searchers.faiss_files import apply_search_params, build_index, split_rerank
 
     faiss.omp_set_num_threads(args.threads)
     rows = []

@@ -36,7 +36,7 @@ def build_synthetic_index(root: Path, n_gallery: int, feature_dim: int, n_attrib
                           seed: int) -> object:
     """Fit ``model_name`` on a small synthetic benchmark, then index ``n_gallery`` generated images."""
     from zslretrieval.data.synthetic import make_synthetic
-    from zslretrieval.index.ingest import index_features
+    from zslretrieval.ingest import index_features
     from zslretrieval.models import create_model
     from zslretrieval.models.checkpoint import ModelCard, save_checkpoint
 

@@ -91,7 +91,7 @@ def main() -> int:
     import ray
     import torch
 
-    from zslretrieval.index.ingest import IndexConfig, index_images
+    from zslretrieval.ingest import IndexConfig, index_images
 
     cpus = len(os.sched_getaffinity(0))
     torch.set_num_threads(cpus)  # the local baseline uses every core (bench_index's import set OMP to 1)

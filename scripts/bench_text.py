@@ -76,10 +76,11 @@ def general_part(model) -> None:
 
 
 def photo_part(model, photos: Path, work: Path, data_root: Path) -> dict:
-    from zslretrieval.index import IndexConfig, index_images, open_index
+    from zslretrieval.index import open_index
+    from zslretrieval.ingest import IndexConfig, index_images
     from zslretrieval.metrics.ranking import mean_average_precision
     from zslretrieval.query import QueryEngine, QuerySpec
-    from zslretrieval.query.evaluate import label_query_map
+    from zslretrieval.query.benchmark_map import label_query_map
     from zslretrieval.text import encode_vocabulary
     from zslretrieval.text.general import (apply_ridge, conse_embed, fit_ridge, imagenet_categories, imagenet_head,
                                            prompt_embeddings, softmax, with_glosses)

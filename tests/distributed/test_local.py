@@ -9,7 +9,7 @@ from tests.index.fakes import write_images
 from zslretrieval.distributed import EncodeOptions, make_executor
 from zslretrieval.errors import UnknownNameError
 from zslretrieval.features import extract_features, load_backbone
-from zslretrieval.index.ingest import IndexConfig, index_images
+from zslretrieval.ingest import IndexConfig, index_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

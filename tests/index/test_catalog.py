@@ -11,9 +11,10 @@ import tests.index.fakes  # noqa: F401
 from tests.index.fakes import make_checkpoint, write_images
 from zslretrieval.cli import cli
 from zslretrieval.errors import IncompatibleError, InvalidInputError
-from zslretrieval.index import SCHEMA_VERSION, IndexConfig, check_index, index_features, index_images, open_index
+from zslretrieval.index import SCHEMA_VERSION, check_index, open_index
 from zslretrieval.index.searchers import NumpySearcher
 from zslretrieval.index.space import l2_normalize
+from zslretrieval.ingest import IndexConfig, index_features, index_images
 
 
 def _features(n=40, d=8, seed=0):

@@ -10,11 +10,12 @@ from sqlalchemy import inspect, select
 
 from zslretrieval.errors import IncompatibleError, InvalidInputError
 from zslretrieval.index import catalog as catalog_mod
-from zslretrieval.index import check_index, index_features, open_index
+from zslretrieval.index import check_index, open_index
 from zslretrieval.index.catalog import Catalog, FeatureShard, IndexEntry, Manifest, SchemaVersion, normalize_url
 from zslretrieval.index.layout import WriteLock, catalog_url
 from zslretrieval.index.store import FeatureStore
 from zslretrieval.index.writer import ChunkItem, IndexWriter
+from zslretrieval.ingest import index_features
 
 
 def _features(n=40, d=8, seed=0):

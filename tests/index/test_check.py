@@ -10,11 +10,12 @@ from click.testing import CliRunner
 
 from zslretrieval.cli import cli
 from zslretrieval.errors import ConsistencyError
-from zslretrieval.index import check_index, index_features, open_index
+from zslretrieval.index import check_index, open_index
 from zslretrieval.index.catalog import Catalog
 from zslretrieval.index.check import repair_index
 from zslretrieval.index.layout import catalog_url
 from zslretrieval.index.writer import ChunkItem, IndexWriter
+from zslretrieval.ingest import index_features
 
 from .fakes import make_checkpoint
 

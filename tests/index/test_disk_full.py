@@ -15,8 +15,9 @@ import pytest
 
 from tests.index.fakes import write_images
 from zslretrieval.errors import StorageError
-from zslretrieval.index import IndexConfig, check_index, index_images, open_index
+from zslretrieval.index import check_index, open_index
 from zslretrieval.index.store import FeatureStore
+from zslretrieval.ingest import IndexConfig, index_images
 
 REPO = Path(__file__).resolve().parents[2]
 N = 120

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from zslretrieval.errors import InvalidInputError
-from zslretrieval.index.searchers.faiss_searcher import apply_search_params, build_index, index_ids, new_index, read_index, write_index
+from zslretrieval.index.searchers.faiss_files import apply_search_params, build_index, index_ids, new_index, read_index, write_index
 from zslretrieval.index.searchers import NumpySearcher
 from zslretrieval.index.space import l2_normalize
 

@@ -13,12 +13,13 @@ import tests.index.fakes  # noqa: F401  (tiny-test backbone, tiny-linear / tiny-
 from tests.index.fakes import make_checkpoint, write_images
 from zslretrieval.errors import DataNotFoundError, IncompatibleError, InvalidInputError
 from zslretrieval.features import extract_features
-from zslretrieval.index import IndexConfig, check_index, index_images, open_index
+from zslretrieval.index import check_index, open_index
 from zslretrieval.index.catalog import Catalog, IndexEntry
 from zslretrieval.index.layout import catalog_url
 from zslretrieval.index.searchers import NumpySearcher
 from zslretrieval.index.space import l2_normalize
 from zslretrieval.index.writer import ChunkItem, IndexWriter
+from zslretrieval.ingest import IndexConfig, index_images
 
 
 def _cfg(tmp_path, **kw):

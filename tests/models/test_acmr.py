@@ -1,4 +1,5 @@
-"""ACMR: two aligned VAEs (cross-reconstruction, W2 alignment, VSA, IEM), checkpoints, GZSL classifier."""
+"""ACMR: two aligned VAEs (cross-reconstruction, W2 alignment, VSA, IEM), what its checkpoint leaves
+out, GZSL classifier. Loss, unseen top-1 and the checkpoint round trip: ``test_contract.py``."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,33 +7,25 @@ import pytest
 import torch
 
 from zslretrieval.errors import InvalidInputError
-from zslretrieval.models import create_model, list_models
+from zslretrieval.models import create_model
 from zslretrieval.models.acmr import _w2_diag
 from zslretrieval.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 
-from .toy import SEEN, seen_subset, unseen_top1
+from .toy import SEEN, TOY_HPARAMS, seen_subset, unseen_top1
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SMALL = {"latent_dim": 16, "visual_hidden_dim": 64, "semantic_hidden_dim": 32, "batch_size": 32, "epochs": 15,
-         "warmup_epochs": 3, "cls_samples_per_class": 50, "cls_epochs": 10}
+SMALL = TOY_HPARAMS["acmr"]
 
 
 @pytest.fixture(scope="module")
-def trained(data):
-    x, y, s = seen_subset(*data)
-    model = create_model("acmr", 40, 16, SMALL)
-    align = []
-
-    def probe(_e):
-        with torch.no_grad():
-            align.append(float(model.loss_terms(x, y, s)["align"]))
-
-    losses = model.fit(x, y, s, seed=0, on_epoch=probe)
-    return model, losses, align
+def trained(toy_trained):
+    """(model, losses): the contract's acmr (TOY_HPARAMS, seed 0), trained once per session."""
+    return toy_trained("acmr")
 
 
-def test_registered():
-    assert "acmr" in list_models()
+def _align(model, data) -> float:
+    with torch.no_grad():
+        return float(model.loss_terms(*seen_subset(*data))["align"])
 
 
 def test_w2_closed_form():
@@ -40,12 +33,6 @@ def test_w2_closed_form():
     mu1, mu2 = torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]])
     lv1, lv2 = torch.zeros(1, 2), torch.full((1, 2), float(np.log(4.0)))
     torch.testing.assert_close(_w2_diag(mu1, lv1, mu2, lv2), torch.tensor([27.0]).sqrt(), atol=1e-6, rtol=1e-6)
-
-
-def test_loss_falls_after_warmup(trained):
-    _, losses, _ = trained
-    # Warm-up raises the weights of KL/cross/align until epoch 3; from then on the total must fall.
-    assert losses[-1] < 0.9 * losses[SMALL["warmup_epochs"] - 1]
 
 
 def test_alignment_term_decreases(data):
@@ -67,22 +54,15 @@ def test_alignment_term_decreases(data):
 
 
 def test_alignment_loss_brings_posteriors_together(trained, data):
-    _, _, align = trained
+    model, _ = trained
     x, y, s = seen_subset(*data)
     free = create_model("acmr", 40, 16, {**SMALL, "align_weight": 0.0, "cross_weight": 0.0})
     free.fit(x, y, s, seed=0)
-    with torch.no_grad():
-        assert align[-1] < 0.5 * float(free.loss_terms(x, y, s)["align"])
-
-
-def test_beats_chance_on_unseen_classes(trained, data):
-    model, _, _ = trained
-    # 6 unseen classes: chance is 1/6.
-    assert unseen_top1(model.scores, *data) > 0.4
+    assert _align(model, data) < 0.5 * _align(free, data)
 
 
 def test_gzsl_latent_classifier(trained, data):
-    model, _, _ = trained
+    model, _ = trained
     x, labels, att = data
     st, xt = torch.from_numpy(att), torch.from_numpy(x)
     sc = model.gzsl_scores(xt, st)
@@ -104,7 +84,7 @@ def test_gzsl_latent_classifier(trained, data):
 def test_iem_critic_learns(trained, data):
     """The IEM term is what trains the critics: with it, the JSD bound falls far below the one of
     the same model trained without it (iem_weight=0 leaves the critics at their initialisation)."""
-    model, _, _ = trained
+    model, _ = trained
     x, y, s = seen_subset(*data)
     without = create_model("acmr", 40, 16, {**SMALL, "iem_weight": 0.0})
     without.fit(x, y, s, seed=0)
@@ -132,8 +112,8 @@ def test_vsa_aligns_images_with_their_class_descriptors(data):
     assert with_vsa > without + 0.3, (with_vsa, without)
 
 
-def test_checkpoint_roundtrip(trained, data, tmp_path):
-    model, _, _ = trained
+def test_checkpoint_leaves_out_the_training_head_and_keeps_the_gzsl_classifier(trained, data, tmp_path):
+    model, _ = trained
     x, _, att = data
     card = ModelCard(model="acmr", hparams=model.hparams.to_dict(), feature_dim=40, semantic_dims=[16],
                      dataset="toy", metric=model.metric)
@@ -141,9 +121,6 @@ def test_checkpoint_roundtrip(trained, data, tmp_path):
     loaded, _, _ = load_checkpoint(path)
     assert not any("vsa" in k for k in loaded.state_dict())  # the training-only head is not saved
     xt, st = torch.from_numpy(x), torch.from_numpy(att)
-    assert torch.equal(loaded.scores(xt, st), model.scores(xt, st))
-    with torch.no_grad():
-        assert torch.equal(loaded.embed_classes(st), model.eval().embed_classes(st))
     assert torch.equal(loaded.gzsl_scores(xt, st), model.gzsl_scores(xt, st))
 
 

@@ -1,4 +1,5 @@
-"""DEM: the loss falls, unseen classes are recognised above chance, fusion, determinism, inference rule."""
+"""DEM: the loss approaches its floor, fusion, determinism, inference rule, feature normalisations.
+Loss falling, unseen top-1 on the toy data and the checkpoint round trip: ``test_contract.py``."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +32,7 @@ def data():
 HP = {"hidden": 64, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 32, "epochs": 25}
 
 
-def test_loss_falls_and_beats_chance(data):
+def test_loss_closes_half_the_gap_to_the_within_class_floor(data):
     m = Dem(data["x"].shape[1], data["s"].shape[1], HP)
     losses = m.fit(data["x"], data["y"], data["s"], seed=0)
     assert len(losses) == HP["epochs"]
@@ -39,11 +40,7 @@ def test_loss_falls_and_beats_chance(data):
     x, y = data["x"], data["y"]
     means = torch.stack([x[y == c].mean(0) for c in range(len(data["s"]))])
     floor = float((x - means[y]).pow(2).sum(1).mean())
-    assert losses[-1] < losses[0]
-    assert losses[-1] - floor < 0.5 * (losses[0] - floor)
-    pred = data["unseen"][m.scores(data["xu"], data["su"]).argmax(1).numpy()]
-    acc = per_class_top1(pred, data["lu"], data["unseen"])
-    assert acc > 2.0 / len(data["unseen"])  # chance is 1/5
+    assert floor < losses[-1] and losses[-1] - floor < 0.5 * (losses[0] - floor)
 
 
 def test_inference_is_nearest_prototype_in_visual_space(data):

@@ -1,5 +1,6 @@
 """The ensemble's score is the weighted cosine sum worked out from its members; fit_grid shares the
-members' fits and equals fit; bad member lists are refused naming the valid models."""
+members' fits and equals fit; bad member lists are refused naming the valid models. Unseen top-1 and
+the checkpoint round trip: ``test_contract.py``."""
 from __future__ import annotations
 
 import math
@@ -12,12 +13,11 @@ from zslretrieval.errors import InvalidInputError
 from zslretrieval.models import create_model, get_model_class
 from zslretrieval.models.ensemble import Ensemble
 
-from .toy import UNSEEN, seen_subset, unseen_top1
+from .toy import TOY_HPARAMS, UNSEEN, seen_subset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-MEMBER_HP = {"eszsl": {"gamma": 1.0, "lam": 1.0}, "dem": {"hidden": 32, "epochs": 5, "batch_size": 32, "lr": 3e-3},
-             "sae": {"lam": 10.0}}
+MEMBER_HP = {m: TOY_HPARAMS[m] for m in ("eszsl", "dem", "sae")}
 
 
 def _cosines(m, x, s) -> np.ndarray:
@@ -37,7 +37,7 @@ def _fitted(data, members=("eszsl", "dem")):
 
 
 def test_scores_are_the_weighted_cosine_sum_of_the_members(data):
-    x, labels, att = data
+    x, _, att = data
     model, (xs, _, ss) = _fitted(data)
     # each member's weight: 1 / sample standard deviation of its cosines, training images x training classes
     spreads = [np.std(_cosines(m, xs, ss), ddof=1) for m in model.members]
@@ -50,8 +50,6 @@ def test_scores_are_the_weighted_cosine_sum_of_the_members(data):
     with torch.no_grad():
         np.testing.assert_allclose(model.embed_images(xq).norm(dim=1).numpy(), 1.0, atol=1e-5)
         np.testing.assert_allclose(model.embed_classes(sq).norm(dim=1).numpy(), 1.0, atol=1e-5)
-    # it learns something: unseen top-1 well above chance (1/6)
-    assert unseen_top1(model.scores, x, labels, att) > 0.5
 
 
 def test_one_member_ranks_like_that_member(data):

@@ -9,13 +9,11 @@ from zslretrieval.errors import InvalidInputError
 from zslretrieval.models import create_model
 from zslretrieval.models.eszsl import Eszsl
 
+from .toy import linear_toy
 
-def _toy(seed: int = 0, n: int = 40, d: int = 6, z: int = 4, a: int = 5):
-    rng = np.random.default_rng(seed)
-    s = rng.standard_normal((z, a)).astype(np.float32)
-    y = rng.integers(0, z, n)
-    x = (s[y] @ rng.standard_normal((a, d)) + 0.3 * rng.standard_normal((n, d))).astype(np.float32)
-    return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(s)
+
+def _toy(seed: int = 0, n: int = 40):
+    return linear_toy(seed, n=n, d=6, z=4, a=5)
 
 
 def test_hand_worked_scalar_case():

@@ -1,5 +1,6 @@
-"""RbfNystroem: a hand-worked two-landmark case, landmarks drawn from the training rows only, and the
-exact kernel reproduced when every training image is a landmark."""
+"""models/layers.py. RbfNystroem: a hand-worked two-landmark case, landmarks drawn from the training
+rows only, and the exact kernel reproduced when every training image is a landmark. PCAReduce: the
+exact principal subspace."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from zslretrieval.errors import InvalidInputError
-from zslretrieval.models.layers import RbfNystroem
+from zslretrieval.models.layers import PCAReduce, RbfNystroem
 
 
 def test_hand_worked_two_landmarks():
@@ -73,3 +74,31 @@ def test_bad_configuration():
         RbfNystroem(5, [2, 2], 4)
     with pytest.raises(InvalidInputError, match="landmarks=0"):
         RbfNystroem(5, None, 0)
+
+
+def test_pca_reduce_matches_exact_svd():
+    """The randomised PCA (torch.pca_lowrank) spans the exact top-k principal subspace (full SVD,
+    float64) of each reduced group; narrow groups pass through untouched."""
+    g = np.random.default_rng(3)
+    # group 0: 30 dims with a clear 4-dim principal subspace; group 1: 3 dims (< k, kept as is)
+    basis = np.linalg.qr(g.normal(size=(30, 4)))[0]
+    a = g.normal(size=(500, 4)) * np.array([10.0, 8.0, 6.0, 5.0]) @ basis.T + 0.05 * g.normal(size=(500, 30)) + 2.0
+    b = g.normal(size=(500, 3))
+    x = torch.from_numpy(np.concatenate([a, b], 1).astype(np.float32))
+    red = PCAReduce([30, 3], k=4)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        red.fit(x, torch.Generator().manual_seed(0))
+    assert red.out_groups == [4, 3] and red.out_dim == 7
+    centred = a - a.mean(0)
+    v = np.linalg.svd(centred, full_matrices=False)[2][:4].T            # exact (30, 4)
+    comp = red.comp0.double().numpy()
+    np.testing.assert_allclose(comp @ comp.T, v @ v.T, atol=1e-3)      # same projector
+    np.testing.assert_allclose(red.mean0.numpy(), a.mean(0), atol=1e-4)
+    out = red(x)
+    np.testing.assert_allclose(out[:, :4].numpy(), (a - a.mean(0)) @ comp, atol=1e-3)
+    assert torch.equal(out[:, 4:], x[:, 30:])
+    assert torch.equal(red.transform(x, batch=64), out)
+    assert torch.equal(PCAReduce([33], k=0)(x), x)  # k=0: off
+    with pytest.raises(InvalidInputError, match="pca_dim"):
+        PCAReduce([33], k=-1)

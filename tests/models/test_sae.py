@@ -10,13 +10,11 @@ import torch
 from zslretrieval.errors import InvalidInputError
 from zslretrieval.models.sae import Sae, solve_symmetric_sylvester
 
+from .toy import linear_toy
 
-def _toy(seed: int = 0, n: int = 60, d: int = 7, z: int = 5, a: int = 4):
-    rng = np.random.default_rng(seed)
-    s = rng.standard_normal((z, a)).astype(np.float32)
-    y = rng.integers(0, z, n)
-    x = (s[y] @ rng.standard_normal((a, d)) + 0.3 * rng.standard_normal((n, d))).astype(np.float32)
-    return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(s)
+
+def _toy(seed: int = 0):
+    return linear_toy(seed, n=60, d=7, z=5, a=4)
 
 
 def test_eigen_solver_matches_solve_sylvester():

@@ -1,7 +1,8 @@
 """Small stand-ins for an index and a model, so the query path is tested on its own.
 
-FakeIndex follows the documented ``OpenIndex`` contract (manifest, search with k=None for the
-exact full ranking, records, model) on top of the float64 NumpySearcher reference.
+FakeIndex follows the documented ``OpenIndex`` contract (``query.protocols.SearchableIndex``:
+manifest, search with k=None for the exact full ranking, records, model, ...) on top of the
+float64 NumpySearcher reference.
 """
 from __future__ import annotations
 
@@ -83,15 +84,38 @@ class FakeIndex:
         self.ids = np.arange(100, 100 + len(emb), dtype=np.int64)
         self.searcher = NumpySearcher(emb.shape[1], metric)
         self.searcher.add(self.embeddings, self.ids)
-        self.manifest = SimpleNamespace(name=self.name, metric=metric, dim=emb.shape[1], backbone=self.backbone)
+        self.manifest = SimpleNamespace(name=self.name, metric=metric, dim=emb.shape[1], backbone=self.backbone,
+                                        backbone_weights=None, source="images" if self.backbone else "dataset:fake")
         self._records = {int(i): Record(int(i), p, l) for i, p, l in zip(self.ids, self.paths, self.labels)}
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.ids)
 
     def search(self, xq, k):
         self.search_calls.append(len(xq))
         return self.searcher.rank_all(xq) if k is None else self.searcher.search(xq, k)
 
+    def search_unchecked(self, xq, k):
+        return self.search(xq, k)
+
     def records(self, ids):
         return [self._records[int(i)] for i in ids]
+
+    def all_records(self, status="ok"):
+        return [r for r in self._records.values() if status is None or r.status == status]
+
+    def raw_features(self):
+        return self.ids.copy(), self.features.copy()
+
+    def correction_terms(self):
+        return None   # no score correction: rankings are the model's raw scores
+
+    def general_terms(self, general):
+        return None
+
+    def close(self):
+        pass
 
     def model(self):
         if self.model_ is None:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from zslretrieval.cli import cli
 from zslretrieval.data import load_dataset
-from zslretrieval.index import index_features
+from zslretrieval.ingest import index_features
 from zslretrieval.models.checkpoint import save_checkpoint
 from zslretrieval.query import engine_map
 

@@ -10,11 +10,13 @@ from click.testing import CliRunner
 
 from zslretrieval.cli import cli
 from zslretrieval.correction import ScoreCorrection, apply_terms, reference_columns
+from zslretrieval.correction.search import search_corrected
+from zslretrieval.correction.terms import CorrectionTerms
 from zslretrieval.data.synthetic import make_synthetic
-from zslretrieval.index import index_features, open_index
+from zslretrieval.index import open_index
 from zslretrieval.index.layout import TERMS_GLOB
 from zslretrieval.index.searchers import exact_scores
-from zslretrieval.index.stats import CorrectionTerms, search_corrected
+from zslretrieval.ingest import index_features
 from zslretrieval.models.checkpoint import save_checkpoint
 from zslretrieval.protocol import evaluate
 from zslretrieval.query import QueryEngine, QuerySpec, engine_maps

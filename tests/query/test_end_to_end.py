@@ -10,8 +10,9 @@ from click.testing import CliRunner
 
 from zslretrieval.cli import cli
 from zslretrieval.data.synthetic import make_synthetic
-from zslretrieval.index import index_features, open_index
+from zslretrieval.index import open_index
 from zslretrieval.index.searchers import exact_scores
+from zslretrieval.ingest import index_features
 from zslretrieval.metrics.ranking import mean_average_precision, rank_by_scores
 from zslretrieval.models import create_model
 from zslretrieval.models.checkpoint import ModelCard, save_checkpoint

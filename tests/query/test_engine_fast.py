@@ -11,9 +11,10 @@ from torch import nn
 
 from zslretrieval.cli import cli
 from zslretrieval.errors import InvalidInputError
-from zslretrieval.index import index_features, open_index
+from zslretrieval.index import open_index
+from zslretrieval.ingest import index_features
 from zslretrieval.query import QueryConfig, QueryEngine, QuerySpec, run_query
-from zslretrieval.query import engine as engine_mod
+from zslretrieval.query import results as results_mod
 from zslretrieval.query.engine import Projector
 
 from .fakes import VOCAB, LinearModel
@@ -171,7 +172,7 @@ def test_top_k_beyond_index_is_the_full_ranking(real_index):
 
 def test_result_size_is_bounded_before_allocation(real_index, monkeypatch):
     eng = _engine(real_index)
-    monkeypatch.setattr(engine_mod, "MAX_RESULTS", 100)
+    monkeypatch.setattr(results_mod, "MAX_RESULTS", 100)
     with pytest.raises(InvalidInputError, match="at most 100 per call"):
         eng.run([QuerySpec("attributes", real_index[1][0])] * 2, k=10**9)    # 2 x 60 > 100
     assert len(eng.run([QuerySpec("attributes", real_index[1][0])] * 10, k=10)) == 10

@@ -14,7 +14,6 @@ from .test_textual import DIM, FakeGeneral
 
 def fused_engine(n: int = 30):
     idx = make_index(n=n, feature_dim=DIM, backbone="efficientnet-lite0")
-    idx.raw_features = lambda: (idx.ids.copy(), idx.features.copy())
     return idx, QueryEngine(idx, general=FakeGeneral())
 
 

@@ -15,7 +15,7 @@ from zslretrieval.query import QueryEngine, QuerySpec
 
 
 def test_image_query_on_real_photos(shared_data, tmp_path):
-    from zslretrieval.index import IndexConfig, index_images
+    from zslretrieval.ingest import IndexConfig, index_images
 
     photos = shared_data / "photos" / "awa2" / "JPEGImages"
     # every third photo keeps the test quick on 2 CPU cores; labels come from the class folders
@@ -43,7 +43,7 @@ def test_image_query_on_real_photos(shared_data, tmp_path):
 def test_image_query_generated_images_and_bad_file(tmp_path):
     from PIL import Image
 
-    from zslretrieval.index import IndexConfig, index_images
+    from zslretrieval.ingest import IndexConfig, index_images
 
     folder = tmp_path / "imgs" / "red"
     folder.mkdir(parents=True)

@@ -10,6 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
+from zslretrieval.correction import ScoreCorrection
 from zslretrieval.errors import IncompatibleError, InvalidInputError
 from zslretrieval.index.searchers import exact_scores
 from zslretrieval.metrics.ranking import rank_by_scores
@@ -23,6 +24,7 @@ DIM = 8
 
 class FakeGeneral:
     backbone, backbone_weights, method, template, feature_dim = "efficientnet-lite0", None, "fake", "a {}", DIM
+    correction, reference = ScoreCorrection(), None    # no hubness correction
 
     def __init__(self):
         self.calls: list[list[str]] = []

@@ -49,7 +49,7 @@ def test_dem_fuses_attributes_and_text_and_the_card_says_so(ds, tmp_path):
 
 
 def test_text_query_on_a_text_model_index_equals_the_class_query(ds, tmp_path):
-    from zslretrieval.index import index_features
+    from zslretrieval.ingest import index_features
     res = select_and_train(ds, "eszsl", seed=0, modalities=("text",))
     ckpt = save_checkpoint(res.model, res.card, tmp_path / "t.pt",
                            torch.from_numpy(semantic_matrix(ds, ["text"])[0]))
@@ -71,7 +71,7 @@ def test_text_query_on_a_text_model_index_equals_the_class_query(ds, tmp_path):
 
 
 def test_text_query_on_an_attribute_model_is_refused(ds, tmp_path):
-    from zslretrieval.index import index_features
+    from zslretrieval.ingest import index_features
     res = select_and_train(ds, "eszsl", seed=0)
     ckpt = save_checkpoint(res.model, res.card, tmp_path / "a.pt", torch.from_numpy(ds.attributes))
     rows = ds.splits["test_unseen"]

@@ -61,7 +61,7 @@ def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model,
     Re-runs add only new or changed files; --prune removes vanished ones. With no input,
     re-indexes the stored features (e.g. --model CKPT, --index-type, --rebuild).
     """
-    from ..index.ingest import DatasetIndexConfig, IndexConfig, index_dataset, index_images
+    from ..ingest import DatasetIndexConfig, IndexConfig, index_dataset, index_images
 
     if dataset:
         if inputs or file_list:

@@ -56,13 +56,15 @@ def _data_options(f):
         click.option("--data-root", default=None, type=click.Path(file_okay=False),
                      help="Folder holding the benchmark data (default: $ZSLR_DATA)."),
         click.option("--images", default=None, type=click.Path(file_okay=False),
-                     help="Your own data: a folder with one sub-folder of images per class."),
+                     help="Your own data: a folder with one sub-folder of images per class. With --dataset: "
+                          "that benchmark's photos (default: its release folder under the data root)."),
         click.option("--class-attributes", default=None, type=click.Path(dir_okay=False),
                      help="With --images: CSV 'class,attr1,attr2,...'."),
         click.option("--unseen", default=None, type=click.Path(dir_okay=False),
                      help="With --images: file listing the held-out (unseen) classes, one per line."),
         click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
-                     help="With --images: feature extractor."),
+                     help="Feature extractor for photos (--images, or a benchmark read from its photos); "
+                          "features are cached per backbone and photo content."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--device", default="cpu", show_default=True, help="torch device for training."),
         click.option("--hparam", "hparams", multiple=True, metavar="KEY=VALUE",
@@ -82,6 +84,17 @@ def _data_config(kw: dict) -> DataConfig:
     return DataConfig(dataset=kw["dataset"], data_root=kw["data_root"], images=kw["images"],
                       class_attributes=kw["class_attributes"], unseen=kw["unseen"], backbone=kw["backbone"],
                       seed=kw["seed"], device=kw["device"])
+
+
+def _features_line(info: dict, load_seconds: float) -> str:
+    """Which features a result used, and what loading them cost (extracted now or read from the cache)."""
+    line = f"features: {info.get('description') or info.get('source')}"
+    if "n_extracted" in info:
+        line += (f"; {info['n_extracted']} of {info.get('n_images', '?')} extracted, the rest from the cache "
+                 f"{info.get('cache')}")
+    if "seconds" in info:
+        line += f"; features step {info['seconds']:.1f}s"
+    return line + f"; data loaded in {load_seconds:.1f}s"
 
 
 def _log(msg: str) -> None:
@@ -123,6 +136,7 @@ def train_cmd(model: str, out: str | None, **kw) -> None:
     report = train_from_config(cfg, log=_log)
     sel = report.selection
     click.echo(f"model {report.card.model} on {report.card.dataset} (seed {report.card.seed})")
+    click.echo(_features_line(report.features, report.load_seconds))
     click.echo(f"{'candidate':<60} {'val top-1':>9} {'epoch':>6}")
     cands = sel["candidates"]
     # what the candidates share (dataset facts, an ensemble's member settings) is in the chosen line
@@ -172,6 +186,7 @@ def eval_cmd(models: tuple[str, ...], checkpoint: str | None, metrics: tuple[str
     splits = report["data"]["splits"]
     click.echo(f"dataset {report['dataset']} (seed {report['seed']}): "
                + ", ".join(f"{k} {v['images']} img/{v['classes']} cls" for k, v in splits.items()))
+    click.echo(_features_line(report["features"], report["load_seconds"]))
     keys = sorted({k for r in report["results"] for k in r["metrics"]})
     head = f"{'model':<8} {'val top-1':>9} " + " ".join(f"{k:>10}" for k in keys) + f" {'train s':>8} {'eval s':>7}"
     click.echo(head)

@@ -74,7 +74,7 @@ class ZslDataset:
         """Class descriptors: the named modalities side by side -> ((C, sum dims) float32, [dim of each]).
 
         The one place that says how a model's class semantics are laid out; training
-        (``protocol``), evaluation and the engine's benchmark path (``query.evaluate``) all use it.
+        (``protocol``), evaluation and the engine's benchmark path (``query.benchmark_map``) all use it.
         """
         parts = []
         for m in modalities:

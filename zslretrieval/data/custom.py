@@ -5,7 +5,7 @@
     unseen.txt                        names of the classes held out from training, one per line
 
 :func:`load_custom_dataset` extracts image features with an offline backbone (cached by file
-content, so re-runs skip extraction), L2-normalises the attribute rows like xlsa17 and builds
+content in the cache folder, never inside ``images/``, so re-runs skip extraction; see feature_cache), L2-normalises the attribute rows like xlsa17 and builds
 the standard splits:
 
 * ``test_unseen``: every image of the unseen classes;
@@ -17,28 +17,28 @@ the standard splits:
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataNotFoundError, InvalidInputError, UnknownNameError
-from ..fileio import atomic_write, file_digest
 from ..features import DEFAULT_BACKBONE
 from ..features.images import IMAGE_EXTENSIONS
 from .base import ZslDataset
+from .feature_cache import (FeatureFn, backbone_feature_fn, cache_file, cached_features, default_cache_dir,
+                            feature_groups_meta, prime_feature_cache)
 
 log = logging.getLogger(__name__)
 
-CACHE_DIRNAME = ".zslr-cache"
-
-# (paths) -> (features (n, D) float32, ok_paths, failures [(path, reason)]), like features.extract_features.
-FeatureFn = Callable[[Sequence[Path]], tuple[np.ndarray, list, list]]
+# the feature cache lives in the cache folder (feature_cache); these names are re-exported for callers
+__all__ = ["FeatureFn", "backbone_feature_fn", "cached_features", "default_cache_dir", "load_custom_dataset",
+           "prime_feature_cache", "read_class_attributes", "read_unseen", "list_class_images", "make_splits",
+           "choose_val_classes"]
 
 
 def read_class_attributes(csv_path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]:
@@ -110,7 +110,8 @@ def read_unseen(unseen_file: str | os.PathLike, class_names: Sequence[str]) -> l
 
 
 def list_class_images(images_dir: str | os.PathLike) -> dict[str, list[Path]]:
-    """``{folder name: sorted image paths}`` for every non-hidden sub-folder (recursive inside it)."""
+    """``{folder name: sorted image paths}`` for every non-hidden sub-folder (recursive inside it).
+    Hidden folders are skipped, so an old ``.zslr-cache/`` (where features were cached before) is no class."""
     root = Path(images_dir)
     if not root.is_dir():
         raise DataNotFoundError(f"images folder not found: {root} (expected one sub-folder of images per class)")
@@ -122,122 +123,6 @@ def list_class_images(images_dir: str | os.PathLike) -> dict[str, list[Path]]:
     return out
 
 
-def content_key(path: Path) -> str:
-    """sha1 of the file's bytes: the cache key, so renamed files still hit and edited ones miss."""
-    return file_digest(path, "sha1")
-
-
-def default_cache_dir(images_dir: Path) -> Path:
-    """``<images>/.zslr-cache`` when writable, else a per-folder directory in the user cache."""
-    local = images_dir / CACHE_DIRNAME
-    if os.access(images_dir, os.W_OK) or (local.is_dir() and os.access(local, os.W_OK)):
-        return local
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zslretrieval" / "features"
-    return base / hashlib.sha1(str(images_dir.resolve()).encode()).hexdigest()[:16]
-
-
-def _feature_groups(backbone: str, dim: int) -> dict:
-    """``{"feature_groups": {...}}`` when the backbone's vector is several pooled stages (DML attends
-    over them), else nothing. Injected feature functions of other widths get no groups."""
-    from ..features.backbones import backbone_feature_groups
-    from ..errors import UnknownNameError
-
-    try:
-        groups = backbone_feature_groups(backbone)
-    except UnknownNameError:
-        return {}
-    return {"feature_groups": groups} if groups and sum(groups.values()) == dim else {}
-
-
-def cache_file(cache_dir: Path, backbone: str) -> Path:
-    return Path(cache_dir) / f"features-{_safe(backbone)}.npz"
-
-
-def _read_cache(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        return {}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return dict(zip(z["keys"].tolist(), z["features"]))
-    except (OSError, ValueError, KeyError) as e:  # a damaged cache is only a slowdown
-        log.warning("ignoring unreadable feature cache %s (%s)", path, e)
-        return {}
-
-
-def _write_cache(path: Path, known: dict[str, np.ndarray]) -> None:
-    keys = np.array(sorted(known))
-    mat = np.stack([known[k] for k in keys]).astype(np.float32)
-    buf = io.BytesIO()
-    np.savez(buf, keys=keys, features=mat)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-
-
-def cached_features(paths: Sequence[Path], backbone: str, extract: FeatureFn, cache_dir: Path
-                    ) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]], int]:
-    """Features of ``paths`` (n, D) float32 from the cache, extracting only files whose content is new.
-
-    Returns (features of the readable images in input order, those paths, failures, n extracted).
-    The cache file ``features-<backbone>.npz`` maps sha1 of file content -> feature row.
-    """
-    path = cache_file(cache_dir, backbone)
-    known = _read_cache(path)
-    digests = [content_key(p) for p in paths]
-    todo = sorted({d: p for p, d in zip(paths, digests) if d not in known}.items())
-    failures: list[tuple[Path, str]] = []
-    if todo:
-        feats, ok, failures = extract([p for _, p in todo])
-        feats = np.asarray(feats, np.float32)
-        by_path = {str(p): d for d, p in todo}
-        for p, f in zip(ok, feats):
-            known[by_path[str(p)]] = f
-        failures = [(Path(p), str(why)) for p, why in failures]
-        if len(ok):
-            _write_cache(path, known)
-    bad = {str(p) for p, _ in failures}
-    rows = [(p, known[d]) for p, d in zip(paths, digests) if d in known and str(p) not in bad]
-    if not rows:
-        return np.zeros((0, 0), np.float32), [], failures, len(todo)
-    return np.stack([f for _, f in rows]).astype(np.float32), [p for p, _ in rows], failures, len(todo)
-
-
-def prime_feature_cache(images_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], features: np.ndarray, *,
-                        backbone: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Store features computed elsewhere (e.g. by ``zslr index``) so :func:`load_custom_dataset` reuses them.
-
-    paths (n,) image files, features (n, D) float32 from the backbone named ``backbone``; the
-    entries are keyed by file content like extracted ones. Returns the cache file.
-    """
-    x = np.asarray(features, np.float32)
-    if x.ndim != 2 or len(x) != len(paths):
-        raise InvalidInputError(f"features shape {x.shape} does not match {len(paths)} paths; expected (n, D)")
-    path = cache_file(Path(cache_dir) if cache_dir is not None else default_cache_dir(Path(images_dir)), backbone)
-    known = _read_cache(path)
-    if known and next(iter(known.values())).shape != x.shape[1:]:
-        raise InvalidInputError(f"{path} holds {next(iter(known.values())).shape[0]}-d features of {backbone!r}, "
-                                f"not {x.shape[1]}-d; use another cache_dir or delete the file")
-    known.update((content_key(Path(p)), row) for p, row in zip(paths, x))
-    if len(known):
-        _write_cache(path, known)
-    return path
-
-
-def backbone_feature_fn(backbone: str, device: str = "auto", batch_size: int = 32,
-                        workers: int | None = None) -> FeatureFn:
-    """A :data:`FeatureFn` running the named offline backbone (``features.extract_features``)."""
-    from ..features import extract_features, load_backbone, resolve_device
-
-    dev = resolve_device(device)  # fail on a bad --device before any image is read
-    model = None
-
-    def run(paths: Sequence[Path]):
-        nonlocal model
-        if model is None:  # loading weights is the slow part; skip it when everything is cached
-            model = load_backbone(backbone, device=dev)
-        return extract_features(list(paths), model, batch_size=batch_size, device=dev, workers=workers)
-
-    return run
-
-
 def load_custom_dataset(images_dir: str | os.PathLike, class_attributes_csv: str | os.PathLike,
                         unseen_file: str | os.PathLike, *, backbone: str = DEFAULT_BACKBONE, seed: int = 0,
                         device: str = "auto", cache_dir: str | os.PathLike | None = None,
@@ -246,7 +131,8 @@ def load_custom_dataset(images_dir: str | os.PathLike, class_attributes_csv: str
     """Build a :class:`ZslDataset` from class folders, a class-attribute CSV and an unseen list.
 
     ``feature_fn`` replaces the backbone (tests inject a fast one); features are cached under
-    ``cache_dir`` (default ``<images_dir>/.zslr-cache``) keyed by ``backbone`` and file content.
+    ``cache_dir`` (default: ``feature_cache.default_cache_dir(images_dir)``, in the cache folder and
+    keyed by the folder's path, never inside ``images_dir``) by ``backbone`` and file content.
     Unreadable images are skipped, logged and listed in ``meta["failures"]``.
     Result: features (N, D) float32 in class order then path order, attributes (C, A)
     L2-normalised rows, ``meta["paths"]`` the image path of every row.
@@ -279,7 +165,8 @@ def load_custom_dataset(images_dir: str | os.PathLike, class_attributes_csv: str
     all_paths = [p for c in class_names for p in folders[c]]
     extract = feature_fn if feature_fn is not None else backbone_feature_fn(backbone, device)
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir(images_dir)
-    feats, ok_paths, failures, n_extracted = cached_features(all_paths, backbone, extract, cdir)
+    got = cached_features(all_paths, extract, cache_file(cdir, backbone))
+    feats, ok_paths, failures, n_extracted = got.features, got.ok_paths, got.failures, got.n_extracted
     for p, why in failures:
         log.warning("skipping unreadable image %s: %s", p, why)
     class_of = {str(p): ci for ci, c in enumerate(class_names) for p in folders[c]}
@@ -308,7 +195,10 @@ def load_custom_dataset(images_dir: str | os.PathLike, class_attributes_csv: str
             "class_attributes_csv": str(class_attributes_csv),
             "unseen_file": str(unseen_file),
             "feature_source": backbone,
-            **_feature_groups(backbone, feats.shape[1]),
+            "features": {"source": "photos", "backbone": backbone, "weights_id": got.weights_id,
+                         "folder": str(images_dir), "cache": str(got.cache_path), "n_images": len(all_paths),
+                         "n_extracted": n_extracted},
+            **feature_groups_meta(backbone, feats.shape[1]),
             "paths": [str(p) for p in ok_paths],
             "failures": [(str(p), why) for p, why in failures],
             "n_extracted": n_extracted,

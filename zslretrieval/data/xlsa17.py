@@ -29,6 +29,11 @@ inside ``trainval`` so hyper-parameters are never chosen on test images:
 3. Otherwise a seeded, deterministic choice of 20% of the ``trainval`` classes
    (``numpy.random.default_rng(seed)``); the rest are ``train``.
 
+Features: ``res101.mat`` when present; otherwise (or with ``images=``) the benchmark's own photos
+through an offline backbone, in the ``image_index.tsv`` order checked against ``att_splits.mat``
+(``photo_features``; CUB, AWA2, SUN), cached by backbone and content in the cache folder.
+``meta["features"]`` and ``meta["feature_source"]`` say which were used.
+
 Attribute names (the query vocabulary): AWA ``predicates.txt``, CUB ``attributes.txt`` (index column
 stripped), SUN ``attribute_names.txt``, any dataset ``attribute_names.txt``; otherwise ``a0``...
 CUB additionally exposes the Reed et al. 1024-d sentence descriptors from ``sent_splits_reed1024.mat``
@@ -255,13 +260,68 @@ def read_res101(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, lis
     return features, labels, image_files
 
 
+def load_xlsa17(root: str | os.PathLike, folder_name: str, *, name: str | None = None, seed: int = 0,
+                images: str | os.PathLike | None = None, backbone: str | None = None, device: str = "auto",
+                feature_fn=None, progress: bool = True) -> ZslDataset:
+    """One benchmark under ``root``: features from ``res101.mat`` when it is there, else from the
+    benchmark's photos (``images``, else their release folder under ``root``; see ``photo_features``)
+    through the offline ``backbone``. ``images`` given means photos even when ``res101.mat`` exists.
+    ``meta["features"]`` says which features were used; ``feature_fn`` replaces the backbone (tests)."""
+    from .photo_features import describe, find_photo_folder, missing_photos_message
+
+    root = Path(root)
+    folder = xlsa17_folder(root, folder_name)
+    label = name or folder_name
+    res_path = folder / "res101.mat"
+    if images is None and res_path.is_file():
+        ds = load_xlsa17_folder(folder, name=label, seed=seed)
+        ds.meta["features"] = {"source": "res101.mat", "path": str(res_path)}
+        ds.meta["feature_source"] = describe(ds.meta["features"])
+        return ds
+    images_dir = Path(images).expanduser() if images is not None else find_photo_folder(folder_name, root)
+    if images_dir is None or not images_dir.is_dir():
+        what = f"--images {images_dir} is not a folder" if images is not None else \
+            f"image features not found: expected {res_path}. " + _SOURCE_HINT.format(name=folder.name)
+        raise DataNotFoundError(f"{label}: {what}; {missing_photos_message(folder_name, root)}")
+    return load_xlsa17_photos(folder, images_dir, name=label, seed=seed, data_root=root, backbone=backbone,
+                              device=device, feature_fn=feature_fn, progress=progress)
+
+
+def load_xlsa17_photos(folder: str | os.PathLike, images_dir: str | os.PathLike, *, name: str | None = None,
+                       seed: int = 0, data_root: str | os.PathLike | None = None, backbone: str | None = None,
+                       device: str = "auto", feature_fn=None, progress: bool = True) -> ZslDataset:
+    """An xlsa17 benchmark with features of its photos in ``images_dir`` (N, D) float32, in the
+    checked ``image_index.tsv`` order, and the proposed split of ``att_splits.mat``."""
+    from ..features import DEFAULT_BACKBONE
+    from .feature_cache import feature_groups_meta
+    from .photo_features import describe, photo_features
+
+    folder = Path(folder)
+    label = name or folder.name
+    backbone = backbone or DEFAULT_BACKBONE
+    att = read_att_splits(folder, name=label)
+    features, labels, info = photo_features(folder.name.upper(), folder, att.class_names, att.locs,
+                                            images_dir=Path(images_dir), data_root=data_root, backbone=backbone,
+                                            device=device, feature_fn=feature_fn, progress=progress)
+    splits, split_meta = make_splits(att, labels, seed=seed, folder=folder)
+    meta = {"source": "xlsa17", "folder": str(folder), "features": info, "feature_source": describe(info),
+            "backbone": backbone, "seed": seed, **feature_groups_meta(backbone, features.shape[1]), **att.meta,
+            **split_meta}
+    return ZslDataset(name=label, features=features, labels=labels, class_names=att.class_names,
+                      attributes=att.attributes, attribute_names=att.attribute_names, splits=splits,
+                      extra_semantics=att.extra_semantics, semantic_norm="l2", feature_transform="none", meta=meta)
+
+
 def _make_loader(reg_name: str, folder_name: str):
-    def load(root: Path, *, seed: int = 0) -> ZslDataset:
-        return load_xlsa17_folder(xlsa17_folder(root, folder_name), name=reg_name, seed=seed)
+    def load(root: Path, *, seed: int = 0, images: str | os.PathLike | None = None, backbone: str | None = None,
+             device: str = "auto") -> ZslDataset:
+        return load_xlsa17(root, folder_name, name=reg_name, seed=seed, images=images, backbone=backbone,
+                           device=device)
 
     load.__name__ = f"load_{reg_name}"
-    load.__doc__ = (f"{folder_name} from ``<root>/xlsa17/{folder_name}/`` (res101.mat + att_splits.mat); "
-                    "features (N, 2048) float32, attributes (C, A) L2-normalised.")
+    load.__doc__ = (f"{folder_name} from ``<root>/xlsa17/{folder_name}/``: res101.mat + att_splits.mat, or the "
+                    "photos through an offline backbone (see load_xlsa17); attributes (C, A) L2-normalised.")
+    load.photo_features = True  # type: ignore[attr-defined]  (load_dataset passes --images/--backbone)
     return load
 
 

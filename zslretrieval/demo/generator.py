@@ -1,10 +1,18 @@
 """A generated zero-shot image dataset: shapes with a colour and a texture on a background.
 
 Every class is one combination of four attribute values (shape, colour, texture,
-background). The 16 combinations come from two orthogonal Latin squares over GF(4), so any
-two classes share at most one attribute value: a class can only be recognised by composing
-its attributes, never by one of them alone. Unseen classes are new combinations of attribute
-values that all appear in seen classes, which is exactly what zero-shot learning assumes.
+background), 4 values each, drawn from an orthogonal array over GF(4):
+
+* 16 classes (two orthogonal Latin squares): every pair of values from two groups occurs in
+  exactly one class, so two classes share at most one value. Small; what the tests use.
+* 64 classes (strength 3): every triple of values from three groups occurs in exactly one
+  class, so two classes share at most two values, and each value occurs in 16 classes, each
+  pair of values in 4. What ``zslr demo`` uses: a model can only tell 'red' from 'stripes'
+  if it sees each of them in many contexts, and with 16 classes it sees each in only 3 or 4.
+
+Either way a class can only be recognised by composing its attributes. Unseen classes are new
+combinations of attribute values that all appear in seen classes, which is exactly what
+zero-shot learning assumes; their images are never trained on.
 
 Output layout (what ``zslr train --images`` and ``load_custom_dataset`` read)::
 
@@ -88,27 +96,38 @@ class GeneratedDataset:
         return next(c for c in self.classes if c.name == name)
 
 
-def design_classes(seed: int = 0) -> list[ClassSpec]:
-    """The 16 classes: cell (i, j) gets shape i, colour j, texture i+j, background i+x*j in GF(4).
+# Class counts :func:`design_classes` can lay out (see the module docstring).
+DESIGNS = (16, 64)
 
-    Rows, columns and the two squares are four mutually orthogonal partitions, so every pair
-    of values from two different groups occurs in exactly one class. ``seed`` permutes which
-    concrete value stands for each field element, so different seeds give different combinations.
+
+def design_classes(seed: int = 0, n_classes: int = 16) -> list[ClassSpec]:
+    """The classes of an orthogonal array over GF(4), with field elements mapped to values by ``seed``.
+
+    16: cell (i, j) gets shape i, colour j, texture i+j, background i+x*j -- rows, columns and
+    the two squares are four mutually orthogonal partitions, so every pair of values from two
+    different groups occurs in exactly one class. 64: (i, j, k) gets shape i, colour j, texture
+    k, background i+j+k -- any three of the four determine the fourth, so every triple of values
+    occurs in exactly one class. ``seed`` permutes which concrete value stands for each field
+    element, so different seeds give different combinations.
     """
+    if n_classes not in DESIGNS:
+        raise InvalidInputError(f"n_classes={n_classes}; accepted: {', '.join(map(str, DESIGNS))}")
     rng = np.random.default_rng([seed, 1])
     perms = {g: [vals[k] for k in rng.permutation(len(vals))] for g, vals in VOCABULARY.items()}
-    classes = []
-    for i, j in itertools.product(range(4), range(4)):
-        t, b = i ^ j, i ^ int(_GF4_MUL[2, j])
-        classes.append(ClassSpec(perms["shape"][i], perms["colour"][j], perms["texture"][t], perms["background"][b]))
-    return classes
+    if n_classes == 16:
+        cells = [(i, j, i ^ j, i ^ int(_GF4_MUL[2, j])) for i, j in itertools.product(range(4), range(4))]
+    else:
+        cells = [(i, j, k, i ^ j ^ k) for i, j, k in itertools.product(range(4), range(4), range(4))]
+    return [ClassSpec(perms["shape"][i], perms["colour"][j], perms["texture"][t], perms["background"][b])
+            for i, j, t, b in cells]
 
 
 def choose_unseen(classes: list[ClassSpec], n_unseen: int = 4, seed: int = 0) -> list[str]:
     """Pick ``n_unseen`` class names whose every attribute value also appears in >= 2 seen classes.
 
     Among the subsets that qualify, those whose unseen classes share no value with each other
-    are preferred (each unseen class then tests a different composition). Deterministic by seed.
+    are preferred (each unseen class then tests a different composition): random subsets first,
+    then, if none of those was disjoint, greedy disjoint picks. Deterministic by seed.
     """
     if not 2 <= n_unseen <= len(classes) - 2:
         raise InvalidInputError(f"n_unseen={n_unseen}; must be between 2 and {len(classes) - 2}")
@@ -125,6 +144,21 @@ def choose_unseen(classes: list[ClassSpec], n_unseen: int = 4, seed: int = 0) ->
             best, best_key = pick, key
         if key == (2, 0):
             break
+    if best_key != (2, 0):
+        # Pairwise-disjoint picks are rare among random subsets of a large design (64 classes): build
+        # them greedily instead, in random orders, and keep one whose values all stay >= 2x seen.
+        for _ in range(200):
+            pick: list[int] = []
+            for k in rng.permutation(len(classes)).tolist():
+                if not any(set(classes[k].attributes) & set(classes[p].attributes) for p in pick):
+                    pick.append(k)
+                    if len(pick) == n_unseen:
+                        break
+            seen = [c for k, c in enumerate(classes) if k not in pick]
+            if len(pick) == n_unseen and min(sum(v in c.attributes for c in seen)
+                                             for k in pick for v in classes[k].attributes) >= 2:
+                best, best_key = sorted(pick), (2, 0)
+                break
     if best_key[0] < 1:
         raise InvalidInputError(f"cannot choose {n_unseen} unseen classes whose attributes all appear in seen classes")
     return [classes[k].name for k in best]
@@ -246,7 +280,7 @@ def render_image(spec: ClassSpec, rng: np.random.Generator, size: int = 224) -> 
 
 
 def generate_dataset(out_dir: str | Path, *, seed: int = 0, images_per_class: int = 30, image_size: int = 224,
-                     n_unseen: int = 4, image_format: str = "jpg") -> GeneratedDataset:
+                     n_unseen: int = 4, image_format: str = "jpg", n_classes: int = 16) -> GeneratedDataset:
     """Write the image folders, ``class_attributes.csv`` and ``unseen.txt`` under ``out_dir``.
 
     Files that already exist with the same content are left untouched, so re-running with the
@@ -261,7 +295,7 @@ def generate_dataset(out_dir: str | Path, *, seed: int = 0, images_per_class: in
         raise InvalidInputError(f"image_format={image_format!r}; accepted: jpg, png")
     root = Path(out_dir)
     images_dir = root / "images"
-    classes = design_classes(seed)
+    classes = design_classes(seed, n_classes)
     unseen = choose_unseen(classes, n_unseen, seed)
     paths: dict[str, list[Path]] = {}
     for ci, spec in enumerate(classes):

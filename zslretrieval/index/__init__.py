@@ -4,11 +4,14 @@
     catalog.py  SQL tables (images, entries, shards, manifest);  store.py  feature shards
     writer.py   IndexWriter: catalog + store transactions of one folder
     sync.py     the FAISS file brought in line with the catalog (writer) / checked (reader)
-    ingest.py   use cases: index_images, index_features, index_dataset
+    terms_file.py  per-image correction terms beside the FAISS file (the terms: ``correction``)
     reader.py   open_index -> OpenIndex (search through searchers.FaissSearcher, records, model)
     check.py    zslr check;  space.py  raw features -> index space;  searchers/  search backends
+    storage_errors.py  disk full / unwritable -> StorageError;  remove.py  remove_index
 
-    report = index_images(IndexConfig(inputs=[Path("photos")], name="pets"))   # zslr index photos --name pets
+The use cases that fill an index (``index_images``, ``index_features``, ``index_dataset``) are the
+``zslretrieval.ingest`` package, one layer up (DESIGN.md "Layers").
+
     ix = open_index("pets")
     D, I = ix.search(xq, k=10)          # I: catalog image ids; k=None: exact full ranking
     ix.records(I[0])                    # [ImageRecord(id, path, label, status), ...]
@@ -22,8 +25,7 @@ from .._lazy import lazy_getattr
 
 _EXPORTS = {
     "open_index": "reader", "OpenIndex": "reader", "ImageRecord": "reader", "IndexManifest": "reader",
-    "index_images": "ingest", "index_features": "ingest", "index_dataset": "ingest", "IndexConfig": "ingest",
-    "IndexReport": "ingest", "DatasetIndexConfig": "ingest", "DATASET_SPLITS": "ingest", "remove_index": "ingest",
+    "remove_index": "remove",
     "IndexWriter": "writer",
     "check_index": "check", "CheckReport": "check",
     "resolve_index_root": "layout", "index_folder": "layout", "load_index_model": "layout",

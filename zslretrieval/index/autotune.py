@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .searchers.faiss_searcher import _faiss, apply_search_params, split_rerank
+from .searchers.faiss_files import apply_search_params, faiss_module, split_rerank
 from .sync import build_index_from
 
 FLAT_BELOW = 50_000          # exact search is fast enough below this many vectors
@@ -217,7 +217,7 @@ def _exact_truth(x: np.ndarray, q_rows: np.ndarray, metric: str, k: int) -> np.n
 
 def _search_without_self(index, xq, q_rows, k_search, k, rr, score):
     D, I = index.search(xq, k_search + 1)
-    if index.metric_type == _faiss().METRIC_L2:
+    if index.metric_type == faiss_module().METRIC_L2:
         D = -D
     self_hit = I == q_rows[:, None]
     D, I = np.where(self_hit, -np.inf, D), np.where(self_hit, -1, I)
@@ -231,7 +231,7 @@ def _search_param(index: Any, pname: str) -> int | None:
     """The current value of the search parameter ``pname`` (nprobe, efSearch) of an IDMap2 index; None for ""."""
     if not pname:
         return None
-    faiss = _faiss()
+    faiss = faiss_module()
     if pname == "nprobe":
         return int(faiss.extract_index_ivf(index).nprobe)
     return int(faiss.downcast_index(index.index).hnsw.efSearch)

@@ -170,7 +170,7 @@ class Catalog:
         try:
             self._check_schema(create)
         except OperationalError as e:
-            from .storage import is_write_failure
+            from .storage_errors import is_write_failure
 
             if is_write_failure(e):  # creating or migrating the schema on a full or read-only disk
                 raise StorageError(f"cannot write catalog {self.engine.url!r}: {e.orig}; free space or fix "

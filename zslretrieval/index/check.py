@@ -23,7 +23,7 @@ from ..fileio import file_digest
 from .catalog import Catalog, FeatureShard, ImageRow, IndexEntry, count_status
 from .layout import (FEATURES_DIR, INDEX_FILE_GLOB, catalog_url, index_file_name, index_folder, model_file_name,
                      require_index)
-from .searchers.faiss_searcher import index_ids, read_index
+from .searchers.faiss_files import index_ids, read_index
 from .store import FeatureStore
 
 

@@ -7,7 +7,7 @@
         features/shard-stage-<run>-<part>.npy   a Ray worker's partition until the commit renames it
         index-<fp>.faiss      FAISS index for the manifest's settings (fp = fingerprint of 5 fields)
         model-<sha16>.pt      copy of the embedding model checkpoint (first 16 hex of its sha256), when one is used
-        image-terms-<fp>.npz  per-image score-correction terms for the model's correction (index/stats.py)
+        image-terms-<fp>.npz  per-image score-correction terms for the model's correction (index/terms_file.py)
         .lock                 advisory write lock (flock): one writer at a time
 
 Every other module asks this one for file names (:func:`index_file_name`, :func:`model_file_name`)
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from ..errors import ConsistencyError, DataNotFoundError, IncompatibleError, InvalidInputError
 from ..fileio import atomic_write
 from .catalog import sqlite_url
-from .searchers.faiss_searcher import normalize_index_type
+from .searchers.faiss_files import normalize_index_type
 
 LOCATION_FILE = "zslr-index.json"
 LOCATION_FORMAT = "zslr-index/1"

@@ -14,8 +14,8 @@ from .catalog import Catalog, ImageRow, entries_table
 from .layout import (FEATURES_DIR, WriteLock, catalog_url, index_file_name, index_folder, load_index_model,
                      require_index)
 from .searchers import Searcher, make_searcher
-from .searchers.faiss_searcher import (FaissSearcher, apply_search_params, default_search_params, index_ids,
-                                      read_index, split_rerank)
+from .searchers.faiss_files import apply_search_params, default_search_params, index_ids, read_index, split_rerank
+from .searchers.faiss_searcher import FaissSearcher
 from .space import to_index_space
 from .store import FeatureStore
 from .sync import faiss_is_current
@@ -296,9 +296,9 @@ class OpenIndex:
         return self._fids.copy(), self._img.copy()
 
     def correction_terms(self):
-        """Per-image score-correction terms (``index.stats.CorrectionTerms``) of the model's correction, or None."""
+        """Per-image score-correction terms (``correction.terms.CorrectionTerms``) of the model's correction, or None."""
         if self._terms is None:
-            from .stats import index_terms
+            from .terms_file import index_terms
             self._terms = (index_terms(self),)
         return self._terms[0]
 
@@ -306,7 +306,7 @@ class OpenIndex:
         """Per-image terms of the general model's hubness correction on this raw-feature index, or None."""
         key = ("general", general.fingerprint)
         if self._general_terms is None or self._general_terms[0] != key:
-            from .stats import index_general_terms
+            from .terms_file import index_general_terms
             self._general_terms = (key, index_general_terms(self, general))
         return self._general_terms[1]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .catalog import Manifest
 from .layout import INDEX_FILE_GLOB, INDEX_TEMP_GLOB
-from .searchers.faiss_searcher import _faiss, index_ids, new_index, read_index, train_index, write_index
+from .searchers.faiss_files import faiss_module, index_ids, new_index, read_index, train_index, write_index
 
 TRAIN_SAMPLE = 200_000   # vectors used to train IVF/PQ quantizers (FAISS subsamples beyond 256/centroid anyway)
 ADD_BATCH = 100_000      # vectors embedded + added per step, bounding memory on big rebuilds
@@ -59,7 +59,7 @@ def sync_faiss(path: Path, m: Manifest, fids: np.ndarray, shard_ids: np.ndarray,
         if extra.size and index.d == m.dim and len(np.unique(have)) == len(have):
             # removed/replaced images: drop their vectors in place where the type allows it
             try:
-                if index.remove_ids(_faiss().IDSelectorBatch(extra)) == extra.size:
+                if index.remove_ids(faiss_module().IDSelectorBatch(extra)) == extra.size:
                     have, extra, changed = index_ids(index), extra[:0], True
             except RuntimeError:  # e.g. HNSW cannot remove: rebuild below
                 pass

@@ -1,5 +1,5 @@
 """Catalog and store transactions of one index folder: :class:`IndexWriter` (the use cases that
-drive it -- indexing images or benchmark features -- are in ``ingest.py``).
+drive it -- indexing images or benchmark features -- are the ``zslretrieval.ingest`` package).
 
 Crash safety (kill -9 at any point):
 1. a chunk's features go to a new shard file (atomic rename) *before* its catalog transaction;
@@ -15,7 +15,7 @@ chunk that was in flight, with no duplicates (paths are unique, entries are per 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +28,13 @@ from ..fileio import atomic_write, file_digest
 from .catalog import Base, Catalog, FeatureShard, ImageRow, IndexEntry, Manifest, chunked, entries_table, refresh_counts, utcnow
 from .layout import (FEATURES_DIR, INDEX_FILE_GLOB, LOCATION_FILE, MODEL_FILE_GLOB, WriteLock, catalog_url,
                      index_file_name, load_index_model, model_file_name, read_location, write_location)
-from .searchers.faiss_searcher import check_trainable, normalize_index_type, relabel_ids
+from .searchers.faiss_files import check_trainable, normalize_index_type, relabel_ids
 from .space import embed_dim, to_index_space
 from .store import FeatureStore
 from .sync import sync_faiss
+
+# (backbone, backbone weights id) -> the general model of that backbone if it is built, else None
+GeneralModelOf = Callable[[str | None, str | None], object | None]
 
 
 @dataclass
@@ -44,10 +47,19 @@ class ChunkItem:
 
 
 class IndexWriter:
-    """Exclusive write access to one index folder (flock), its catalog, store and FAISS file."""
+    """Exclusive write access to one index folder (flock), its catalog, store and FAISS file.
 
-    def __init__(self, folder: Path, name: str | None = None, db: str | None = None, *, create: bool = True):
+    ``general_model``: how to find the general model (``text.general.cached_general_model``) whose
+    hubness-correction terms a raw-feature index stores; handed in by the ingestion use cases, which
+    sit above ``text`` (the index layer imports no text model). Without it -- a repair on open or by
+    ``zslr check --repair`` -- a raw-feature index's terms file is left as it is: the reader uses it
+    only when it matches the entries and the general model, else computes the terms in memory.
+    """
+
+    def __init__(self, folder: Path, name: str | None = None, db: str | None = None, *, create: bool = True,
+                 general_model: GeneralModelOf | None = None):
         self.folder, self.name = Path(folder), name or Path(folder).name
+        self.general_model = general_model
         if not create and not (self.folder / LOCATION_FILE).is_file():
             raise DataNotFoundError(f"index {self.name!r} not found in {self.folder.absolute()}; "
                                     f"create it with `zslr index DIR --name {self.name}`")
@@ -314,17 +326,16 @@ class IndexWriter:
         built = tuned[2] if tuned is not None and tuned[:2] == (m.index_type, seed) else None
         rebuilt, ntotal = sync_faiss(path, m, fids, shard_ids, rows, lambda sh, r: self._vectors(sh, r, m),
                                      rebuild=rebuild, seed=seed, built=built)
-        # Per-image correction terms: derived like the FAISS file, written after it (index/stats.py).
+        # Per-image correction terms: derived like the FAISS file, written after it (index/terms_file.py).
         from ..models.checkpoint import ModelCard
-        from .stats import sync_terms
-        general = None
-        if not m.model_sha256:   # raw features: the general model's terms, if that model is built already
-            from ..text.general import cached_general_model
-            general = cached_general_model(m.backbone, m.backbone_weights)
+        from .terms_file import sync_terms
+        general, raw = None, not m.model_sha256
+        if raw and self.general_model is not None:   # the general model's terms, if that model is built already
+            general = self.general_model(m.backbone, m.backbone_weights)
         sync_terms(self.folder, path.name, fids, lambda pos: self._vectors(shard_ids[pos], rows[pos], m),
                    ModelCard.from_json(m.model_card) if m.model_sha256 and m.model_card else None,
                    (lambda: load_index_model(self.folder, m)) if m.model_sha256 else None, m.metric, m.model_sha256,
-                   general=general)
+                   general=general, keep_general=raw and self.general_model is None)
         return path.name, rebuilt, ntotal
 
     def choose_index_type(self, opts, *, seed: int = 0, log=None):

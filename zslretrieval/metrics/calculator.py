@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnknownNameError
-from ..index.searchers import NumpySearcher, Searcher
+from ..scoring import NumpySearcher, Searcher, exact_scores
 from .classification import gzsl, per_class_top1
 from .hubness import n_k_skewness, n_k_skewness_floor, seen_share_at_k
 from .ranking import mean_average_precision_from_rankings, rank_by_scores
@@ -76,7 +76,6 @@ class AccuracyCalculator:
     @staticmethod
     def _scores(x: np.ndarray, class_emb: np.ndarray, metric: str) -> np.ndarray:
         """(n, C) image-vs-class similarity, float64, same convention as the searchers."""
-        from ..index.searchers import exact_scores
         return exact_scores(x, class_emb, metric)
 
     # -- metrics ------------------------------------------------------------------------

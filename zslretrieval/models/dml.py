@@ -5,7 +5,7 @@ Pieces, all trained together on the seen classes:
 * **Attention-weighted fusion of feature groups.** The input is split into its feature groups
   (``feature_groups``; e.g. awa1-lampert = lss, sift, surf, rgsift, phog of 2000, 2000, 2000,
   2000, 252 dims; None = one group), each reduced by its own PCA (``pca_dim``, fitted on the
-  training images, see :class:`~.ssl.PCAReduce`). Each group has its own trainable projection to ``group_dim``; a small
+  training images, see :class:`~.layers.PCAReduce`). Each group has its own trainable projection to ``group_dim``; a small
   attention network scores each projected group per image and the softmax-weighted sum is mapped
   to the embedding. So the model learns, per image, which descriptor to trust -- the feature-space
   analogue of fusing a backbone's intermediate feature maps.

@@ -45,23 +45,39 @@ class DataConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        custom = [self.images, self.class_attributes, self.unseen]
+        custom = [self.class_attributes, self.unseen]
         if self.dataset and any(custom):
-            raise InvalidInputError("--dataset and --images/--class-attributes/--unseen are mutually exclusive; "
-                                    "give a benchmark name or a folder of your own images")
-        if not self.dataset and not all(custom):
+            raise InvalidInputError("--dataset and --class-attributes/--unseen are mutually exclusive; give a benchmark "
+                                    "name (with --images DIR for its photos) or a folder of your own images")
+        if not self.dataset and not all([self.images, *custom]):
             missing = [n for n, v in (("--images", self.images), ("--class-attributes", self.class_attributes),
                                       ("--unseen", self.unseen)) if not v]
             raise InvalidInputError("no data given: use --dataset NAME, or --images DIR --class-attributes CSV "
                                     f"--unseen FILE (missing: {', '.join(missing)})")
 
     def load(self) -> ZslDataset:
+        device = "auto" if self.device == "cpu" else self.device  # the backbone may use a GPU the model does not
         if self.dataset:
             from ..data import load_dataset
-            return load_dataset(self.dataset, self.data_root, seed=self.seed)
+            # --images with a benchmark: its photos (features through --backbone, cached; see data.xlsa17)
+            return load_dataset(self.dataset, self.data_root, seed=self.seed, images=self.images,
+                                backbone=self.backbone, device=device)
         from ..data.custom import load_custom_dataset  # heavy (backbones); only for user folders
         return load_custom_dataset(self.images, self.class_attributes, self.unseen, backbone=self.backbone,
-                                   seed=self.seed, device="auto" if self.device == "cpu" else self.device)
+                                   seed=self.seed, device=device)
+
+
+def features_used(dataset: ZslDataset) -> dict[str, Any]:
+    """Which image features a result used (``dataset.meta["features"]``: source, backbone, weights id,
+    folder, ...; for datasets that ship fixed features, their source)."""
+    meta = dataset.meta or {}
+    info = dict(meta.get("features") or {})
+    if not info:
+        info = {"source": meta.get("source") or dataset.name}
+        if meta.get("features_path"):
+            info["path"] = meta["features_path"]
+    info["description"] = str(meta.get("feature_source") or info.get("path") or info["source"])
+    return info
 
 
 @dataclasses.dataclass
@@ -86,6 +102,7 @@ class TrainReport:
     selection: dict[str, Any]
     load_seconds: float
     total_seconds: float
+    features: dict[str, Any] = dataclasses.field(default_factory=dict)   # features_used(dataset)
 
 
 def train_from_config(cfg: TrainConfig, log: Log | None = None) -> TrainReport:
@@ -100,7 +117,7 @@ def train_from_config(cfg: TrainConfig, log: Log | None = None) -> TrainReport:
     save_checkpoint(result.model, result.card, path, torch.from_numpy(semantic_matrix(dataset, cfg.modalities)[0]))
     return TrainReport(checkpoint=path, card_path=path.with_name(path.name + ".card.json"), card=result.card,
                        selection=result.selection, load_seconds=round(load_seconds, 3),
-                       total_seconds=round(time.perf_counter() - t0, 3))
+                       total_seconds=round(time.perf_counter() - t0, 3), features=features_used(dataset))
 
 
 @dataclasses.dataclass
@@ -136,7 +153,7 @@ def _engine_map_checked(model: ZslModel, card: ModelCard, dataset: ZslDataset, d
                         root: str | None, raw_scores: bool = False) -> dict[str, Any]:
     """mAP (and mixed-gallery ``gzsl_map`` when ``direct`` has it) through the query engine
     (:func:`zslretrieval.query.engine_maps`), raising when either disagrees with the direct computation."""
-    from ..query.evaluate import engine_maps  # the index + query stack, only when asked for
+    from ..query.benchmark_map import engine_maps  # the index + query stack, only when asked for
 
     t0 = time.perf_counter()
     mixed = "gzsl_map" in direct and len(dataset.splits.get("test_seen", ()))
@@ -223,7 +240,8 @@ def eval_from_config(cfg: EvalConfig, log: Log | None = None) -> dict[str, Any]:
             "selection_seconds": sel.get("selection_seconds"), "eval_seconds": round(eval_seconds, 3),
         })
     return {
-        "dataset": dataset.name, "data": split_info(dataset), "seed": cfg.data.seed,
+        "dataset": dataset.name, "data": split_info(dataset), "features": features_used(dataset),
+        "seed": cfg.data.seed,
         "metrics_requested": list(cfg.metrics), "searcher": cfg.searcher,
         "results": results,
         "load_seconds": round(load_seconds, 3), "wall_seconds": round(time.perf_counter() - t0, 3),

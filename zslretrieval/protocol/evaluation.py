@@ -18,7 +18,7 @@ from ..metrics import AccuracyCalculator, EvalInputs
 from ..metrics.calculator import SearcherFactory
 from ..models import ZslModel
 from ..models.checkpoint import ModelCard
-from .selection import embed_batched
+from .scoring import embed_batched
 
 DEFAULT_METRICS = ("top1", "map", "gzsl", "gzsl_map", "hubness")
 

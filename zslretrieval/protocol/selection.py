@@ -19,7 +19,11 @@ semantics of test classes:
    epochs fixed too, so the refit makes proportionally more optimiser steps on more data.
 
 Each candidate's measurements live in a :class:`CandidateRecord`; the running winner in a
-:class:`_Winner`; :class:`_ValidationSet` owns the val data and updates both.
+:class:`_Winner`; :class:`_ValidationSet` owns the val data and updates both. :func:`select_and_train`
+runs the steps in this order, one function each: ``_candidate_list`` (the grid), ``_selection_data``
+(1.), ``_search_candidates`` or ``_search_grid`` (2.-3.), ``_choose_gzsl_and_correction`` (4., and
+the retrieval score correction on the same data), ``_refit`` and ``_refit_correction`` (5.).
+Which rows may be read is ``splits.py``; how a model's scores are computed, ``scoring.py``.
 """
 from __future__ import annotations
 
@@ -31,13 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..correction import ScoreCorrection, choose_correction, score_unit
+from ..correction import ScoreCorrection, score_unit
 from ..data.base import ZslDataset, semantic_matrix
 from ..errors import InvalidInputError
 from ..metrics import gzsl, mean_average_precision, per_class_top1
 from ..metrics.classification import standardize_rows
-from ..models import ZslModel, get_model_class, pairwise_scores
+from ..metrics.correction_choice import choose_correction
+from ..models import ZslModel, get_model_class
 from ..models.checkpoint import ModelCard
+from .scoring import CachedScorer, model_scores
+from .splits import check_protocol_splits, feature_rows, holdout_split
 
 Log = Callable[[str], None]
 # Units of the GZSL calibration offset (metrics.classification.gzsl): per-image z-scores.
@@ -93,89 +100,6 @@ class _StopTraining(Exception):
     """Raised from the epoch callback to end a candidate early (works with any model's ``fit``)."""
 
 
-# --- data helpers ---------------------------------------------------------------------------------
-
-def _rows(dataset: ZslDataset, idx: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(dataset.features[idx], dtype=np.float32)
-
-
-def _holdout_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (into ``labels``) to fit on and to hold out: ``fraction`` of each class, >= 1 image left to fit."""
-    fit, held = [], []
-    for c in np.unique(labels):
-        pos = rng.permutation(np.flatnonzero(labels == c))
-        k = min(len(pos) - 1, int(round(fraction * len(pos))))
-        held.append(pos[:k])
-        fit.append(pos[k:])
-    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
-
-
-def _check_protocol_splits(dataset: ZslDataset) -> tuple[np.ndarray, np.ndarray]:
-    """Train and val classes; refuse splits that would let test data into selection."""
-    for name in ("train", "val", "trainval", "test_unseen"):
-        if name not in dataset.splits or len(dataset.splits[name]) == 0:
-            raise InvalidInputError(f"{dataset.name}: split {name!r} is missing or empty; the protocol needs "
-                                    "train, val, trainval and test_unseen")
-    train_c, val_c = dataset.split_classes("train"), dataset.split_classes("val")
-    test_c = dataset.split_classes("test_unseen")
-    overlap = np.intersect1d(train_c, val_c)
-    if overlap.size:
-        raise InvalidInputError(f"{dataset.name}: classes {[dataset.class_names[c] for c in overlap[:5]]} are in both "
-                                "train and val; validation classes must be disjoint from training classes")
-    leak = np.intersect1d(np.union1d(train_c, val_c), test_c)
-    if leak.size:
-        raise InvalidInputError(f"{dataset.name}: unseen test classes {[dataset.class_names[c] for c in leak[:5]]} "
-                                "appear in train/val")
-    test_rows = np.concatenate([dataset.splits["test_unseen"], dataset.splits.get("test_seen", np.zeros(0, np.int64))])
-    for name in ("train", "val", "trainval"):
-        shared = np.intersect1d(dataset.splits[name], test_rows)
-        if shared.size:
-            raise InvalidInputError(f"{dataset.name}: {shared.size} rows of {name} are also test rows")
-    return train_c, val_c
-
-
-@torch.no_grad()
-def embed_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, device: str,
-                  batch: int = 8192) -> np.ndarray:
-    """``fn`` over (n, D) rows in batches -> (n, E) float32 numpy."""
-    out = [fn(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)).to(device)).float().cpu().numpy()
-           for i in range(0, len(x), batch)]
-    return np.concatenate(out)
-
-
-@torch.no_grad()
-def _scores(model: ZslModel, x: np.ndarray, s: np.ndarray, device: str, batch: int = 8192) -> np.ndarray:
-    """(n, C) model scores of images x (n, D) against semantics s (C, A), float64."""
-    st = torch.from_numpy(np.ascontiguousarray(s, np.float32)).to(device)
-    out = [model.scores(torch.from_numpy(x[i:i + batch]).to(device), st).double().cpu().numpy()
-           for i in range(0, len(x), batch)]
-    return np.concatenate(out) if out else np.zeros((0, len(s)))
-
-
-class _Scorer:
-    """Scores of image sets against class semantics for one model during selection.
-
-    A model whose class attribute ``static_image_embedding`` is true promises that
-    ``embed_images`` does not change between epochs of one ``fit`` (DEM: a fixed visual space);
-    its image embeddings are then computed once per image set instead of every epoch.
-    """
-
-    def __init__(self, model: ZslModel, device: str):
-        self.model, self.device = model, device
-        self.static = bool(getattr(type(model), "static_image_embedding", False))
-        self._cache: dict[str, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def __call__(self, name: str, x: np.ndarray, s: np.ndarray) -> np.ndarray:
-        if not self.static:
-            return _scores(self.model, x, s, self.device)
-        self.model.eval()
-        if name not in self._cache:
-            self._cache[name] = torch.from_numpy(embed_batched(self.model.embed_images, x, self.device)).to(self.device)
-        cls = self.model.embed_classes(torch.from_numpy(np.ascontiguousarray(s, np.float32)).to(self.device))
-        return pairwise_scores(self._cache[name], cls, self.model.metric).double().cpu().numpy()
-
-
 @dataclasses.dataclass
 class _ValidationSet:
     """The selection data that is scored (val images among val classes, held-out train images)."""
@@ -189,7 +113,7 @@ class _ValidationSet:
     x_held: np.ndarray
     y_held: np.ndarray
 
-    def observe(self, index: int, scorer: _Scorer, epoch: int, record: CandidateRecord, winner: _Winner) -> None:
+    def observe(self, index: int, scorer: CachedScorer, epoch: int, record: CandidateRecord, winner: _Winner) -> None:
         """Score candidate ``index`` after ``epoch``; update its record and, if it leads, the winner."""
         sc = scorer("val", self.x_val, self.sem[self.val_c])
         top1 = per_class_top1(self.val_c[np.argmax(sc, 1)], self.y_val, self.val_c)
@@ -253,7 +177,7 @@ def dataset_hparams(cls: type[ZslModel], dataset: ZslDataset) -> dict[str, Any]:
     (awa1-lampert: lss, sift, surf, rgsift, phog; multi-stage backbones: one group per stage) for
     models with a ``feature_groups`` field (DML's attention). Applied on every path (train, eval,
     benchmarks); a user-given value wins."""
-    fields = getattr(cls.Hparams, "__dataclass_fields__", {})
+    fields = {f.name for f in dataclasses.fields(cls.Hparams)}
     groups = (dataset.meta or {}).get("feature_groups")
     if "feature_groups" in fields and isinstance(groups, dict) and len(groups) > 1 \
             and sum(groups.values()) == dataset.feature_dim:
@@ -303,6 +227,15 @@ def _feature_source(dataset: ZslDataset) -> str:
 
 # --- selection + training -------------------------------------------------------------------------
 
+@dataclasses.dataclass
+class _FitSet:
+    """What candidates are fitted on during selection: the fit part of ``train``."""
+
+    x: torch.Tensor            # (n, D) image features
+    y: torch.Tensor            # (n,) int64 positions into the train classes
+    s: torch.Tensor            # (C_train, S) descriptors of the train classes only
+
+
 def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hparams: dict | None = None,
                      device: str = "cpu", log: Log | None = None, modalities: Sequence[str] = ("attributes",),
                      holdout: float = 0.2, patience: int = 5) -> TrainResult:
@@ -310,131 +243,53 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
 
     ``hparams`` fixes some values (the rest of the grid is still searched). Returns the refitted
     model, a filled :class:`ModelCard` and the selection record (also in ``card.selection``).
+    The steps run in the order of the module docstring; the seeded random streams depend on that order.
     """
     log = log or (lambda msg: None)
     if not 0.0 <= holdout < 1.0:
         raise InvalidInputError(f"holdout={holdout}; must be in [0, 1)")
     cls = get_model_class(model_name)
-    own = hparams_for(model_name, hparams)
-    facts = dataset_hparams(cls, dataset)
-    if getattr(cls, "composite", False) and "member_hparams" not in own:
-        facts["member_hparams"] = _select_members(dataset, cls, own, hparams, seed=seed, device=device, log=log,
-                                                  modalities=modalities, holdout=holdout, patience=patience)
-    candidates = _candidates(cls, own, facts)
-    train_c, val_c = _check_protocol_splits(dataset)
+    candidates = _candidate_list(dataset, cls, hparams, seed=seed, device=device, log=log, modalities=modalities,
+                                 holdout=holdout, patience=patience)
+    train_c, val_c = check_protocol_splits(dataset)
     sem, dims = semantic_matrix(dataset, modalities)
     _seed_everything(seed)
     t_sel = time.perf_counter()
-
-    # Selection data: fit part of train, held-out train images, val images. Nothing else is read.
-    tr_idx, va_idx = dataset.split_indices("train"), dataset.split_indices("val")
-    tr_lab = dataset.labels[tr_idx]
-    fit_pos, held_pos = _holdout_split(tr_lab, holdout, np.random.default_rng(seed))
-    local = {int(c): i for i, c in enumerate(train_c)}
-    x_fit = torch.from_numpy(_rows(dataset, tr_idx[fit_pos])).to(device)
-    y_fit = torch.as_tensor([local[int(c)] for c in tr_lab[fit_pos]], dtype=torch.int64, device=device)
-    s_train = torch.from_numpy(sem[train_c]).to(device)
-    val = _ValidationSet(sem=sem, n_classes=len(dataset.class_names), val_c=val_c, tv_c=np.union1d(train_c, val_c),
-                         x_val=_rows(dataset, va_idx), y_val=dataset.labels[va_idx],
-                         x_held=_rows(dataset, tr_idx[held_pos]), y_held=tr_lab[held_pos])
-    log(f"[{model_name}] selection: {len(candidates)} candidate(s); fit {len(fit_pos)} images of {len(train_c)} "
-        f"train classes, val {len(va_idx)} images of {len(val_c)} val classes, {len(held_pos)} held out")
+    fit, val = _selection_data(dataset, sem, train_c, val_c, holdout=holdout, seed=seed, device=device)
+    n_fit = len(fit.y)
+    log(f"[{model_name}] selection: {len(candidates)} candidate(s); fit {n_fit} images of {len(train_c)} "
+        f"train classes, val {len(val.x_val)} images of {len(val_c)} val classes, {len(val.x_held)} held out")
 
     winner = _Winner()
     table = [CandidateRecord(hparams=hp) for hp in candidates]
-    closed_form_grid = not cls.iterative and hasattr(cls, "fit_grid")
-
-    for i, (hp, record) in enumerate(zip(candidates, table)):
-        if closed_form_grid:
-            break  # closed-form grids are fitted together below
-        t0 = time.perf_counter()
-        _seed_everything(seed)
-        model = cls(dataset.feature_dim, dims, hp).to(device)
-        scorer = _Scorer(model, device)
-
-        def on_epoch(e: int, i=i, scorer=scorer, record=record) -> None:
-            val.observe(i, scorer, e, record, winner)
-            if cls.iterative and record.best_epoch is not None and e - record.best_epoch >= patience:
-                raise _StopTraining
-
-        try:
-            losses = model.fit(x_fit, y_fit, s_train, seed=seed, on_epoch=on_epoch)
-        except _StopTraining:
-            losses = None
-        if not record.curve:  # a model that never called on_epoch: score it once at the end
-            val.observe(i, _Scorer(model, device), 1, record, winner)
-        record.final_loss = float(losses[-1]) if losses else None
-        record.seconds = round(time.perf_counter() - t0, 3)
-        log(f"[{model_name}] {hp}: val top-1 {record.val_top1:.4f}, "
-            f"val mAP {record.val_map if record.val_map is not None else float('nan'):.4f} "
-            f"(epoch {record.best_epoch}, {record.seconds:.1f}s)")
-
-    if closed_form_grid:
-        t0 = time.perf_counter()
-        grid = cls.fit_grid(dataset.feature_dim, dims, candidates, x_fit, y_fit, s_train, seed=seed)
-        for i, (model, losses) in enumerate(grid):
-            model.to(device)
-            val.observe(i, _Scorer(model, device), 1, table[i], winner)
-            table[i].final_loss = float(losses[-1]) if losses else None
-            # a composite model's member settings are the same in every candidate (logged when chosen)
-            shown = {k: v for k, v in candidates[i].items() if k != "member_hparams"}
-            log(f"[{model_name}] {shown}: val top-1 {table[i].val_top1:.4f}, "
-                f"val mAP {table[i].val_map if table[i].val_map is not None else float('nan'):.4f}")
-        per = round((time.perf_counter() - t0) / max(1, len(candidates)), 3)
-        for r in table:
-            r.seconds = per  # shared factorisations: the grid's time split evenly
-
+    search = _search_grid if not cls.iterative and hasattr(cls, "fit_grid") else _search_candidates
+    search(cls, model_name, candidates, table, winner, fit, val, dims, seed=seed, device=device, log=log,
+           patience=patience)
     chosen = dict(candidates[winner.candidate])
     epochs = winner.epoch if cls.iterative else None
-    # Chosen on the selection model, applied to the refit one: in per-image z units, because the
-    # refit (more classes, more images) changes the raw score scale -- raw offsets carried over
-    # made ESZSL's calibrated H fall below its uncalibrated H on test.
-    cal, val_gzsl, val_gzsl_cal = choose_calibration(winner.seen, val.y_held, winner.unseen, val.y_val, train_c,
-                                                     val_c, space=CALIBRATION_SPACE) if len(val.x_held) \
-        else (0.0, {}, {})
-    # Retrieval score correction (seen-class bias, hubness) on the same pseudo-GZSL data: val
-    # classes query val + held-out seen images; the per-image terms use the train classes.
-    correction, correction_table = choose_correction(winner.seen, val.y_held, winner.unseen, val.y_val, train_c,
-                                                     val_c) if len(val.x_held) else (ScoreCorrection(), [])
+    cal, val_gzsl, val_gzsl_cal, correction, correction_table = _choose_gzsl_and_correction(winner, val, train_c, val_c)
     selection_seconds = time.perf_counter() - t_sel
     log(f"[{model_name}] chosen {chosen}" + (f", {epochs} epoch(s)" if epochs else "")
         + f", val top-1 {winner.top1:.4f}, GZSL calibration {cal:.4g}, retrieval correction "
         f"{correction.describe()} ({selection_seconds:.1f}s)")
-    del x_fit, y_fit
+    del fit
 
-    # Refit on all seen classes.
     t_fit = time.perf_counter()
-    tv_idx = dataset.split_indices("trainval")
-    seen_c = dataset.split_classes("trainval")
-    local = {int(c): i for i, c in enumerate(seen_c)}
-    x_tv = torch.from_numpy(_rows(dataset, tv_idx)).to(device)
-    y_tv = torch.as_tensor([local[int(c)] for c in dataset.labels[tv_idx]], dtype=torch.int64, device=device)
-    final_hp = dict(chosen)
-    if epochs is not None and "epochs" in {f.name for f in dataclasses.fields(cls.Hparams)}:
-        final_hp["epochs"] = epochs
-    _seed_everything(seed)
-    model = cls(dataset.feature_dim, dims, final_hp).to(device)
-    losses = model.fit(x_tv, y_tv, torch.from_numpy(sem[seen_c]).to(device), seed=seed, epochs=epochs)
-    model.eval()
+    tv_idx, seen_c = dataset.split_indices("trainval"), dataset.split_classes("trainval")
+    model, losses = _refit(dataset, cls, dims, sem, chosen, epochs, tv_idx, seen_c, seed=seed, device=device)
     train_seconds = time.perf_counter() - t_fit
     log(f"[{model_name}] refit on trainval ({len(tv_idx)} images, {len(seen_c)} classes): {train_seconds:.1f}s")
 
     unseen_c = dataset.split_classes("test_unseen")
-    # A posterior temperature is chosen relative to the selection model's score spread (its unit);
-    # measure the refit model's spread the same way -- its training images against every class it
-    # will be asked to tell apart -- so that the relative temperature keeps its meaning.
-    sample = tv_idx[np.linspace(0, len(tv_idx) - 1, min(len(tv_idx), UNIT_SAMPLE)).astype(np.int64)]
-    refit_unit = score_unit(_scores(model, _rows(dataset, sample), sem[np.concatenate([seen_c, unseen_c])], device))
-    val_unit = next((r["unit"] for r in correction_table if r.get("kind") == "posterior"), None)
-    if correction.kind == "posterior":
-        correction = dataclasses.replace(correction, unit=refit_unit)
+    correction, val_unit, refit_unit = _refit_correction(model, dataset, sem, tv_idx, np.concatenate([seen_c, unseen_c]),
+                                                         correction, correction_table, device)
     names = dataset.class_names
     best = table[winner.candidate]
     selection = {
         "criterion": "per-class top-1 of val images among val classes",
         "train_classes": [names[c] for c in train_c],
         "val_classes": [names[c] for c in val_c],
-        "n_fit_images": int(len(fit_pos)), "n_holdout_images": int(len(held_pos)), "n_val_images": int(len(va_idx)),
+        "n_fit_images": int(n_fit), "n_holdout_images": int(len(val.x_held)), "n_val_images": int(len(val.x_val)),
         "holdout_fraction": holdout, "patience": patience if cls.iterative else None,
         "candidates": [r.to_dict() for r in table],
         "chosen": chosen, "epochs": epochs, "val_top1": winner.top1,
@@ -457,6 +312,135 @@ def select_and_train(dataset: ZslDataset, model_name: str, *, seed: int = 0, hpa
         feature_transform=dataset.feature_transform, selection=selection, train_seconds=round(train_seconds, 3),
         text_encoder=_text_encoder(modalities))
     return TrainResult(model=model, card=card, selection=selection)
+
+
+def _candidate_list(dataset: ZslDataset, cls: type[ZslModel], hparams: dict | None, *, seed: int, device: str,
+                    log: Log, modalities: Sequence[str], holdout: float, patience: int) -> list[dict[str, Any]]:
+    """The hyper-parameter sets to try on val: the model's grid with dataset facts and user values
+    fixed. A composite model's members are chosen first, each by its own selection on val."""
+    own = hparams_for(cls.name, hparams)
+    facts = dataset_hparams(cls, dataset)
+    if getattr(cls, "composite", False) and "member_hparams" not in own:
+        facts["member_hparams"] = _select_members(dataset, cls, own, hparams, seed=seed, device=device, log=log,
+                                                  modalities=modalities, holdout=holdout, patience=patience)
+    return _candidates(cls, own, facts)
+
+
+def _selection_data(dataset: ZslDataset, sem: np.ndarray, train_c: np.ndarray, val_c: np.ndarray, *, holdout: float,
+                    seed: int, device: str) -> tuple[_FitSet, _ValidationSet]:
+    """What selection reads, and nothing else: the fit part of ``train`` (chooses nothing), and
+    the val images with the ``holdout`` train images (seeded per class) that every choice is scored on."""
+    tr_idx, va_idx = dataset.split_indices("train"), dataset.split_indices("val")
+    tr_lab = dataset.labels[tr_idx]
+    fit_pos, held_pos = holdout_split(tr_lab, holdout, np.random.default_rng(seed))
+    local = {int(c): i for i, c in enumerate(train_c)}
+    fit = _FitSet(x=torch.from_numpy(feature_rows(dataset, tr_idx[fit_pos])).to(device),
+                  y=torch.as_tensor([local[int(c)] for c in tr_lab[fit_pos]], dtype=torch.int64, device=device),
+                  s=torch.from_numpy(sem[train_c]).to(device))
+    val = _ValidationSet(sem=sem, n_classes=len(dataset.class_names), val_c=val_c, tv_c=np.union1d(train_c, val_c),
+                         x_val=feature_rows(dataset, va_idx), y_val=dataset.labels[va_idx],
+                         x_held=feature_rows(dataset, tr_idx[held_pos]), y_held=tr_lab[held_pos])
+    return fit, val
+
+
+def _search_candidates(cls: type[ZslModel], model_name: str, candidates: list[dict[str, Any]],
+                       table: list[CandidateRecord], winner: _Winner, fit: _FitSet, val: _ValidationSet, dims: list[int],
+                       *, seed: int, device: str, log: Log, patience: int) -> None:
+    """One fit per candidate on the fit part, measuring val top-1 among the val classes after
+    every epoch. Chooses each candidate's training length (its best epoch; training
+    stops ``patience`` epochs after it) and the winner (best val top-1; ties: the earlier one)."""
+    for i, (hp, record) in enumerate(zip(candidates, table)):
+        t0 = time.perf_counter()
+        _seed_everything(seed)
+        model = cls(fit.x.shape[1], dims, hp).to(device)
+        scorer = CachedScorer(model, device)
+
+        def on_epoch(e: int, i=i, scorer=scorer, record=record) -> None:
+            val.observe(i, scorer, e, record, winner)
+            if cls.iterative and record.best_epoch is not None and e - record.best_epoch >= patience:
+                raise _StopTraining
+
+        try:
+            losses = model.fit(fit.x, fit.y, fit.s, seed=seed, on_epoch=on_epoch)
+        except _StopTraining:
+            losses = None
+        if not record.curve:  # a model that never called on_epoch: score it once at the end
+            val.observe(i, CachedScorer(model, device), 1, record, winner)
+        record.final_loss = float(losses[-1]) if losses else None
+        record.seconds = round(time.perf_counter() - t0, 3)
+        log(f"[{model_name}] {hp}: val top-1 {record.val_top1:.4f}, "
+            f"val mAP {record.val_map if record.val_map is not None else float('nan'):.4f} "
+            f"(epoch {record.best_epoch}, {record.seconds:.1f}s)")
+
+
+def _search_grid(cls: type[ZslModel], model_name: str, candidates: list[dict[str, Any]], table: list[CandidateRecord],
+                 winner: _Winner, fit: _FitSet, val: _ValidationSet, dims: list[int], *, seed: int, device: str,
+                 log: Log, patience: int) -> None:
+    """A closed-form grid (``cls.fit_grid``): all candidates fitted together on the fit part
+    (shared factorisations), each scored once by val top-1 among the val classes; chooses the winner
+    (ties: the earlier candidate). ``patience`` does not apply: there are no epochs."""
+    t0 = time.perf_counter()
+    grid = cls.fit_grid(fit.x.shape[1], dims, candidates, fit.x, fit.y, fit.s, seed=seed)
+    for i, (model, losses) in enumerate(grid):
+        model.to(device)
+        val.observe(i, CachedScorer(model, device), 1, table[i], winner)
+        table[i].final_loss = float(losses[-1]) if losses else None
+        # a composite model's member settings are the same in every candidate (logged when chosen)
+        shown = {k: v for k, v in candidates[i].items() if k != "member_hparams"}
+        log(f"[{model_name}] {shown}: val top-1 {table[i].val_top1:.4f}, "
+            f"val mAP {table[i].val_map if table[i].val_map is not None else float('nan'):.4f}")
+    per = round((time.perf_counter() - t0) / max(1, len(candidates)), 3)
+    for r in table:
+        r.seconds = per  # shared factorisations: the grid's time split evenly
+
+
+def _choose_gzsl_and_correction(winner: _Winner, val: _ValidationSet, train_c: np.ndarray, val_c: np.ndarray):
+    """On the winner's pseudo-GZSL scores (val images as pseudo-unseen, held-out train images as
+    pseudo-seen), choose the GZSL calibration (max harmonic mean) and the retrieval score correction
+    (val classes query val + held-out seen images). Returns (calibration, val GZSL uncalibrated,
+    calibrated, correction, the correction candidates' table); neutral values without held-out images."""
+    if not len(val.x_held):
+        return 0.0, {}, {}, ScoreCorrection(), []
+    # Chosen on the selection model, applied to the refit one: in per-image z units, because the
+    # refit (more classes, more images) changes the raw score scale -- raw offsets carried over
+    # made ESZSL's calibrated H fall below its uncalibrated H on test.
+    cal, val_gzsl, val_gzsl_cal = choose_calibration(winner.seen, val.y_held, winner.unseen, val.y_val, train_c,
+                                                     val_c, space=CALIBRATION_SPACE)
+    # the per-image terms of the correction use the train classes
+    correction, table = choose_correction(winner.seen, val.y_held, winner.unseen, val.y_val, train_c, val_c)
+    return cal, val_gzsl, val_gzsl_cal, correction, table
+
+
+def _refit(dataset: ZslDataset, cls: type[ZslModel], dims: list[int], sem: np.ndarray, chosen: dict[str, Any],
+           epochs: int | None, tv_idx: np.ndarray, seen_c: np.ndarray, *, seed: int,
+           device: str) -> tuple[ZslModel, list[float] | None]:
+    """Refit the chosen values on ``trainval`` (all seen classes); chooses nothing. An iterative
+    model keeps the chosen number of epochs. Returns (model in eval mode, its per-epoch losses)."""
+    local = {int(c): i for i, c in enumerate(seen_c)}
+    x_tv = torch.from_numpy(feature_rows(dataset, tv_idx)).to(device)
+    y_tv = torch.as_tensor([local[int(c)] for c in dataset.labels[tv_idx]], dtype=torch.int64, device=device)
+    final_hp = dict(chosen)
+    if epochs is not None and "epochs" in {f.name for f in dataclasses.fields(cls.Hparams)}:
+        final_hp["epochs"] = epochs
+    _seed_everything(seed)
+    model = cls(dataset.feature_dim, dims, final_hp).to(device)
+    losses = model.fit(x_tv, y_tv, torch.from_numpy(sem[seen_c]).to(device), seed=seed, epochs=epochs)
+    model.eval()
+    return model, losses
+
+
+def _refit_correction(model: ZslModel, dataset: ZslDataset, sem: np.ndarray, tv_idx: np.ndarray, classes: np.ndarray,
+                      correction: ScoreCorrection, table: list[dict], device: str):
+    """Carry the correction chosen on val to the refit model, choosing nothing new. A posterior
+    temperature is relative to the selection model's score spread (its unit); the refit model's spread
+    is measured the same way -- its training images against every class (``classes``) it will be asked
+    to tell apart -- so the relative temperature keeps its meaning. Returns (correction, val unit, refit unit)."""
+    sample = tv_idx[np.linspace(0, len(tv_idx) - 1, min(len(tv_idx), UNIT_SAMPLE)).astype(np.int64)]
+    refit_unit = score_unit(model_scores(model, feature_rows(dataset, sample), sem[classes], device))
+    val_unit = next((r["unit"] for r in table if r.get("kind") == "posterior"), None)
+    if correction.kind == "posterior":
+        correction = dataclasses.replace(correction, unit=refit_unit)
+    return correction, val_unit, refit_unit
 
 
 def _select_members(dataset: ZslDataset, cls: type[ZslModel], own: dict[str, Any], hparams: dict | None, *,

@@ -5,7 +5,7 @@
 """
 from .api import QueryConfig, QueryRun, run_query
 from .engine import Hit, QueryEngine, QueryResult, open_engine
-from .evaluate import engine_map, engine_maps
+from .benchmark_map import engine_map, engine_maps
 from .output import format_table, render_html, results_to_json, write_html
 from .spec import KINDS, QuerySpec, parse_query_line, read_batch_file
 from .vocab import (AttributeTerm, UnknownQueryNameError, Vocabulary, build_attribute_vector, normalise_name,

@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
-from .engine import QueryResult, check_general_weight, open_engine
+from .engine import open_engine
+from .fusion import check_general_weight
+from .results import QueryResult
 from .spec import QuerySpec
 
 
@@ -39,8 +41,6 @@ def run_query(cfg: QueryConfig) -> QueryRun:
     try:
         results = engine.run(cfg.specs, cfg.top_k, general_weight=cfg.general_weight)
     finally:
-        close = getattr(engine.index, "close", None)
-        if close is not None:
-            close()
-    name = str(getattr(engine.manifest, "name", cfg.index))
+        engine.index.close()
+    name = str(engine.manifest.name)
     return QueryRun(results, name, engine.metric)

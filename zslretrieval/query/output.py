@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write
-from .engine import QueryResult
+from .results import QueryResult
 
 THUMB_PX = 160
 

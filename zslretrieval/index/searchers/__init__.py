@@ -1,4 +1,5 @@
-"""Searcher backends by name; see ``base.Searcher`` for the contract.
+"""Searcher backends by name; see ``zslretrieval.scoring.Searcher`` for the contract (re-exported here
+with ``NumpySearcher`` and ``exact_scores``).
 
     numpy  float64 brute force, the reference (CPU)
     faiss  FAISS IndexIDMap2 over Flat (exact) or any index_factory string; GPU when FAISS sees one
@@ -15,7 +16,7 @@ import torch
 
 from ...errors import InvalidInputError
 from ...registry import Registry
-from .base import METRICS, NumpySearcher, Searcher, exact_scores
+from ...scoring import METRICS, NumpySearcher, Searcher, exact_scores
 from .faiss_searcher import FAISS_GPU_MAX_K, FaissSearcher, faiss_num_gpus
 from .sharded import ShardedSearcher, merge_topk
 from .torch_searcher import TorchSearcher

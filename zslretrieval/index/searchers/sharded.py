@@ -4,10 +4,10 @@ A vector with id ``i`` lives in shard ``i % n_shards``. A query asks every shard
 top-k and :func:`merge_topk` keeps the k best of the ``n_shards * k`` candidates. The global
 top-k is contained in the union of the per-shard top-k lists, so with exact shards the result
 is the unsharded result: the same scores, and ties broken by ascending id as in
-:class:`~.base.NumpySearcher` (the float64 reference).
+:class:`~zslretrieval.scoring.NumpySearcher` (the float64 reference).
 
 ``ShardedSearcher`` runs the shards in threads of this process (FAISS and torch release the
-GIL while they search); ``distributed.ray_search.RayShardedSearcher`` holds each shard in a Ray
+GIL while they search); ``ray_sharded.RayShardedSearcher`` holds each shard in a Ray
 actor, so shards can live in the memory of different machines.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ...errors import InvalidInputError
-from .base import Searcher
+from ...scoring import Searcher
 
 _NO_ID = np.iinfo(np.int64).max   # sorts padding (-1) after every real id among -inf scores
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ...errors import IncompatibleError, InvalidInputError
-from .base import Searcher
+from ...scoring import Searcher
 
 DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}

@@ -1,0 +1,112 @@
+"""Image files of ``zslr serve``, addressed by catalog id only.
+
+A client names an image by its catalog id, never by a path. The file is served only when its row
+is ``ok``, its real path (symlinks resolved) lies under one of the collection roots, the final
+open refuses a symlink (``O_NOFOLLOW``, so a link swapped in after the check fails), it is a
+regular file, and its size and mtime are those the catalog recorded at indexing. Anything else is
+:class:`NotFoundError` (404), with no hint of the server's folder layout.
+"""
+from __future__ import annotations
+
+import mimetypes
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataNotFoundError
+
+READ_CHUNK = 256 << 10
+
+# Flags of the final open. Windows has neither flag (nor the symlink swap they guard against in
+# the same form); everywhere else both are declared by ``os``.
+_OPEN_FLAGS = os.O_RDONLY | (os.O_NOFOLLOW | os.O_CLOEXEC if os.name == "posix" else 0)
+
+
+class NotFoundError(DataNotFoundError):
+    """An image id that is not (or no longer) a servable catalog image; the HTTP layer answers 404."""
+
+
+def collection_roots(ix: Any, images_roots: tuple[str, ...]) -> tuple[Path, ...]:
+    """Folders whose files ``ix`` (an OpenIndex) may serve: ``images_roots`` (--images-root), else the
+    common folder of the catalog's images; none for an index of benchmark features."""
+    if ix.manifest.source != "images":
+        return ()   # benchmark features: catalog paths name dataset rows, not files
+    if images_roots:
+        return tuple(Path(os.path.realpath(Path(r).expanduser())) for r in images_roots)
+    paths = [r.path for r in ix.all_records(status="ok") if os.path.isabs(r.path)]
+    if not paths:
+        return ()
+    common = os.path.commonpath([os.path.dirname(p) for p in paths])
+    return (Path(os.path.realpath(common)),)
+
+
+def servable_row(index: Any, roots: tuple[Path, ...], image_id: int):
+    """The catalog row (``ImageRow``, detached) of a servable image of ``index``, else NotFoundError saying why."""
+    from ..index.catalog import ImageRow
+
+    with index.catalog.session() as s:
+        row = s.get(ImageRow, int(image_id))
+        if row is not None:
+            s.expunge(row)
+    if row is None:
+        raise NotFoundError(f"image {image_id} is not in the catalog of index {index.name!r}")
+    if row.status != "ok":
+        raise NotFoundError(f"image {image_id} is {row.status} in the catalog of index {index.name!r}")
+    if not roots:
+        raise NotFoundError(f"index {index.name!r} holds precomputed features, not image files")
+    return row
+
+
+def open_checked(row: Any, roots: tuple[Path, ...]) -> tuple[int, os.stat_result]:
+    """Open a catalog image read-only: inside the collection, a regular file, unchanged since indexing.
+
+    Returns (file descriptor, its stat); the caller closes the descriptor.
+    """
+    real = Path(os.path.realpath(row.path))
+    if not any(real == r or r in real.parents for r in roots):
+        raise NotFoundError(f"image {row.id}: its file lies outside the collection")
+    try:
+        fd = os.open(real, _OPEN_FLAGS)
+    except OSError:
+        raise NotFoundError(f"image {row.id}: its file is gone or unreadable") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFoundError(f"image {row.id}: not a regular file")
+        if row.size is not None and (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
+            raise NotFoundError(f"image {row.id}: the file changed since it was indexed; re-run `zslr index`")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def image_file(index: Any, roots: tuple[Path, ...], image_id: int) -> tuple[Iterator[bytes], int, str]:
+    """(chunks, size, media type) of a catalog image's original file."""
+    row = servable_row(index, roots, image_id)
+    fd, st = open_checked(row, roots)
+    media = mimetypes.guess_type(row.path)[0] or ""
+    if not media.startswith("image/"):
+        media = "application/octet-stream"
+
+    def chunks() -> Iterator[bytes]:
+        with os.fdopen(fd, "rb") as f:
+            while block := f.read(READ_CHUNK):
+                yield block
+    return chunks(), int(st.st_size), media
+
+
+def display_path(path: str, roots: tuple[Path, ...]) -> str:
+    """A hit's path relative to the collection (clients never see the server's folder layout)."""
+    p = Path(path)
+    for r in roots:
+        try:
+            return str(p.relative_to(r))
+        except ValueError:
+            try:
+                return str(Path(os.path.realpath(p)).relative_to(r))
+            except ValueError:
+                continue
+    return p.name if p.is_absolute() else str(p)

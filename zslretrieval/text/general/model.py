@@ -1,0 +1,226 @@
+"""The model users get: ``GeneralModel`` (text -> unit query vectors in a backbone's raw feature space) and its file.
+
+``save``/``load`` write and read one ``.pt`` file: ``{"meta": json of meta(), "state": tensors}``, the
+``meta`` carrying ``FORMAT``; a file of another format, or one that does not load, is a
+``CheckpointError`` (``cache.py`` then rebuilds it). Where the file lives: ``cache.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...errors import CheckpointError, InvalidInputError
+from ...fileio import atomic_write
+from ..names import as_name
+from .anchors import EXACT_ANCHOR, apply_anchors, name_anchors
+from .glosses import ATTRIBUTE_TEMPLATE, prompt_embeddings, with_glosses
+from .imagenet import imagenet_categories, imagenet_head
+from .lexicon import glosses_of, imagenet_lemmas
+from .maps import Neighbours, _dem, _predict
+from .vectors import _unit
+
+if TYPE_CHECKING:
+    from ...correction import ScoreCorrection
+    from ...models.dem import Dem
+
+FORMAT = "zslr-general-8"
+
+
+@dataclasses.dataclass
+class GeneralModel:
+    """Text -> visual prototypes for one backbone. ``embed_texts(texts) -> (n, D)`` unit rows.
+
+    ``method``: the maps used, e.g. "dem" or "dem+nbr" (their unit outputs summed with the shares
+    ``hparams["mix"]``, then unit-normalised). ``templates``: the prompt(s) a name is read in
+    (embeddings averaged). Neighbours ("nbr") use ``known_text`` (1000, 384), the ImageNet names'
+    embeddings, and the unit classifier rows.
+    ``reference`` (1000, D): the projected queries of the ImageNet names, the vocabulary against
+    which an index computes each image's hubness-correction terms (``correction``).
+    """
+
+    backbone: str
+    backbone_weights: str
+    feature_dim: int
+    encoder: str
+    method: str
+    templates: list[str]
+    hparams: dict[str, Any]
+    selection: dict[str, Any]   # val/test figures of every method and candidate, split sizes, seed, timings
+    ridge: np.ndarray | None = None   # (385, D) when the method uses ridge
+    dem: Dem | None = None             # a fitted models.dem.Dem when the method uses DEM
+    known_text: np.ndarray | None = None  # (1000, 384) ImageNet names' embeddings when the method uses "nbr"
+    known_protos: np.ndarray | None = None  # (1000, D) their unit prototypes (the backbone's head rows)
+    reference: np.ndarray | None = None
+    _classes: tuple[list[str], np.ndarray] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def template(self) -> str:
+        """The first prompt template (how a name is shown as understood)."""
+        return self.templates[0]
+
+    @property
+    def correction(self) -> ScoreCorrection:
+        """The hubness correction chosen on val (``correction.ScoreCorrection``; ``none`` if none helped)."""
+        from ...correction import ScoreCorrection
+        return ScoreCorrection.from_dict(self.selection.get("retrieval_correction"))
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of what the model is (its record); keys the per-image terms an index stores."""
+        return hashlib.sha256(json.dumps(self.meta(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def nearest_classes(self, v: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` ImageNet classes whose (unit) classifier rows are nearest to visual vector ``v`` (D,).
+
+        Says what a query "looks like" to the backbone, in words a person can check.
+        """
+        if self._classes is None:
+            self._classes = (imagenet_categories(), self._protos())
+        names, protos = self._classes
+        s = protos @ _unit(np.asarray(v, np.float32))
+        top = np.argsort(-s, kind="stable")[:k]
+        return [(names[i], float(s[i])) for i in top]
+
+    def text_to_visual(self, text_emb: np.ndarray) -> np.ndarray:
+        """(n, 384) sentence embeddings -> (n, D) unit visual prototypes in the backbone's feature space."""
+        t = np.asarray(text_emb, np.float32)
+        if t.ndim != 2 or t.shape[1] != 384:
+            raise InvalidInputError(f"expected (n, 384) text embeddings, got {t.shape}")
+        return _predict(self.hparams["mix"], self.ridge, self.dem, self._nbr(), t)
+
+    def _protos(self) -> np.ndarray:
+        """(1000, D) unit classifier rows of the backbone (read once)."""
+        if self.known_protos is None:
+            w, _, _ = imagenet_head(self.backbone)
+            self.known_protos = _unit(w).astype(np.float32)
+        return self.known_protos
+
+    def _nbr(self) -> Neighbours | None:
+        """The neighbour map's inputs when the deployed mix uses it, else None."""
+        if "nbr" not in self.hparams["mix"]:
+            return None
+        return Neighbours(self.known_text, self._protos(), int(self.hparams["nbr_T"]), float(self.hparams["nbr_tau"]))
+
+    @property
+    def anchor_weight(self) -> float:
+        """Share of the hyponym anchors' prototypes in a name's query, chosen on val (0: none)."""
+        return float(self.hparams.get("anchor", 0.0))
+
+    @property
+    def anchor_lemmas(self) -> str:
+        """Which lemmas a hyponym may end ("all" or "first"), chosen on val with the share."""
+        return str(self.hparams.get("anchor_lemmas", "all"))
+
+    def anchors(self, texts: Sequence[str], kind: str = "name") -> list[dict[str, Any]]:
+        """Per text, the ImageNet classes its query is anchored on (``anchors.py``, known-name anchors):
+        ``{"rule": "exact" | "hyponym", "weight": a, "classes": [names]}``, or {} where none applies."""
+        if kind == "attribute":
+            return [{} for _ in texts]
+        cats, out = imagenet_categories(), []
+        for classes, rule in (name_anchors(t, imagenet_lemmas(), hyponyms=self.anchor_lemmas) for t in texts):
+            a = EXACT_ANCHOR if rule == "exact" else self.anchor_weight if rule == "hyponym" else 0.0
+            out.append({"rule": rule, "weight": a, "classes": [cats[i] for i in classes]} if a else {})
+        return out
+
+    def text_embeddings(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
+        """Sentence embeddings (n, 384) of ``texts`` read as names (this model's prompt ensemble) or, with
+        ``kind="attribute"``, as attribute words (``attribute_template``)."""
+        from ..encoder import apply_template, encode_texts
+        if kind == "attribute":
+            return encode_texts(apply_template(texts, self.attribute_template))
+        names = [as_name(t) for t in texts]
+        base = prompt_embeddings(lambda tpl: encode_texts(apply_template(names, tpl)), self.templates)
+        return with_glosses(base, names, self.gloss_weight, encode_texts)
+
+    @property
+    def attribute_template(self) -> str:
+        """How an attribute word is read (chosen on val; models saved before the choice: ATTRIBUTE_TEMPLATE)."""
+        return str(self.hparams.get("attribute_template", ATTRIBUTE_TEMPLATE))
+
+    @property
+    def gloss_weight(self) -> float:
+        """Share of WordNet definitions in a name's embedding, chosen on val (0: names alone)."""
+        return float(self.hparams.get("gloss", 0.0))
+
+    def prompts(self, texts: Sequence[str], kind: str = "name") -> list[str]:
+        """The sentences ``texts`` are read as (first template of an ensemble), for "understood as"."""
+        from ..encoder import apply_template
+        if kind == "attribute":
+            return apply_template(texts, self.attribute_template)
+        return apply_template([as_name(t) for t in texts], self.template)
+
+    def glosses(self, texts: Sequence[str], kind: str = "name") -> list[list[str]]:
+        """The WordNet definitions each text is read with (empty where none, for attributes, or gloss 0)."""
+        if kind == "attribute" or not self.gloss_weight:
+            return [[] for _ in texts]
+        return [list(glosses_of(t)) for t in texts]
+
+    def embed_texts(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
+        """Texts -> (n, D) unit query vectors for a raw-feature index of ``backbone``: the map's output,
+        anchored on the ImageNet classes a name names (attribute words: the map alone)."""
+        v = self.text_to_visual(self.text_embeddings(texts, kind))
+        if kind == "attribute":
+            return v
+        return apply_anchors(v, texts, self._protos(), self.anchor_weight, hyponyms=self.anchor_lemmas)[0]
+
+    # -- persistence --
+    def meta(self) -> dict[str, Any]:
+        """The model's record (JSON-able): format, backbone and weights, encoder, maps, choices and figures."""
+        return {"format": FORMAT, "backbone": self.backbone, "backbone_weights": self.backbone_weights,
+                "feature_dim": self.feature_dim, "encoder": self.encoder, "method": self.method,
+                "templates": list(self.templates), "hparams": self.hparams, "selection": self.selection}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model to ``path`` atomically (a reader never sees half a file)."""
+        import torch
+        state: dict[str, Any] = {}
+        if self.ridge is not None:
+            state["ridge"] = torch.from_numpy(self.ridge)
+        if self.dem is not None:
+            state.update({f"dem.{k}": v.detach().cpu() for k, v in self.dem.state_dict().items()})
+        if self.reference is not None:
+            state["reference"] = torch.from_numpy(np.ascontiguousarray(self.reference, np.float32))
+        if self.known_text is not None:
+            state["known_text"] = torch.from_numpy(np.ascontiguousarray(self.known_text, np.float32))
+        buf = io.BytesIO()
+        torch.save({"meta": json.dumps(self.meta()), "state": state}, buf)
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GeneralModel:
+        """Read a model :meth:`save` wrote; CheckpointError for a torn, foreign or other-format file."""
+        import torch
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            meta = json.loads(obj["meta"])
+            state = obj["state"]
+        except Exception as e:  # torn file, foreign file
+            raise CheckpointError(f"{path}: not a readable general model ({type(e).__name__}: {e})") from e
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: general model format {meta.get('format')!r}, expected {FORMAT!r}")
+        m = cls(meta["backbone"], meta["backbone_weights"], int(meta["feature_dim"]), meta["encoder"], meta["method"],
+                list(meta["templates"]), meta["hparams"], meta["selection"])
+        try:
+            if "ridge" in state:
+                m.ridge = state["ridge"].numpy()
+            dem_state = {k[4:]: v for k, v in state.items() if k.startswith("dem.")}
+            if dem_state:
+                m.dem = _dem(m.feature_dim, {k: v for k, v in m.hparams.items() if k == "weight_decay"})
+                m.dem.load_state_dict(dem_state)
+                m.dem.eval()
+            if "reference" in state:
+                m.reference = state["reference"].numpy()
+            if "known_text" in state:
+                m.known_text = state["known_text"].numpy()
+        except Exception as e:
+            raise CheckpointError(f"{path}: general model state does not load ({type(e).__name__}: {e})") from e
+        return m
