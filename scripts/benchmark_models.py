@@ -15,6 +15,13 @@ benchmark continues where it stopped.
 
     python scripts/benchmark_models.py --data-root /work/shared/data            # everything, 3 seeds
     python scripts/benchmark_models.py --datasets synthetic --models ssl --seeds 0 1
+    python scripts/benchmark_models.py --datasets cub --backbone efficientnet-lite0   # CUB from its photos
+
+A benchmark whose features can come from photos (the xlsa17 ones: CUB, AWA2, SUN) uses ``res101.mat``
+when present, else the photos under the data root through ``--backbone`` (features cached per
+backbone, so only the first run pays the backbone pass); the table says which features were used.
+The ensemble reuses the hyper-parameters its pool members chose in the same seed when those members
+ran in this benchmark (the same selection it would otherwise repeat), so it costs one subset search.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import json
 import os
 import platform
 import re
+import resource
 import sys
 import time
 from pathlib import Path
@@ -47,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=None, help="default: every registered model")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--data-root", default=None, help="default: $ZSLR_DATA")
+    p.add_argument("--backbone", default=None,
+                   help="photo-feature datasets (cub, awa2, sun without res101.mat): the offline backbone "
+                        "(default: the loader's own)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared machine more threads spin-wait and run slower)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
@@ -78,7 +89,22 @@ def best_per_kind(table: list[dict]) -> list[dict]:
     return list(best.values())
 
 
-def run_one(dataset, model_name: str, seed: int, log) -> dict:
+def member_hparams_from(runs: list[dict], dataset_name: str, seed: int, model_name: str) -> dict | None:
+    """The ensemble's pool members' chosen hyper-parameters (with their epochs) from this benchmark's runs of
+    the same dataset and seed -- what ``protocol.selection._select_members`` would choose again -- or None
+    when a pool member did not run here (the ensemble then selects its members itself)."""
+    from zslretrieval.models import get_model_class
+    cls = get_model_class(model_name)
+    if not getattr(cls, "composite", False):
+        return None
+    pool = cls.member_names(cls._coerce_hparams({}))
+    got = {r["model"]: r.get("card_hparams") for r in runs if r["dataset"] == dataset_name and r["seed"] == seed}
+    if not all(got.get(n) for n in pool):
+        return None
+    return {n: got[n] for n in pool}
+
+
+def run_one(dataset, model_name: str, seed: int, log, member_hparams: dict | None = None) -> dict:
     from zslretrieval import protocol
     from zslretrieval.models import get_model_class
     from zslretrieval.protocol.selection import dataset_hparams
@@ -86,7 +112,8 @@ def run_one(dataset, model_name: str, seed: int, log) -> dict:
     # recorded only: select_and_train applies the dataset's facts itself (as zslr train/eval do)
     hp = dataset_hparams(get_model_class(model_name), dataset)
     t0 = time.perf_counter()
-    res = protocol.select_and_train(dataset, model_name, seed=seed, log=log)
+    fixed = {"member_hparams": member_hparams} if member_hparams else None
+    res = protocol.select_and_train(dataset, model_name, seed=seed, log=log, hparams=fixed)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     metrics = protocol.evaluate(res.model, dataset, METRICS, card=res.card)
@@ -107,7 +134,16 @@ def run_one(dataset, model_name: str, seed: int, log) -> dict:
             "retrieval_correction": res.selection.get("retrieval_correction"), "corrections": corrections,
             "train_seconds": round(train_s, 2), "eval_seconds": round(time.perf_counter() - t1, 2),
             "chosen": res.selection.get("chosen"), "epochs": res.selection.get("epochs"),
-            "val_top1": res.selection.get("val_top1"), "fixed_hparams": hp}
+            "val_top1": res.selection.get("val_top1"), "fixed_hparams": hp,
+            "val_gzsl_calibrated": res.selection.get("val_gzsl_calibrated"),
+            "val_map_mixed": res.selection.get("val_map_mixed"), "card_hparams": res.card.hparams,
+            "members_reused": bool(member_hparams),
+            "features": (dataset.meta or {}).get("feature_source", ""), "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB; Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -157,6 +193,19 @@ def table(runs: list[dict], datasets: list[str], models: list[str], chances: dic
     return "\n".join(lines) + ("\n\nBest mean per metric:\n" + "\n".join(best_notes) if best_notes else "")
 
 
+def compute_line(runs: list[dict]) -> str:
+    """Wall seconds (selection + refit + test evaluation, summed over the runs) and the peak resident memory
+    of the benchmark process, per dataset."""
+    parts = []
+    for ds in dict.fromkeys(r["dataset"] for r in runs):
+        rs = [r for r in runs if r["dataset"] == ds]
+        wall = sum(r["train_seconds"] + r["eval_seconds"] for r in rs)
+        peaks = [r["peak_rss_mb"] for r in rs if r.get("peak_rss_mb")]
+        parts.append(f"`{ds}`: {len(rs)} runs, {wall / 60:.1f} min of selection + refit + evaluation"
+                     + (f", peak memory {max(peaks) / 1024:.2f} GB" if peaks else ""))
+    return "Compute: " + "; ".join(parts) + "."
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -197,9 +246,12 @@ def report(runs: list[dict], args: argparse.Namespace, models: list[str], chance
         "",
         table(runs, args.datasets, models, chances),
         "",
+        compute_line(runs),
+        "",
         f"Reproduce: `python scripts/benchmark_models.py --datasets {' '.join(args.datasets)} "
         f"--models {' '.join(models)} --seeds {' '.join(map(str, seeds))} --threads {args.threads}"
-        + (" --data-root DIR" if args.data_root else "") + "` (data root: `--data-root`, else `$ZSLR_DATA`)",
+        + (" --data-root DIR" if args.data_root else "") + (f" --backbone {args.backbone}" if args.backbone else "")
+        + "` (data root: `--data-root`, else `$ZSLR_DATA`)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -268,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, chances, data_desc, datasets, failed = [], {}, {}, {}, []
     for ds_name in args.datasets:
         t = time.perf_counter()
-        dataset = load_dataset(ds_name, args.data_root, seed=0)
+        dataset = load_dataset(ds_name, args.data_root, seed=0, backbone=args.backbone)
         print(f"# {ds_name}: loaded in {time.perf_counter() - t:.1f}s, features {dataset.features.shape}",
               flush=True)
         datasets[ds_name] = dataset
@@ -276,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         n_unseen = len(dataset.split_classes("test_unseen"))
         data_desc[dataset.name] = (f"{dataset.features.shape[0]} images, {dataset.feature_dim}-d features "
                                    f"({dataset.feature_transform}), {dataset.semantic_dim} attributes, "
-                                   f"{len(dataset.split_classes('trainval'))} seen / {n_unseen} unseen classes")
+                                   f"{len(dataset.split_classes('trainval'))} seen / {n_unseen} unseen classes"
+                                   + (f"; features: {dataset.meta['feature_source']}"
+                                      if (dataset.meta or {}).get("feature_source") else ""))
     # Seed-major order: an interrupted benchmark still has every model on every dataset for the
     # first seeds (--report-only then tabulates what is there).
     for seed in args.seeds:
@@ -290,7 +344,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 print(f"## {dataset.name} {model} seed {seed}", flush=True)
                 try:
-                    r = run_one(dataset, model, seed, log=lambda m: print("   " + m, flush=True))
+                    members = member_hparams_from(runs, dataset.name, seed, model)
+                    if members:
+                        print(f"   ensemble members' hyper-parameters from this seed's runs: {sorted(members)}",
+                              flush=True)
+                    r = run_one(dataset, model, seed, log=lambda m: print("   " + m, flush=True),
+                                member_hparams=members)
                 except Exception as e:  # one broken model must not lose the others' results
                     print(f"   FAILED: {type(e).__name__}: {e}", flush=True)
                     failed.append(f"{dataset.name} {model} seed {seed}: {type(e).__name__}: {e}")

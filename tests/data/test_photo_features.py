@@ -218,3 +218,16 @@ def test_features_of_other_weights_are_recomputed_not_mixed(cub):
     fn = Retrained()
     ds = _load(cub, fn)
     assert fn.seen == 24 and ds.meta["features"]["weights_id"] == "test:other-weights"
+
+
+def test_awa2_photos_are_found_in_the_release_layout_and_checked_for_completeness(shared_data, tmp_path, monkeypatch):
+    """AWA2 goes through the same path: its release folder is found under the root, its real index checked,
+    and a partial photo set (the 30 shared photos) is refused before any backbone pass, naming what is missing."""
+    monkeypatch.setenv("ZSLR_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "xlsa17").mkdir()
+    (tmp_path / "xlsa17" / "AWA2").symlink_to(shared_data / "xlsa17" / "AWA2")
+    (tmp_path / "Animals_with_Attributes2").mkdir()
+    (tmp_path / "Animals_with_Attributes2" / "JPEGImages").symlink_to(shared_data / "photos" / "awa2" / "JPEGImages")
+    with pytest.raises(DataNotFoundError) as e:
+        load_xlsa17(tmp_path, "AWA2", name="awa2", feature_fn=_no_backbone)
+    assert "of the 37322 photos" in str(e.value) and "Animals_with_Attributes2/JPEGImages" in str(e.value)

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zslretrieval.errors import DataNotFoundError, InvalidInputError
-from zslretrieval.features.images import ImageDecodeError, decode_image, discover, load_image, read_file_list, walk_images
+from zslretrieval.features.images import ImageDecodeError, decode_image, image_info, load_image, parse_exif_datetime
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -126,26 +125,48 @@ def test_decompression_bomb_refused(monkeypatch):
     assert decode_image(data).size == (40, 40)
 
 
-def test_walk_labels_and_extensions(tmp_path):
-    for rel in ["zebra/a.jpg", "zebra/sub/b.PNG", "top.webp", "notes.txt", ".hidden/c.jpg", "zebra/.d.jpg"]:
-        p = tmp_path / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b"x")
-    found = {s.path[len(str(tmp_path)) + 1:]: s.label for s in walk_images(tmp_path)}
-    assert found == {"top.webp": None, "zebra/a.jpg": "zebra", "zebra/sub/b.PNG": "sub"}
-    with pytest.raises(DataNotFoundError, match="nope"):
-        walk_images(tmp_path / "nope")
+def _exif_jpeg(path, size=(40, 30), when=None, offset=None, orientation=None):
+    img = Image.new("RGB", size, (10, 200, 30))
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    sub = exif.get_ifd(0x8769)
+    if when:
+        sub[36867] = when
+    if offset:
+        sub[36881] = offset
+    img.save(path, "JPEG", exif=exif)
+    return path
 
 
-def test_file_list_and_discover(tmp_path):
-    (tmp_path / "imgs" / "cat").mkdir(parents=True)
-    (tmp_path / "imgs" / "cat" / "x.jpg").write_bytes(b"x")
-    lst = tmp_path / "list.txt"
-    lst.write_text(f"# comment\nimgs/cat/x.jpg\n\n{tmp_path}/elsewhere/y.bin\tbird\n")
-    srcs = read_file_list(lst)
-    assert [(s.path, s.label) for s in srcs] == [(str(tmp_path / "imgs/cat/x.jpg"), "cat"),
-                                                (str(tmp_path / "elsewhere/y.bin"), "bird")]
-    both = discover([tmp_path / "imgs"], lst)
-    assert len(both) == 2  # x.jpg found by the walk and listed: once
-    with pytest.raises(InvalidInputError):
-        discover([], None)
+def test_image_info_reads_exif_date_else_mtime(tmp_path, monkeypatch):
+    import datetime as dt
+    import os
+    import time
+
+    p = _exif_jpeg(tmp_path / "a.jpg", when="2019:07:14 16:05:09", offset="+02:00")
+    info = image_info(p)
+    assert (info.taken_at, info.taken_at_source, info.width, info.height) == (dt.datetime(2019, 7, 14, 14, 5, 9), "exif", 40, 30)
+    # no offset: the camera's local time, read as this machine's local time
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        p = _exif_jpeg(tmp_path / "b.jpg", when="2019:01:02 03:04:05", orientation=6)
+        info = image_info(p)
+        assert info.taken_at == dt.datetime(2019, 1, 2, 8, 4, 5) and info.taken_at_source == "exif"
+        assert (info.width, info.height) == (30, 40)  # rotated by 90 degrees when shown
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    # zeroed / absent DateTimeOriginal, PNG without EXIF, non-image: the file's mtime (UTC)
+    for name, make in [("z.jpg", lambda q: _exif_jpeg(q, when="0000:00:00 00:00:00")), ("n.jpg", _exif_jpeg),
+                       ("p.png", lambda q: Image.new("L", (7, 5)).save(q)), ("x.jpg", lambda q: q.write_bytes(b"junk"))]:
+        q = tmp_path / name
+        make(q)
+        os.utime(q, ns=(0, 1_600_000_000 * 10**9))
+        info = image_info(q)
+        assert (info.taken_at, info.taken_at_source) == (dt.datetime(2020, 9, 13, 12, 26, 40), "mtime"), name
+        assert (info.width, info.height) == ((None, None) if name == "x.jpg" else (7, 5) if name == "p.png" else (40, 30))
+    assert parse_exif_datetime("2020-01-02 03:04:05", "-05:30") == dt.datetime(2020, 1, 2, 8, 34, 5)
+    assert parse_exif_datetime(b"2020:01:02 03:04:05\x00", "+00:00") == dt.datetime(2020, 1, 2, 3, 4, 5)
+    assert parse_exif_datetime("    :  :     :  :  ") is None and parse_exif_datetime(None) is None

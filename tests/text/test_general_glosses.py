@@ -38,7 +38,7 @@ def test_glosses_lookup_and_mixing_hand_worked(monkeypatch):
 def test_missing_timm_names_the_package(monkeypatch):
     """The WordNet tables come from timm's wheel; without it the error says what to install (exit 2)."""
     from zslretrieval.errors import DataNotFoundError
-    monkeypatch.setitem(__import__("sys").modules, "timm.data", None)   # import of timm.data now fails
+    monkeypatch.setitem(__import__("sys").modules, "timm", None)   # find_spec("timm") now finds no package
     gen.wordnet_glosses.cache_clear()
     try:
         with pytest.raises(DataNotFoundError, match="pip install timm"):

@@ -17,7 +17,7 @@ import click
 
 from .. import __version__
 from ..errors import ZslrError
-from . import demo, general, index, query, serve, train
+from . import demo, duplicates, general, index, query, serve, train
 
 
 class ZslrGroup(click.Group):
@@ -36,7 +36,7 @@ def cli() -> None:
 
 
 for _cmd in (train.train_cmd, train.eval_cmd, index.index_cmd, index.check_cmd, query.query_cmd, demo.demo_cmd,
-             serve.serve_cmd, general.general_cmd):
+             serve.serve_cmd, general.general_cmd, duplicates.duplicates_cmd):
     cli.add_command(_cmd)
 
 

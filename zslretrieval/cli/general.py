@@ -10,13 +10,15 @@ import click
 
 _EPILOG = """\b
 Examples:
-  zslr general                          # efficientnet-lite0: build once, then show the cached model
+  zslr general                          # efficientnet-lite0: show the model (shipped with the package)
   zslr general --backbone resnet101     # needs the ResNet-101 ImageNet weights offline
   zslr general --rebuild --json
 
 Built from the backbone's ImageNet classifier (its 1000 rows are visual class prototypes) and
 the category names' sentence embeddings; no image is used. Choices are made on 200 validation
-ImageNet classes, 200 disjoint test classes are only reported. `zslr query` builds it on first use.
+ImageNet classes, 200 disjoint test classes are only reported. The efficientnet-lite0 model ships
+with the package; a model for other weights or another encoder is built on first use (minutes)
+and cached in the data folder, which is looked at first. The first line says where it came from.
 """
 
 
@@ -25,7 +27,7 @@ ImageNet classes, 200 disjoint test classes are only reported. `zslr query` buil
               help="Backbone with an ImageNet head: efficientnet-lite0 or resnet101.")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False),
               help="Where the model is cached (default: $ZSLR_DATA or ~/.local/share/zslretrieval/data).")
-@click.option("--rebuild", is_flag=True, help="Build again even when a cached model exists.")
+@click.option("--rebuild", is_flag=True, help="Build again (minutes) even when a cached or shipped model exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model's selection record as JSON.")
 def general_cmd(backbone: str, data_root: str | None, rebuild: bool, as_json: bool) -> None:
     """Build or show the general text -> image-feature model of a backbone (offline, no training images)."""
@@ -34,9 +36,17 @@ def general_cmd(backbone: str, data_root: str | None, rebuild: bool, as_json: bo
     model = load_general_model(backbone, data_root=data_root, rebuild=rebuild,
                                log=lambda m: click.echo(m, err=True))
     if as_json:
-        click.echo(json.dumps(model.meta(), indent=2))
+        click.echo(json.dumps({"source": model.source, "path": str(model.path), **model.meta()}, indent=2))
         return
+    click.echo(describe_source(model))
     click.echo(format_selection(model))
+
+
+def describe_source(model) -> str:
+    """Where the loaded model came from (``GeneralModel.source``): the package, the data folder or a build now."""
+    where = {"shipped": "shipped with the package", "cache": "cached in the data folder",
+             "built": "built now and cached"}.get(model.source, model.source)
+    return f"model: {where} ({model.path})"
 
 
 def format_selection(model) -> str:

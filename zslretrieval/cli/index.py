@@ -40,7 +40,11 @@ def _echo_err(msg: str) -> None:
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--workers", type=int, help="Decoder processes [default: CUDA: cores - 1; CPU: cores // 4; at most 8].")
 @click.option("--chunk-size", default=256, show_default=True, type=int, help="Images per catalog commit (a crash loses at most one chunk).")
-@click.option("--prune", is_flag=True, help="Remove catalog images whose files vanished.")
+@click.option("--prune", is_flag=True, help="Also remove catalog images outside the given folders whose files vanished "
+              "(those under the given folders are removed on every run).")
+@click.option("--exclude", "exclude", multiple=True, metavar="GLOB", help="Skip files and folders matching GLOB "
+              "(repeatable): a name ('*.png', thumbs) or a path under the folder ('2019/*/raw'); indexed ones are removed.")
+@click.option("--include-hidden", is_flag=True, help="Also index dot-named (hidden) files and folders.")
 @click.option("--rehash", is_flag=True, help="Hash every file, not only those whose size or mtime changed.")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
 @click.option("--rebuild", is_flag=True, help="Rebuild the FAISS index from the stored features (no decoding).")
@@ -48,21 +52,38 @@ def _echo_err(msg: str) -> None:
               help="Who decodes + encodes: this process, or a pool of Ray actors (pip install 'zslretrieval[ray]').")
 @click.option("--ray-address", help="Ray cluster to join, e.g. ray://head:10001 or auto [default: start a local one].")
 @click.option("--ray-actors", type=int, help="Ray encoder actors [default: one per GPU of the cluster, else one per CPU].")
+@click.option("--features", "features_file", type=click.Path(path_type=Path), help="Add precomputed features made "
+              "elsewhere: .npy (with --file-list), .npz (features, paths[, labels, backbone]) or .parquet (path, "
+              "features[, label]; needs pyarrow); backbone and dimension must be the index's.")
 @click.option("--dataset", help="Index a benchmark's features instead of images (e.g. awa1-lampert, AWA2).")
 @click.option("--split", default="test", show_default=True, help="Benchmark rows: test (seen+unseen), test_unseen, test_seen, trainval, all.")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Benchmark data root [default: $ZSLR_DATA].")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-chunk messages.")
 def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model, no_model, index_type, search_params,
-              max_memory, max_query_ms, recall_target, device, batch_size, workers, chunk_size, prune, rehash, retry_failed, rebuild, executor, ray_address,
-              ray_actors, dataset, split, data_root, seed, quiet):
+              max_memory, max_query_ms, recall_target, device, batch_size, workers, chunk_size, prune, exclude, include_hidden, rehash, retry_failed, rebuild, executor, ray_address,
+              ray_actors, features_file, dataset, split, data_root, seed, quiet):
     """Index images (folders, recursively, or --file-list) or a benchmark's features (--dataset).
 
-    Re-runs add only new or changed files; --prune removes vanished ones. With no input,
+    Re-runs add only new or changed files and remove the catalog rows and vectors of files under the
+    given folders that are gone (or now excluded); --prune also removes vanished files indexed from
+    elsewhere. Symlinked folders are followed (each real folder once). With no input,
     re-indexes the stored features (e.g. --model CKPT, --index-type, --rebuild).
     """
     from ..ingest import DatasetIndexConfig, IndexConfig, index_dataset, index_images
 
+    if features_file is not None:
+        if inputs or dataset:
+            raise InvalidInputError("--features adds a file of precomputed features; do not also give image folders "
+                                    "or --dataset")
+        from ..ingest import FeaturesIndexConfig, index_features_file
+
+        rep = index_features_file(FeaturesIndexConfig(
+            features=features_file, name=name, file_list=file_list, root=index_root, db=db, backbone=backbone,
+            model=model, index_type=index_type, search_params=search_params))
+        click.echo(f"added {rep.rows} precomputed {rep.feature_dim}-d {rep.backbone} feature rows to {rep.folder}: "
+                   f"{rep.n_ok} image(s) ok, {rep.n_entries} vector(s)")
+        return
     if dataset:
         if inputs or file_list:
             raise InvalidInputError("--dataset indexes benchmark features; do not also give image folders or --file-list")
@@ -80,12 +101,20 @@ def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model,
     cfg = IndexConfig(inputs=list(inputs), file_list=file_list, name=name, root=index_root, db=db, backbone=backbone,
                       weights=weights, model=model, no_model=no_model, index_type=index_type, search_params=search_params,
                       max_memory=max_memory, max_query_ms=max_query_ms, recall_target=recall_target, device=device, batch_size=batch_size, workers=workers, chunk_size=chunk_size, prune=prune,
+                      exclude=list(exclude), include_hidden=include_hidden,
                       rehash=rehash, retry_failed=retry_failed, rebuild=rebuild, executor=executor,
                       ray_address=ray_address, ray_actors=ray_actors, progress=not quiet,
                       log=None if quiet else _echo_err)
     r = index_images(cfg)
     if r.debris_removed:
         click.echo(f"removed {len(r.debris_removed)} uncommitted shard file(s) left by an interrupted run")
+    for ws in r.walks:
+        for path, why in ws.skipped[:MAX_LISTED]:
+            click.echo(f"not walked: {path}: {why}")
+        if len(ws.skipped) > MAX_LISTED:
+            click.echo(f"  ... and {len(ws.skipped) - MAX_LISTED} more folder(s) not walked under {ws.root}")
+        if not ws.images:
+            click.echo(f"warning: {ws.why_empty()}")
     if r.scanned:
         click.echo(f"scanned {r.scanned} file(s): {r.added} added, {r.replaced} replaced, {r.touched} touched (same content), "
                    f"{r.unchanged} unchanged, {len(r.failures)} failed")
@@ -95,9 +124,16 @@ def index_cmd(inputs, file_list, name, index_root, db, backbone, weights, model,
             click.echo(f"  {path}: {why}")
         if len(r.failures) > MAX_LISTED:
             click.echo(f"  ... and {len(r.failures) - MAX_LISTED} more (status 'failed' in the catalog)")
+    if r.gone or r.walks:
+        click.echo(f"{len(r.gone)} removed (gone)" + (f", {len(r.deselected)} removed (excluded or hidden)" if r.deselected else ""))
+    for path in (r.gone + r.deselected)[:MAX_LISTED]:
+        click.echo(f"  removed: {path}")
     if r.vanished:
         verb = "removed" if r.pruned else "kept (use --prune to remove)"
-        click.echo(f"{len(r.vanished)} indexed file(s) no longer exist: {verb}")
+        click.echo(f"{len(r.vanished)} indexed file(s) no longer exist outside the folders synced: {verb}")
+    for root in r.empty_roots:
+        click.echo(f"note: {root} holds no image now (an unmounted drive?): its indexed files were kept; "
+                   f"--prune removes them")
     if r.encoded:
         startup = f" after {r.startup_seconds:.1f} s start-up" if r.startup_seconds else ""
         click.echo(f"encoded {r.encoded} image(s) in {r.encode_seconds:.1f} s ({r.images_per_s:.1f} img/s, "

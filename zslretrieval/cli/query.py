@@ -13,6 +13,9 @@ Examples:
   zslr query --index photos --image cat.jpg --html out.html
   zslr query --index awa1 --batch queries.txt      # lines like 'class: zebra', 'attributes: stripes'
   zslr query --index mine --class zebra --general-weight 0.3   # model + general model, fused
+  zslr query --class zebra --more-like 12,40 --less-like 7    # one round of relevance feedback
+  zslr query --text "a dog on a beach" --folder ~/photos/2024 --after 2024-06-01 --min-score 0.5
+  zslr query --class zebra --top-k 100 --format csv > zebra.csv   # also json, jsonl
 
 Attribute names ignore case, spaces and _ - +; 'name=0.7' sets a weight, '-name' asks for
 its absence (a negative weight). Unknown names exit with status 2 and suggestions.
@@ -47,14 +50,40 @@ query was understood as.
               help="On an index with a model of its own: rank --text/--class/--attributes by "
                    "(1-W) x z(model score) + W x z(general-model score), z over the collection (0 < W <= 1). "
                    "Needs images indexed with an ImageNet backbone (efficientnet-lite0).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--more-like", "more_like", metavar="IDS", default=None,
+              help="Relevance feedback: catalog ids of results that are right (e.g. 12,40); the query moves "
+                   "toward them in the index's space (weights chosen on validation classes).")
+@click.option("--less-like", "less_like", metavar="IDS", default=None,
+              help="Relevance feedback: catalog ids of results that are wrong; the query moves away from them.")
+@click.option("--path-glob", "path_glob", metavar="GLOB", default=None,
+              help="Only images whose full path matches this pattern ('*' also crosses '/'), e.g. '*/2024/*.jpg'.")
+@click.option("--folder", "folder", metavar="DIR", default=None, help="Only images under this folder.")
+@click.option("--min-bytes", "min_bytes", metavar="SIZE", default=None,
+              help="Only image files of at least this size in bytes (200k, 1.5M: powers of 1024).")
+@click.option("--min-side", "min_side", type=int, metavar="PX", default=None,
+              help="Only images whose shorter side has at least this many pixels.")
+@click.option("--after", "taken_after", metavar="DATE", default=None,
+              help="Only photos taken on or after this date (2024-05-01; EXIF date, else file time).")
+@click.option("--before", "taken_before", metavar="DATE", default=None,
+              help="Only photos taken on or before this date (a bare day includes the whole day).")
+@click.option("--min-score", "min_score", type=float, metavar="P", default=None,
+              help="Only results whose relevance (a calibrated value in [0, 1], comparable across queries: "
+                   "the score's z over the collection through a logistic fitted on validation classes) is >= P.")
+@click.option("--relevance", "relevance", is_flag=True,
+              help="Add each result's relevance (as for --min-score) to the output.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl", "csv"]), default=None,
+              help="Output: a table (default), one JSON object, JSON lines or CSV (one row per result).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table (= --format json).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write a self-contained HTML gallery to this file.")
 def query_cmd(text, attributes, class_name, attribute_file, image, batch, index, index_root, weights, top_k, raw_scores,
-              general_weight, as_json, html_path):
+              general_weight, more_like, less_like, path_glob, folder, min_bytes, min_side, taken_after, taken_before,
+              min_score, relevance, fmt, as_json, html_path):
     """Rank the images of an index by a description, a class name or an example image."""
-    from ..query import (QueryConfig, QuerySpec, format_table, read_batch_file, results_to_json, run_query,
-                         write_html)
+    from ..query import QueryConfig, QuerySpec, read_batch_file, run_query, write_html
+    from ..query.feedback import parse_ids
+    from ..query.filters import SearchFilter, parse_size
+    from ..query.output import format_results
 
     specs: list[QuerySpec] = []
     if text is not None:
@@ -69,13 +98,17 @@ def query_cmd(text, attributes, class_name, attribute_file, image, batch, index,
         specs.append(QuerySpec("image", image, "--image"))
     if batch is not None:
         specs.extend(read_batch_file(batch))
+    where = SearchFilter(path_glob=path_glob, folder=folder, min_bytes=parse_size(min_bytes), min_side=min_side,
+                         taken_after=taken_after, taken_before=taken_before)
     run = run_query(QueryConfig(specs=specs, index=index, index_root=index_root, top_k=top_k, weights=weights,
-                                raw_scores=raw_scores, general_weight=general_weight))
+                                raw_scores=raw_scores, general_weight=general_weight,
+                                more_like=parse_ids(more_like, "more-like"), less_like=parse_ids(less_like, "less-like"),
+                                filter=where if where.active else None, min_score=min_score, relevance=relevance))
     many = batch is not None or len(specs) > 1
-    if as_json:
-        click.echo(results_to_json(run.results, index=run.index, metric=run.metric, batch=many))
-    else:
-        click.echo(format_table(run.results))
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json and --format {fmt} disagree; give one of them")
+    click.echo(format_results(run.results, "json" if as_json else fmt or "table", index=run.index,
+                              metric=run.metric, batch=many))
     if html_path:
         p = write_html(run.results, html_path, index=run.index, metric=run.metric)
         click.echo(f"wrote {p}", err=True)

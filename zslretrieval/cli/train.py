@@ -71,7 +71,9 @@ def _data_options(f):
                      help="Fix a hyper-parameter (repeatable); the rest of the grid is still searched on val. "
                           "MODEL.KEY=VALUE applies to one model only (e.g. dem.hidden=300)."),
         click.option("--modality", "modalities", multiple=True, metavar="NAME",
-                     help="Semantic modalities to fuse (repeatable; default: attributes)."),
+                     help="Semantic modalities to fuse (repeatable; default: attributes): attributes, text (class "
+                          "names through the sentence encoder), descriptions (mean sentence embedding of each class's "
+                          "human descriptions, text/<class>/<file>.txt beside the photos), or a dataset's own (CUB: sent)."),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -126,13 +128,16 @@ def _metric_names() -> list[str]:
 @click.option("--model", "model", required=True, help="Model name (eszsl, sae, dem, ...).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Checkpoint path (default: runs/<dataset>-<model>-seed<N>.pt).")
+@click.option("--sentence-map", is_flag=True,
+              help="Also learn free-text queries (--text) from the training photos' own human descriptions "
+                   "(text/<class>/<file>.txt beside the photos): a map chosen on val, kept in the checkpoint.")
 @_data_options
-def train_cmd(model: str, out: str | None, **kw) -> None:
+def train_cmd(model: str, out: str | None, sentence_map: bool, **kw) -> None:
     """Choose hyper-parameters on validation classes, refit on all seen classes, save a checkpoint."""
     from ..protocol import TrainConfig, train_from_config
 
     cfg = TrainConfig(model=model, data=_data_config(kw), out=out, hparams=parse_hparams(kw["hparams"]),
-                      modalities=tuple(kw["modalities"]) or ("attributes",))
+                      modalities=tuple(kw["modalities"]) or ("attributes",), sentence_map=sentence_map)
     report = train_from_config(cfg, log=_log)
     sel = report.selection
     click.echo(f"model {report.card.model} on {report.card.dataset} (seed {report.card.seed})")

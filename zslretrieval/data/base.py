@@ -90,8 +90,14 @@ class ZslDataset:
                 self.extra_semantics["text"] = encode_vocabulary([class_text(c) for c in self.class_names],
                                                                  template=CLASS_TEMPLATE)
                 parts.append(self.extra_semantics["text"])
+            elif m == "descriptions":
+                # Mean sentence embedding of each class's human descriptions (data.descriptions; the
+                # photos' text/ folder), computed on first use; sentence embeddings cached on disk.
+                from .descriptions import dataset_descriptions
+                self.extra_semantics["descriptions"] = dataset_descriptions(self)
+                parts.append(self.extra_semantics["descriptions"])
             else:
-                valid = ["attributes", "text", *sorted(self.extra_semantics)]
+                valid = ["attributes", "text", "descriptions", *sorted(self.extra_semantics)]
                 raise InvalidInputError(f"{self.name}: unknown semantic modality {m!r}; valid: {', '.join(valid)}")
         return np.concatenate(parts, axis=1), [p.shape[1] for p in parts]
 

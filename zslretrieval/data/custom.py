@@ -30,6 +30,7 @@ from ..errors import DataNotFoundError, InvalidInputError, UnknownNameError
 from ..features import DEFAULT_BACKBONE
 from ..features.images import IMAGE_EXTENSIONS
 from .base import ZslDataset
+from .descriptions import describe_meta, find_text_folder
 from .feature_cache import (FeatureFn, backbone_feature_fn, cache_file, cached_features, default_cache_dir,
                             feature_groups_meta, prime_feature_cache)
 
@@ -201,6 +202,8 @@ def load_custom_dataset(images_dir: str | os.PathLike, class_attributes_csv: str
             **feature_groups_meta(backbone, feats.shape[1]),
             "paths": [str(p) for p in ok_paths],
             "failures": [(str(p), why) for p, why in failures],
+            # human descriptions in text/<class>/<file>.txt beside images/, read on first use of the modality
+            **describe_meta(find_text_folder(images_dir), [p.relative_to(images_dir).as_posix() for p in ok_paths]),
             "n_extracted": n_extracted,
             "cache_dir": str(cdir),
             "seed": seed,

@@ -293,8 +293,9 @@ def load_xlsa17_photos(folder: str | os.PathLike, images_dir: str | os.PathLike,
     """An xlsa17 benchmark with features of its photos in ``images_dir`` (N, D) float32, in the
     checked ``image_index.tsv`` order, and the proposed split of ``att_splits.mat``."""
     from ..features import DEFAULT_BACKBONE
+    from .descriptions import describe_meta, find_text_folder
     from .feature_cache import feature_groups_meta
-    from .photo_features import describe, photo_features
+    from .photo_features import describe, photo_features, read_image_index
 
     folder = Path(folder)
     label = name or folder.name
@@ -307,6 +308,8 @@ def load_xlsa17_photos(folder: str | os.PathLike, images_dir: str | os.PathLike,
     meta = {"source": "xlsa17", "folder": str(folder), "features": info, "feature_source": describe(info),
             "backbone": backbone, "seed": seed, **feature_groups_meta(backbone, features.shape[1]), **att.meta,
             **split_meta}
+    # the photos' human descriptions (CUB: text/ beside images/), read on first use of the modality
+    meta.update(describe_meta(find_text_folder(Path(images_dir)), read_image_index(Path(info["order"])).images))
     return ZslDataset(name=label, features=features, labels=labels, class_names=att.class_names,
                       attributes=att.attributes, attribute_names=att.attribute_names, splits=splits,
                       extra_semantics=att.extra_semantics, semantic_norm="l2", feature_transform="none", meta=meta)

@@ -16,8 +16,9 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 _EXPORTS = {
     "BACKBONES": "backbones", "Backbone": "backbones", "PreprocessSpec": "backbones", "list_backbones": "backbones",
     "load_backbone": "backbones",
-    "IMAGE_EXTENSIONS": "images", "ImageDecodeError": "images", "ImageSource": "images", "decode_image": "images",
-    "discover": "images", "load_image": "images",
+    "IMAGE_EXTENSIONS": "images", "ImageDecodeError": "images", "ImageInfo": "images", "decode_image": "images",
+    "image_info": "images", "load_image": "images",
+    "ImageSource": "discovery", "Selection": "discovery", "discover": "discovery", "scan": "discovery",
     "FeatureBatch": "pipeline", "extract_features": "pipeline", "iter_feature_batches": "pipeline",
     "resolve_device": "pipeline",
 }

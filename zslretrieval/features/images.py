@@ -1,4 +1,6 @@
-"""Finding image files and decoding them into RGB, whatever their format or mode.
+"""Reading image files and decoding them into RGB, whatever their format or mode; their date and size.
+
+(Finding the files in folders is ``features.discovery``.)
 
 Every decode problem becomes an :class:`ImageDecodeError` whose message is the short reason
 recorded in the catalog (``"truncated image"``, ``"empty file (0 bytes)"``...), so a run over
@@ -6,18 +8,16 @@ a messy folder reports what was skipped instead of stopping.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import io
 import os
 import warnings
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DataNotFoundError, InvalidInputError
 
 # Extensions picked up when walking folders (a file list may name anything).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -160,73 +160,92 @@ def exif_rotated(data: bytes) -> bool:
         return False
 
 
-# ----------------------------------------------------------------------------- discovery
+# ----------------------------------------------------------------------------- when taken, how big
+
+EXIF_IFD = 0x8769              # the Exif sub-IFD of IFD0, where DateTimeOriginal lives
+DATETIME_ORIGINAL = 36867      # "YYYY:MM:DD HH:MM:SS", the camera's local time
+OFFSET_TIME_ORIGINAL = 36881   # "+02:00": that local time's offset (EXIF 2.31; many cameras omit it)
+ORIENTATION = 0x0112
+TAKEN_AT_SOURCES = ("exif", "mtime")
+
 
 @dataclass(frozen=True)
-class ImageSource:
-    """One file to index: absolute path, the folder it was found under, its known label (or None)."""
+class ImageInfo:
+    """What the catalog stores beside an image's features for filtering (``index.catalog.ImageRow``).
 
-    path: str
-    root: str | None
-    label: str | None
-
-
-def _label_for(path: Path, root: Path) -> str | None:
-    # The parent folder name is the label ("JPEGImages/zebra/x.jpg" -> "zebra"); files
-    # directly in the input folder have none.
-    return path.parent.name if path.parent != root else None
-
-
-def walk_images(root: str | os.PathLike) -> list[ImageSource]:
-    """Every file with an image extension under ``root`` (recursive, sorted, symlinked dirs not followed)."""
-    root = Path(root).expanduser().absolute()
-    if not root.exists():
-        raise DataNotFoundError(f"input folder not found: {root}")
-    if root.is_file():
-        return [ImageSource(str(root), None, root.parent.name)]
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fn in sorted(filenames):
-            if fn.startswith(".") or Path(fn).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            p = Path(dirpath) / fn
-            out.append(ImageSource(str(p), str(root), _label_for(p, root)))
-    return out
-
-
-def read_file_list(list_file: str | os.PathLike) -> list[ImageSource]:
-    """A text file of image paths, one per line, optionally ``path<TAB>label``.
-
-    Relative paths are relative to the list file's folder; blank lines and ``#`` comments are
-    skipped. Without an explicit label, the parent folder name is used.
+    ``taken_at``: naive UTC datetime; ``taken_at_source``: "exif" (DateTimeOriginal) or "mtime"
+    (the file's modification time, when the file has no usable DateTimeOriginal). ``width`` /
+    ``height``: pixels as displayed (EXIF orientation applied, so a portrait photo is taller than
+    wide), None when the header cannot be read.
     """
-    list_file = Path(list_file).expanduser()
-    if not list_file.is_file():
-        raise DataNotFoundError(f"file list not found: {list_file}")
-    base = list_file.absolute().parent
-    out = []
-    for line in list_file.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        raw, _, label = line.partition("\t")
-        p = Path(raw.strip()).expanduser()
-        p = p if p.is_absolute() else base / p
-        out.append(ImageSource(os.path.abspath(p), None, label.strip() or p.parent.name or None))
-    return out
+
+    taken_at: _dt.datetime
+    taken_at_source: str
+    width: int | None = None
+    height: int | None = None
 
 
-def discover(inputs: Sequence[str | os.PathLike] = (), file_list: str | os.PathLike | None = None) -> list[ImageSource]:
-    """Folders (recursive) and/or a file list -> unique sources, first occurrence wins."""
-    if not inputs and file_list is None:
-        raise InvalidInputError("no input given; expected one or more image folders or --file-list FILE")
-    seen: dict[str, ImageSource] = {}
-    for src in _chain(*(walk_images(i) for i in inputs), read_file_list(file_list) if file_list else []):
-        seen.setdefault(src.path, src)
-    return list(seen.values())
+def _mtime_utc(mtime_ns: int) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(mtime_ns / 1e9, _dt.timezone.utc).replace(tzinfo=None)
 
 
-def _chain(*lists: Iterable[ImageSource]) -> Iterable[ImageSource]:
-    for lst in lists:
-        yield from lst
+def parse_exif_datetime(value, offset=None) -> _dt.datetime | None:
+    """An EXIF date string (+ optional "+HH:MM" offset) -> naive UTC datetime, or None if unusable.
+
+    Without an offset the time is the camera's local time, which EXIF does not record: it is read
+    as the indexing machine's local time (the best guess for one's own photos; exact when the
+    machine runs in UTC). Blank, zeroed ("0000:00:00 00:00:00") and malformed values give None.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, str):
+        return None
+    text = value.strip("\x00 ").replace("-", ":", 2)
+    try:
+        t = _dt.datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    if isinstance(offset, bytes):
+        offset = offset.decode("ascii", "replace")
+    tz = None
+    if isinstance(offset, str) and len(offset.strip("\x00 ")) >= 6:
+        o = offset.strip("\x00 ")
+        try:
+            sign = -1 if o[0] == "-" else 1
+            tz = _dt.timezone(sign * _dt.timedelta(hours=int(o[1:3]), minutes=int(o[4:6])))
+        except (ValueError, IndexError):
+            tz = None
+    try:
+        # naive -> astimezone() reads it as local time
+        return (t.replace(tzinfo=tz) if tz else t).astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def image_info(path: str | os.PathLike, mtime_ns: int | None = None) -> ImageInfo:
+    """Date taken and displayed size of one image file, from its header only (no pixel decoding).
+
+    ``mtime_ns``: the modification time recorded with the file's features (the fallback date);
+    None: stat the file now. Never raises: an unreadable header gives the mtime and no size.
+    """
+    if mtime_ns is None:
+        try:
+            mtime_ns = os.stat(path).st_mtime_ns
+        except OSError:
+            mtime_ns = 0
+    fallback = ImageInfo(_mtime_utc(mtime_ns), "mtime")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # corrupt EXIF makes Pillow warn; the fallback covers it
+            with Image.open(path) as img:   # lazy: reads the header, decodes no pixels
+                w, h = img.size
+                exif = img.getexif()
+                if exif.get(ORIENTATION, 1) in (5, 6, 7, 8):  # rotated by 90 degrees when displayed
+                    w, h = h, w
+                sub = exif.get_ifd(EXIF_IFD)
+                taken = parse_exif_datetime(sub.get(DATETIME_ORIGINAL), sub.get(OFFSET_TIME_ORIGINAL))
+    except Exception:  # not an image, truncated header, odd EXIF: the date falls back to the file time
+        return fallback
+    if taken is None:
+        return ImageInfo(fallback.taken_at, "mtime", int(w), int(h))
+    return ImageInfo(taken, "exif", int(w), int(h))

@@ -2,7 +2,13 @@
 
 Tables
     images          one row per file ever seen: path (unique), sha256, size, mtime, status
-                    ("ok" | "failed" | "removed"), error reason, known label
+                    ("ok" | "failed" | "removed"), error reason, known label; for filters (schema 3):
+                    taken_at (naive UTC datetime: EXIF DateTimeOriginal, else the file's mtime),
+                    taken_at_source ("exif" | "mtime"), width and height (pixels as displayed,
+                    EXIF orientation applied; NULL when the header could not be read). All four are
+                    set for every "ok" image file (read from its header at index time); NULL for
+                    benchmark feature rows, and for rows of a schema-2 catalog until the next
+                    ``zslr index`` of their folder fills them in
     index_entries   faiss_id (explicit int64, never row order) <-> image id, and where the
                     image's raw features live in the feature store (shard, row)
     feature_shards  the committed feature-store files with their sha256 (`zslr check` verifies it);
@@ -37,8 +43,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError, StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "failed", "removed")
+TAKEN_AT_SOURCES = ("exif", "mtime")
+# the images columns of schema 3, for date and size filters (see ImageRow)
+IMAGE_INFO_COLUMNS = ("taken_at", "taken_at_source", "width", "height")
 
 
 def _v1_shard_checksums(conn: Connection) -> None:
@@ -46,9 +55,21 @@ def _v1_shard_checksums(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE feature_shards ADD COLUMN sha256 VARCHAR(64)")
 
 
+def _v2_image_dates(conn: Connection) -> None:
+    # v3: images.taken_at / taken_at_source / width / height (NULL for existing rows: `zslr index`
+    # fills them in for the files it walks). The column types and the taken_at index are compiled
+    # from the ORM for the connection's dialect, so SQLite and PostgreSQL get the DDL create_all would.
+    table = ImageRow.__table__
+    for name in IMAGE_INFO_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {name} {table.c[name].type.compile(dialect=conn.dialect)}")
+    for ix in table.indexes:
+        if {c.name for c in ix.columns} <= set(IMAGE_INFO_COLUMNS):
+            ix.create(conn)
+
+
 # version v -> the DDL/DML that turns a version-v catalog into v+1, run in the write transaction
 # that also bumps schema_version (so a crash mid-migration leaves version v intact).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_shard_checksums}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_shard_checksums, 2: _v2_image_dates}
 # pg_advisory_xact_lock key of catalog writers (any constant; "zslr" in ASCII)
 PG_WRITE_LOCK = 0x7A736C72
 
@@ -76,6 +97,12 @@ class ImageRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     label: Mapped[str | None] = mapped_column(String(512), index=True)
+    # schema 3, for filters: when the photo was taken (naive UTC) and from where ("exif" | "mtime"),
+    # its displayed size in pixels. NULL: benchmark rows, failed files, rows a schema-2 zslr wrote.
+    taken_at: Mapped[_dt.datetime | None] = mapped_column(DateTime, index=True)
+    taken_at_source: Mapped[str | None] = mapped_column(String(8))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
     created: Mapped[_dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated: Mapped[_dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -281,6 +308,6 @@ def chunked(items: Iterable, n: int = 500):
         yield buf
 
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "STATUSES", "Base", "Catalog", "FeatureShard", "ImageRow", "IndexEntry", "Manifest",
+__all__ = ["IMAGE_INFO_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "STATUSES", "TAKEN_AT_SOURCES", "Base", "Catalog", "FeatureShard", "ImageRow", "IndexEntry", "Manifest",
            "SchemaVersion", "SQLAlchemyError", "chunked", "count_status", "entries_table", "normalize_url", "refresh_counts",
            "sqlite_url", "utcnow"]

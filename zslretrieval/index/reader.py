@@ -5,6 +5,7 @@ import datetime as _dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import select
@@ -13,13 +14,17 @@ from ..errors import DataNotFoundError, InvalidInputError
 from .catalog import Catalog, ImageRow, entries_table
 from .layout import (FEATURES_DIR, WriteLock, catalog_url, index_file_name, index_folder, load_index_model,
                      require_index)
-from .searchers import Searcher, make_searcher
 from .searchers.faiss_files import apply_search_params, default_search_params, index_ids, read_index, split_rerank
 from .searchers.faiss_searcher import FaissSearcher
 from .space import to_index_space
 from .store import FeatureStore
 from .sync import faiss_is_current
-from .writer import IndexWriter  # to repair a FAISS file a crash left behind (the writer never imports the reader)
+
+# What a query needs is imported above; the rest where it is used, so that a text query process loads
+# neither torch nor the ingestion pipeline: the writer (repairing a FAISS file a crash left behind; it
+# never imports the reader), the exact-ranking searchers (k=None), the model card (an index with a model).
+if TYPE_CHECKING:
+    from ..scoring import Searcher
 
 
 @dataclass(frozen=True)
@@ -100,12 +105,11 @@ class OpenIndex:
         if not probe.acquire(blocking=False):
             return  # a writer is running and will sync the index itself
         probe.release()
+        from .writer import IndexWriter
         with IndexWriter(self.folder, self.name, db, create=False) as w:
             w.sync_index()
 
     def _load(self, db: str | None) -> None:
-        from ..models.checkpoint import ModelCard
-
         m = self.catalog.manifest()
         if m is None:
             raise DataNotFoundError(f"index {self.name!r} has no manifest; re-run `zslr index ... --name {self.name}`")
@@ -114,7 +118,7 @@ class OpenIndex:
             name=self.name, folder=self.folder, db_url=self.catalog.url, source=m.source, backbone=m.backbone,
             backbone_weights=m.backbone_weights, feature_dim=m.feature_dim, dim=m.dim, metric=m.metric,
             index_type=m.index_type, search_params=m.search_params, model_checkpoint=m.model_checkpoint,
-            model_sha256=m.model_sha256, model_card=ModelCard.from_json(m.model_card) if m.model_card else None,
+            model_sha256=m.model_sha256, model_card=_model_card(m.model_card) if m.model_card else None,
             model_card_json=m.model_card, n_images=m.n_images, n_ok=m.n_ok, n_failed=m.n_failed,
             n_removed=m.n_removed, n_entries=m.n_entries, index_file=index_file, created=m.created, updated=m.updated)
         self._row = m
@@ -258,6 +262,7 @@ class OpenIndex:
 
     def _search_exact(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._exact is None:
+            from .searchers import make_searcher
             ids, x = self.vectors()
             searcher = make_searcher("auto", self.manifest.dim, self.manifest.metric)
             if len(ids):
@@ -317,6 +322,12 @@ class OpenIndex:
         if self._model is None:
             self._model = load_index_model(self.folder, self._row)
         return self._model
+
+
+def _model_card(text: str):
+    """The manifest's model card (``models.checkpoint.ModelCard``; torch comes with it: the index has a model)."""
+    from ..models.checkpoint import ModelCard
+    return ModelCard.from_json(text)
 
 
 _F32 = np.dtype(np.float32)

@@ -8,7 +8,6 @@ negative distance.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..errors import IncompatibleError
 
@@ -29,6 +28,8 @@ def to_index_space(x: np.ndarray, model=None, metric: str = "ip") -> np.ndarray:
     if model is not None:
         if x.shape[1] != model.feature_dim:
             raise IncompatibleError(f"model expects {model.feature_dim}-d features; the index stores {x.shape[1]}-d")
+        import torch  # an index with a model: its model brought torch already
+
         model.eval()
         parts = []
         with torch.no_grad():
@@ -42,6 +43,8 @@ def embed_dim(model, feature_dim: int) -> int:
     """Dimension of the index space for ``model`` (raw features: ``feature_dim``)."""
     if model is None:
         return int(feature_dim)
+    import torch
+
     with torch.no_grad():
         model.eval()
         return int(model.embed_images(torch.zeros(2, feature_dim)).shape[1])

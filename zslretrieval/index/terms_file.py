@@ -131,22 +131,27 @@ def index_general_terms(ix, general) -> CorrectionTerms | None:
     """The general model's correction terms of an open raw-feature index: read from its file (written
     at index time when the general model was already built), else computed in memory once."""
     correction = general.correction
-    if not correction.active or general.reference is None:
+    if not correction.active:
         return None
+    # general.reference (the 1000 names through the map, seconds to compute) only when the file does
+    # not hold this index's terms: a query on an index written with the model reads them and is done
     return _open_index_terms(ix, correction, general_key(general),
-                             lambda: general_reference(general, ix.manifest.metric))
+                             lambda: None if general.reference is None else general_reference(general, ix.manifest.metric))
 
 
 def _open_index_terms(ix, correction: ScoreCorrection, key: str | None,
-                      reference: Callable[[], np.ndarray]) -> CorrectionTerms:
+                      reference: Callable[[], np.ndarray | None]) -> CorrectionTerms | None:
     """Terms of ``correction`` for an open index: its terms file when it was written for ``key`` and
     holds exactly the catalog's entries, else computed in memory against ``reference()`` (C, E)."""
     m = ix.manifest
     terms = read_terms(Path(ix.folder) / terms_file_name(m.index_file), correction, key)
     entry_ids, image_ids = ix.entry_ids()
     if terms is None or not np.array_equal(terms.entry_ids, entry_ids):
+        ref = reference()
+        if ref is None:   # a general model without reference queries: no correction
+            return None
         _, vectors = ix.vectors()
-        scale, offset = compute_terms(vectors, reference(), m.metric, correction)
+        scale, offset = compute_terms(vectors, ref, m.metric, correction)
         terms = CorrectionTerms(correction, entry_ids, scale, offset)
     terms.image_ids = image_ids
     return terms

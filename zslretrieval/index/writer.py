@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 
 from ..errors import DataNotFoundError, IncompatibleError
+from ..features.images import ImageInfo
 from ..features.pipeline import FileMeta
 from ..fileio import atomic_write, file_digest
 from .catalog import Base, Catalog, FeatureShard, ImageRow, IndexEntry, Manifest, chunked, entries_table, refresh_counts, utcnow
@@ -44,6 +45,7 @@ class ChunkItem:
     path: str
     label: str | None
     meta: FileMeta | None
+    info: ImageInfo | None = None   # date taken + size (image files); None leaves the row's as they are
 
 
 class IndexWriter:
@@ -234,6 +236,7 @@ class IndexWriter:
                     r = rows.get(it.path)
                     if r is not None and r.status == "ok" and it.meta and r.sha256 == it.meta.sha256:
                         r.size, r.mtime_ns, r.label = it.meta.size, it.meta.mtime_ns, it.label or r.label
+                        _set_info(r, it.info)   # a new mtime may be the date when there is no EXIF one
                         stats["touched"] += 1
                         continue
                     stats["replaced" if r is not None and r.status == "ok" else "added"] += 1
@@ -243,6 +246,7 @@ class IndexWriter:
                     r.status, r.error, r.label = "ok", None, it.label if it.label is not None else r.label
                     if it.meta:
                         r.sha256, r.size, r.mtime_ns = it.meta.sha256, it.meta.size, it.meta.mtime_ns
+                    _set_info(r, it.info)
                     keep.append(j)
                 for it, why in failed:
                     r = rows.get(it.path)
@@ -250,6 +254,7 @@ class IndexWriter:
                         r = rows[it.path] = ImageRow(path=it.path, created=utcnow())
                         s.add(r)
                     r.status, r.error, r.label = "failed", why, it.label if it.label is not None else r.label
+                    r.taken_at = r.taken_at_source = r.width = r.height = None
                     if it.meta:
                         r.sha256, r.size, r.mtime_ns = it.meta.sha256, it.meta.size, it.meta.mtime_ns
                     else:
@@ -291,6 +296,18 @@ class IndexWriter:
             for p, lab in zip(paths, labels):
                 if current.get(p, lab) != lab:
                     s.execute(update(ImageRow).where(ImageRow.path == p).values(label=lab))
+
+    def missing_info(self) -> set[str]:
+        """Paths of "ok" image rows without a date (rows a schema-2 zslr wrote), for :meth:`set_info`."""
+        with self.catalog.session() as s:
+            return set(s.scalars(select(ImageRow.path).where(ImageRow.status == "ok", ImageRow.taken_at_source.is_(None))))
+
+    def set_info(self, infos: dict[str, ImageInfo]) -> None:
+        """Store date taken and size of these catalog paths (one transaction; unknown paths ignored)."""
+        with self.catalog.write() as s:
+            for part in chunked(list(infos)):
+                for r in s.scalars(select(ImageRow).where(ImageRow.path.in_(part))):
+                    _set_info(r, infos[r.path])
 
     def mark_removed(self, paths: Sequence[str]) -> int:
         """Status "removed" and no index entry for ``paths`` (one transaction)."""
@@ -375,3 +392,8 @@ class IndexWriter:
     def _vectors(self, shard_ids, rows, m: Manifest) -> np.ndarray:
         raw = self.store.gather(shard_ids, rows, m.feature_dim)
         return to_index_space(raw, self.model(), m.metric)
+
+
+def _set_info(r: ImageRow, info: ImageInfo | None) -> None:
+    if info is not None:
+        r.taken_at, r.taken_at_source, r.width, r.height = info.taken_at, info.taken_at_source, info.width, info.height

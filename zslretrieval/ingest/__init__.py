@@ -1,7 +1,8 @@
 """Ingestion use cases: images or precomputed features into an index folder.
 
     images.py    index_images(IndexConfig) -- zslr index DIR... / --file-list F (an executor encodes)
-    features.py  index_features(name, features, paths, labels) -- benchmark galleries
+    features.py  index_features(name, features, paths, labels) -- benchmark galleries;
+                 index_features_file(FeaturesIndexConfig) -- zslr index --features FILE (features_file.py reads it)
     dataset.py   index_dataset(DatasetIndexConfig) -- zslr index --dataset D --split S
     session.py   the writer every use case opens (the general model handed in, storage errors)
 
@@ -15,7 +16,8 @@ from .._lazy import lazy_getattr
 
 _EXPORTS = {
     "index_images": "images", "IndexConfig": "images", "IndexReport": "images",
-    "index_features": "features",
+    "index_features": "features", "index_features_file": "features", "FeaturesIndexConfig": "features",
+    "FeaturesIndexReport": "features",
     "index_dataset": "dataset", "DatasetIndexConfig": "dataset", "DATASET_SPLITS": "dataset",
     "dataset_rows": "dataset",
 }

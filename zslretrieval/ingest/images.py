@@ -12,6 +12,14 @@ The use case decides *what* to commit (new or changed files, removed paths), has
 3. the FAISS file is derived and brought in line last (``index/sync.py``).
 A re-run therefore skips every committed file (same path, size, mtime) and redoes at most the
 chunk that was in flight, with no duplicates (paths are unique, entries are per image).
+
+Sync: the catalog mirrors what the walked folders hold now. Catalog files under a folder given
+again that are gone, or that the run's ``--exclude`` / hidden rule no longer takes, are marked
+removed and lose their entries in one transaction before anything is encoded (the FAISS file
+drops their ids at the sync that ends the run); files elsewhere that vanished are only reported,
+and removed with ``--prune``. Files inside a folder the walk could not read are never counted as
+gone. Each image's date taken and size (``features.images.image_info``, header only) are stored
+with its row, and filled in for unchanged rows a schema-2 catalog holds without them.
 """
 from __future__ import annotations
 
@@ -24,7 +32,8 @@ from typing import Any
 
 from ..errors import DataNotFoundError, IncompatibleError, InvalidInputError
 from ..features import DEFAULT_BACKBONE
-from ..features.images import ImageSource, discover
+from ..features.discovery import ImageSource, Selection, WalkStats, scan
+from ..features.images import image_info
 from ..index.autotune import auto_options
 from ..index.layout import index_folder
 from ..index.writer import ChunkItem, IndexWriter
@@ -54,7 +63,9 @@ class IndexConfig:
     batch_size: int = 32
     workers: int | None = None
     chunk_size: int = 256                # images per catalog transaction (a crash loses at most one)
-    prune: bool = False
+    prune: bool = False                  # also remove vanished files outside the folders given
+    exclude: list[str] = field(default_factory=list)   # globs of files / folders not to index (features.discovery.Selection)
+    include_hidden: bool = False         # walk dot-named files and folders too
     rehash: bool = False                 # hash every file, not only those whose size/mtime changed
     retry_failed: bool = False
     rebuild: bool = False                # rebuild the FAISS file from the store
@@ -76,8 +87,13 @@ class IndexReport:
     touched: int = 0
     unchanged: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
-    vanished: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)   # gone files outside the folders walked (removed with prune)
     pruned: int = 0
+    gone: list[str] = field(default_factory=list)       # files under the folders walked that are gone: removed
+    deselected: list[str] = field(default_factory=list) # indexed files now excluded or hidden: removed
+    walks: list[WalkStats] = field(default_factory=list)  # per folder: what was found and passed over
+    empty_roots: list[str] = field(default_factory=list)  # folders found empty: their indexed files kept (unmounted?)
+    dates_filled: int = 0                # unchanged rows given their date and size (catalog from schema 2)
     n_ok: int = 0
     n_failed: int = 0
     n_entries: int = 0
@@ -121,13 +137,18 @@ def index_images(cfg: IndexConfig) -> IndexReport:
     # auto: the entries are written under the index's type (a new index: Flat), chosen once they are all in
     index_type = None if auto else cfg.index_type
     folder = index_folder(cfg.name, cfg.root)
-    sources = discover(cfg.inputs, cfg.file_list) if has_inputs else []
+    selection = Selection(tuple(cfg.exclude), cfg.include_hidden)
+    disc = scan(cfg.inputs, cfg.file_list, selection) if has_inputs else None
+    sources = disc.sources if disc else []
     if has_inputs:
         from ..distributed import make_executor
 
         executor = make_executor(cfg.executor, address=cfg.ray_address, actors=cfg.ray_actors,
                                  max_restarts=cfg.ray_max_restarts, log=log)
-    report = IndexReport(cfg.name, folder, scanned=len(sources))
+    report = IndexReport(cfg.name, folder, scanned=len(sources), walks=disc.walks if disc else [])
+    for ws in report.walks:
+        for path, why in ws.skipped:
+            log(f"not walked: {path}: {why}")
     with open_writer(folder, cfg.name, cfg.db, create=has_inputs, resume=f"zslr index ... --name {cfg.name}") as w:
         report.debris_removed = w.removed_debris
         m = w.manifest()
@@ -153,6 +174,7 @@ def index_images(cfg: IndexConfig) -> IndexReport:
 
         if has_inputs:
             existing = w.existing()
+            _sync_removals(w, existing, sources, disc, selection, cfg, report, log)
             todo: list[ImageSource] = []
             for src in sources:
                 row = existing.get(src.path)
@@ -168,14 +190,9 @@ def index_images(cfg: IndexConfig) -> IndexReport:
                     report.unchanged += 1
                 else:
                     todo.append(src)
-            seen = {s.path for s in sources}
-            report.vanished = sorted(p for p, row in existing.items()
-                                     if row[0] != "removed" and p not in seen and not os.path.lexists(p))
+            _fill_missing_info(w, todo, sources, report, log)
             if todo:
                 _encode_and_commit(w, todo, backbone, executor, cfg, report, log)
-            if cfg.prune and report.vanished:
-                report.pruned = w.mark_removed(report.vanished)
-                log(f"pruned {report.pruned} vanished file(s)")
         if auto:
             report.index_choice = choose_index_type(w, auto, cfg.name, log)
             log(f"auto index: {report.index_choice.describe()}")
@@ -184,6 +201,64 @@ def index_images(cfg: IndexConfig) -> IndexReport:
         report.n_ok, report.n_failed = mm.n_ok, mm.n_failed
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _sync_removals(w: IndexWriter, existing: dict, sources: list[ImageSource], disc, selection: Selection,
+                   cfg: IndexConfig, report: IndexReport, log) -> None:
+    """Remove (one transaction) the catalog files under the walked folders that are gone or no longer
+    selected; report vanished files elsewhere, removing them too with ``cfg.prune``."""
+    seen = {s.path for s in sources}
+    # a folder that now holds no image at all (an unmounted drive's empty mount point) is not taken
+    # as "every file deleted": its files are removed only with --prune
+    report.empty_roots = [ws.root for ws in disc.walks if os.path.isdir(ws.root)
+                          and not (ws.images or ws.excluded or ws.hidden or ws.skipped)]
+    roots = [ws.root for ws in disc.walks if os.path.isdir(ws.root) and (cfg.prune or ws.root not in report.empty_roots)]
+    if cfg.prune:
+        report.empty_roots = []
+    unwalked = [p for ws in disc.walks for p, _ in ws.skipped]
+    for p, row in existing.items():
+        if row[0] == "removed" or p in seen:
+            continue
+        root = next((r for r in roots if _under(p, r)), None)
+        if root is None:
+            if not os.path.lexists(p):
+                report.vanished.append(p)
+            continue
+        if any(_under(p, u) for u in unwalked):
+            continue  # in a folder this walk could not enter: unknown, not gone
+        if not os.path.lexists(p):
+            report.gone.append(p)
+        elif selection.reason(os.path.relpath(p, root).replace(os.sep, "/"), root):
+            report.deselected.append(p)
+    for found in (report.gone, report.deselected, report.vanished):
+        found.sort()
+    drop = report.gone + report.deselected + (report.vanished if cfg.prune else [])
+    if drop:
+        w.mark_removed(drop)
+        for p in drop:   # the rows as they are now: a removed file that comes back is added again
+            existing[p] = ("removed",) + tuple(existing[p][1:])
+        log(f"removed {len(report.gone)} gone, {len(report.deselected)} excluded or hidden"
+            + (f", {len(report.vanished)} vanished elsewhere" if cfg.prune else "") + " file(s) from the catalog")
+    if cfg.prune:
+        report.pruned = len(report.vanished)
+
+
+def _fill_missing_info(w: IndexWriter, todo: list[ImageSource], sources: list[ImageSource], report: IndexReport,
+                       log) -> None:
+    """Date and size of unchanged ok rows that have none (written before schema 3): header reads only."""
+    missing = w.missing_info()
+    if not missing:
+        return
+    redo = {s.path for s in todo}
+    infos = {s.path: image_info(s.path) for s in sources if s.path in missing and s.path not in redo}
+    if infos:
+        w.set_info(infos)
+        report.dates_filled = len(infos)
+        log(f"stored the date taken and size of {len(infos)} image(s) indexed before schema 3")
 
 
 def _encode_and_commit(w: IndexWriter, todo: list[ImageSource], backbone, executor, cfg: IndexConfig, report: IndexReport,
@@ -197,7 +272,9 @@ def _encode_and_commit(w: IndexWriter, todo: list[ImageSource], backbone, execut
                          stage_dir=w.store.folder, progress=cfg.progress, desc=f"indexing {cfg.name}")
     t0 = time.perf_counter()
     for part in executor.run(paths, backbone, opts):
-        ok = [ChunkItem(paths[i], todo[i].label, part.meta.get(int(i))) for i in part.positions]
+        # date taken + size from the header (a second, small read of a file just read: page cache)
+        ok = [ChunkItem(paths[i], todo[i].label, m, image_info(paths[i], m.mtime_ns if m else None))
+              for i in part.positions for m in (part.meta.get(int(i)),)]
         failed = [(ChunkItem(paths[i], todo[i].label, part.meta.get(i)), why) for i, why in part.failures]
         st = w.commit_chunk(ok, part.load_features(backbone.dim), failed, staged=part.staged)
         for k in ("added", "replaced", "touched"):

@@ -6,7 +6,11 @@ strings and plain containers are accepted -- never arbitrary objects)::
     {"format": "zslr-checkpoint/1",
      "card": "<JSON text>",               # see ModelCard
      "state_dict": {name: Tensor},         # the model's parameters and buffers
-     "class_semantics": Tensor (C, A)}     # descriptors of the dataset's classes, for --class
+     "class_semantics": Tensor (C, A),     # descriptors of the dataset's classes, for --class
+     "sentence_map": {name: Tensor}}       # optional: free text -> class descriptor (query.sentences)
+
+An optional ``sentence_map`` (tensors only) is attached to the loaded model as ``model.sentence_map``
+(``None`` when the file has none); older files load unchanged.
 
 The card is also written beside the checkpoint as ``<file>.card.json`` for people to read;
 the copy inside the checkpoint is the one that counts.
@@ -67,8 +71,10 @@ class ModelCard:
 
 
 def save_checkpoint(model: ZslModel, card: ModelCard, path: str | os.PathLike,
-                    class_semantics: torch.Tensor | None = None) -> Path:
-    """Write ``model`` and its card atomically; returns the path written."""
+                    class_semantics: torch.Tensor | None = None,
+                    sentence_map: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model`` and its card atomically; returns the path written. ``sentence_map``: named
+    tensors of a free-text map (``query.sentences.SentenceMap.to_tensors``), stored as they are."""
     path = Path(path)
     payload = {
         "format": FORMAT,
@@ -77,6 +83,8 @@ def save_checkpoint(model: ZslModel, card: ModelCard, path: str | os.PathLike,
     }
     if class_semantics is not None:
         payload["class_semantics"] = torch.as_tensor(class_semantics, dtype=torch.float32).cpu()
+    if sentence_map is not None:
+        payload["sentence_map"] = {k: torch.as_tensor(v).cpu() for k, v in sentence_map.items()}
     atomic_write(path, lambda f: torch.save(payload, f))
     atomic_write(path.with_name(path.name + ".card.json"), lambda f: f.write(card.to_json().encode()))
     return path
@@ -104,4 +112,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path}: weights do not fit model {card.model!r} ({e})") from e
     model.eval()
+    extra = payload.get("sentence_map")
+    if extra is not None and not (isinstance(extra, dict) and all(isinstance(v, torch.Tensor) for v in extra.values())):
+        raise CheckpointError(f"{path}: sentence_map entry is {type(extra).__name__}; expected named tensors")
+    model.sentence_map = extra  # read by query.sentences (free-text queries); None when absent
     return model, card, payload.get("class_semantics")

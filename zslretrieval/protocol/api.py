@@ -87,6 +87,8 @@ class TrainConfig:
     out: str | None = None
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
     modalities: tuple[str, ...] = ("attributes",)
+    # also fit query.sentences' free-text map on the photos' human descriptions (chosen on val), kept in the checkpoint
+    sentence_map: bool = False
 
     def out_path(self, dataset_name: str) -> Path:
         if self.out:
@@ -114,7 +116,12 @@ def train_from_config(cfg: TrainConfig, log: Log | None = None) -> TrainReport:
     result = select_and_train(dataset, cfg.model, seed=cfg.data.seed, hparams=cfg.hparams, device=cfg.data.device,
                               log=log, modalities=cfg.modalities)
     path = cfg.out_path(dataset.name)
-    save_checkpoint(result.model, result.card, path, torch.from_numpy(semantic_matrix(dataset, cfg.modalities)[0]))
+    smap = None
+    if cfg.sentence_map:
+        from ..query.sentences import fit_sentence_map
+        smap = fit_sentence_map(dataset, result.card, seed=cfg.data.seed, log=log).to_tensors()
+    save_checkpoint(result.model, result.card, path, torch.from_numpy(semantic_matrix(dataset, cfg.modalities)[0]),
+                    sentence_map=smap)
     return TrainReport(checkpoint=path, card_path=path.with_name(path.name + ".card.json"), card=result.card,
                        selection=result.selection, load_seconds=round(load_seconds, 3),
                        total_seconds=round(time.perf_counter() - t0, 3), features=features_used(dataset))

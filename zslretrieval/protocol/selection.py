@@ -461,8 +461,8 @@ def _select_members(dataset: ZslDataset, cls: type[ZslModel], own: dict[str, Any
 
 
 def _text_encoder(modalities) -> str:
-    """The sentence encoder id recorded in a card whose model reads class-name text."""
-    if "text" not in modalities:
+    """The sentence encoder id recorded in a card whose model reads class-name text or descriptions."""
+    if not {"text", "descriptions"} & set(modalities):
         return ""
     from ..text import encoder_id
     return encoder_id()

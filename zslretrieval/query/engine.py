@@ -88,8 +88,9 @@ class QueryEngine:
         if self.model is None:
             from ..text.general import HEAD_BACKBONES
             return kind in ("text", "class", "attributes") and self.manifest.backbone in HEAD_BACKBONES
-        if kind == "text":
-            return "text" in (self.card.semantic_modalities or [])
+        if kind == "text":  # a text modality, or a sentence map in the checkpoint (query.sentences)
+            return ("text" in (self.card.semantic_modalities or [])
+                    or getattr(self.model, "sentence_map", None) is not None)
         if kind == "class":
             return self.class_semantics is not None
         return bool(self.vocabulary and len(self.vocabulary) and self.model.semantic_dim == len(self.vocabulary))
@@ -97,11 +98,12 @@ class QueryEngine:
     def general_model(self) -> GeneralModelView:
         """The general model matching this raw index's backbone and weights (IncompatibleError otherwise)."""
         if self._general is None:
-            from ..features.backbones import BACKBONES
             from ..text.general import HEAD_BACKBONES, load_general_model
 
             name = self.manifest.backbone
-            if not name or name not in BACKBONES:
+            # not the backbone registry (it imports torch): an index of images names its backbone, and
+            # one without an ImageNet head is refused by load_general_model with its own reason
+            if not name or (name not in HEAD_BACKBONES and self.manifest.source != "images"):
                 raise IncompatibleError(
                     f"index {self.manifest.name!r} holds precomputed features (source {name!r}) and "
                     "no model; text queries need either a model (`zslr index --model`) or images indexed with an "
@@ -163,6 +165,10 @@ class QueryEngine:
 
     def _load_backbone(self):
         if self._backbone is None:
+            lean = self._lean_backbone()
+            if lean is not None:
+                self._backbone = lean
+                return lean
             from ..features.backbones import BACKBONES, load_backbone
 
             name = self.manifest.backbone
@@ -180,15 +186,37 @@ class QueryEngine:
             self._backbone = bb
         return self._backbone
 
+    def _lean_backbone(self):
+        """The backbone's cached ONNX graph without torch (``features.lean_forward``), when the CPU
+        forward is ONNX Runtime (``$ZSLR_CPU_FORWARD`` auto/onnxruntime) and the graph of these
+        weights was exported before; else None (the torch backbone, which records it for next time)."""
+        name = self.manifest.backbone
+        if not name or (os.environ.get("ZSLR_CPU_FORWARD") or "auto") not in ("auto", "onnxruntime"):
+            return None
+        from ..features.lean_forward import load_lean_forward
+
+        lean = load_lean_forward(name, self.backbone_weights)
+        want = self.manifest.backbone_weights
+        if lean is None or (want and lean.weights_id != want):
+            return None   # the torch path says what is wrong with these weights
+        return lean
+
     # -- search -----------------------------------------------------------------------
-    def run(self, specs: list[QuerySpec], k: int | None = 10, general_weight: float | None = None) -> list[QueryResult]:
+    def run(self, specs: list[QuerySpec], k: int | None = 10, general_weight: float | None = None,
+            options=None) -> list[QueryResult]:
         """Resolve, embed and search all ``specs`` in one batched index call; ``k=None`` ranks everything.
+
+        ``options``: a :class:`query.refined.SearchOptions` (relevance feedback, filters, the
+        calibrated relevance and its cut-off), answered by :func:`query.refined.run_refined`.
 
         ``k`` larger than the index is clamped to it: the result is then the full ranking
         (``k=None``), never a result array sized by ``k`` itself. ``general_weight`` (0 < w <= 1,
         an index with a model of its own): text/class/attribute queries are ranked by
         ``(1 - w) z(model score) + w z(general-model score)`` (see :meth:`fuse_general`).
         """
+        if options is not None and options.active:
+            from .refined import run_refined
+            return run_refined(self, specs, k, options, general_weight)
         w = None if general_weight is None else check_general_weight(general_weight)
         k = clamp_top_k(k, len(specs), self.index.ntotal)
         if w is not None:

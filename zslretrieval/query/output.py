@@ -1,7 +1,8 @@
-"""Query results for people (table, HTML gallery) and for programs (JSON)."""
+"""Query results for people (table, HTML gallery) and for programs (JSON, JSON lines, CSV)."""
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -54,11 +55,19 @@ def format_table(results: list[QueryResult]) -> str:
     blocks = []
     for res in results:
         lines = [f"query: {res.query}", f"resolved: {describe_resolved(res)}"]
-        rows = [("rank", "score", "label", "path")] + [
-            (str(h.rank), f"{h.score:.4f}", h.label if h.label is not None else "-", h.path) for h in res.hits]
-        widths = [max(len(r[c]) for r in rows) for c in range(3)]
+        fb, flt = res.resolved.get("feedback"), res.resolved.get("filter")
+        if fb:
+            lines.append(f"refined: {len(fb['more_like'])} right, {len(fb['less_like'])} wrong ({fb['rule']})")
+        if flt:
+            lines.append("only: " + ", ".join(f"{k} {v}" for k, v in flt.items()))
+        rel = any(h.relevance is not None for h in res.hits)   # --relevance / --min-score: its own column
+        rows = [("rank", "score", "label", "path") if not rel else ("rank", "score", "relev", "label", "path")] + [
+            (str(h.rank), f"{h.score:.4f}", *((f"{h.relevance:.3f}",) if rel else ()),
+             h.label if h.label is not None else "-", h.path) for h in res.hits]
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
         for r in rows:
-            lines.append(f"{r[0]:>{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip())
+            cells = [f"{v:>{w}}" for v, w in zip(r[:-2], widths)] + [f"{r[-2]:<{widths[-1]}}", r[-1]]
+            lines.append("  ".join(cells).rstrip())
         if not res.hits:
             lines.append("(no results: the index is empty)")
         blocks.append("\n".join(lines))
@@ -76,6 +85,47 @@ def results_to_json(results: list[QueryResult], *, index: str, metric: str, batc
     else:
         body = {**head, **results[0].to_dict()}
     return json.dumps(body, indent=2)
+
+
+FORMATS = ("table", "json", "jsonl", "csv")
+# One row per hit in the line formats: which query (its position in the batch, kind, text), then the hit.
+ROW_FIELDS = ("query", "kind", "text", "rank", "id", "score", "relevance", "label", "path")
+
+
+def result_rows(results: list[QueryResult]) -> list[dict[str, Any]]:
+    """Every hit of every query as one flat dict with :data:`ROW_FIELDS` (``relevance`` None when not asked)."""
+    return [{"query": q, "kind": r.query.kind, "text": r.query.text, "rank": h.rank, "id": h.id, "score": h.score,
+             "relevance": h.relevance, "label": h.label, "path": h.path}
+            for q, r in enumerate(results) for h in r.hits]
+
+
+def results_to_jsonl(results: list[QueryResult]) -> str:
+    """JSON lines: one object per hit (:data:`ROW_FIELDS`), queries in order, hits in rank order."""
+    return "\n".join(json.dumps(row) for row in result_rows(results))
+
+
+def results_to_csv(results: list[QueryResult]) -> str:
+    """CSV with a header row (:data:`ROW_FIELDS`), one row per hit; empty cells for missing values."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for row in result_rows(results):
+        w.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buf.getvalue().rstrip("\n")
+
+
+def format_results(results: list[QueryResult], fmt: str, *, index: str, metric: str, batch: bool) -> str:
+    """``results`` in one of :data:`FORMATS` (``table`` for people, the others for programs)."""
+    if fmt == "json":
+        return results_to_json(results, index=index, metric=metric, batch=batch)
+    if fmt == "jsonl":
+        return results_to_jsonl(results)
+    if fmt == "csv":
+        return results_to_csv(results)
+    if fmt == "table":
+        return format_table(results)
+    from ..errors import InvalidInputError
+    raise InvalidInputError(f"output format {fmt!r}; accepted: {', '.join(FORMATS)}")
 
 
 def thumbnail_data_uri(path: str | os.PathLike, size: int = THUMB_PX) -> str | None:

@@ -81,6 +81,12 @@ class QueryPreparer:
             return Prepared(spec, resolved, vector=v)
         if spec.kind == "text":
             self.need_model(spec)
+            if getattr(self.model, "sentence_map", None) is not None:
+                # free text through the map learned from the training photos' sentences (query.sentences)
+                from .sentences import sentence_descriptor
+                d, resolved = sentence_descriptor(spec, self.model.sentence_map, self.card, self.class_semantics,
+                                                  self.model)
+                return Prepared(spec, resolved, descriptor=d)
             d, resolved = text_descriptor(spec, self.card, len(self.vocabulary or []))
             return Prepared(spec, resolved, descriptor=d)
         if spec.kind == "class":

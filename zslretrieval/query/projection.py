@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import IncompatibleError, InvalidInputError
 from .prepare import Prepared
@@ -36,6 +35,8 @@ class Projector:
             self._try_affine(seed)
 
     def _torch(self, s: np.ndarray) -> np.ndarray:
+        import torch  # only an index with a model of its own gets here, and its model already loaded torch
+
         with torch.inference_mode():
             return self.model.embed_classes(torch.from_numpy(np.ascontiguousarray(s, np.float32))).float().cpu().numpy()
 
@@ -74,14 +75,22 @@ def image_features(backbone: Any, images: list[Path | bytes]) -> np.ndarray:
     exactly like indexed images (same decompression-bomb and truncation guards)."""
     from ..features.images import ImageDecodeError, decode_image, load_image
 
+    # the torch-free forward (features.lean_forward): numpy preprocessing equal to the transform, the
+    # same ONNX graph; else the torch backbone
+    lean = hasattr(backbone, "run_batch")
+    side = backbone.resize if lean else backbone.preprocess.resize  # decoded like indexed images (JPEG draft mode)
     batch = []
     for p in images:
         try:
-            side = backbone.preprocess.resize  # decoded like indexed images (JPEG draft mode)
-            batch.append(backbone.transform(decode_image(p, side) if isinstance(p, bytes) else load_image(p, side)))
+            rgb = decode_image(p, side) if isinstance(p, bytes) else load_image(p, side)
         except ImageDecodeError as e:
             what = "uploaded query image" if isinstance(p, bytes) else f"query image {p}"
             raise InvalidInputError(f"{what} cannot be decoded ({e}); expected a JPEG/PNG/WebP/... file") from e
+        batch.append(backbone.tensor(np.asarray(rgb)) if lean else backbone.transform(rgb))
+    if lean:
+        return backbone.run_batch(np.stack(batch))
+    import torch
+
     x = torch.stack(batch).to(backbone.device)
     # the forward indexing used (ONNX Runtime on CPU, ~3x eager; eager on a GPU): an indexed photo
     # queried by example meets its own stored vector, not one rounded differently
@@ -129,6 +138,8 @@ def embed_queries(prepared: list[Prepared], descriptors: np.ndarray | None, *, d
     if img:
         feats = image_features(backbone(), [prepared[i].image for i in img])
         if model is not None:
+            import torch  # the index's model is a torch module: loaded with it
+
             with torch.inference_mode():
                 feats = model.embed_images(torch.from_numpy(feats)).float().cpu().numpy()
         out[img] = check_dim(feats, dim, "image embedding")

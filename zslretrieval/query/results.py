@@ -22,10 +22,15 @@ class Hit:
     path: str
     label: str | None
     status: str | None = None
+    # comparable across queries (query.calibration); set when a search asks for it (--min-score, the server)
+    relevance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "id": self.id, "score": self.score, "path": self.path,
-                "label": self.label, "status": self.status}
+        out = {"rank": self.rank, "id": self.id, "score": self.score, "path": self.path,
+               "label": self.label, "status": self.status}
+        if self.relevance is not None:
+            out["relevance"] = self.relevance
+        return out
 
 
 @dataclass

@@ -46,6 +46,9 @@ def _listen(host: str, port: int):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(addr)
+        # listening now: a client that connects as soon as the ready line is printed waits in the
+        # backlog for uvicorn's accept loop instead of being refused
+        sock.listen(2048)
     except OSError as e:
         sock.close()
         raise InvalidInputError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port") from e
@@ -70,16 +73,20 @@ def run_server(cfg: ServeConfig, *, log=print) -> None:
         logger.setLevel(logging.INFO)
         # Requests run concurrently in a thread pool; intra-op thread teams on top of that only
         # oversubscribe the cores (and their spin-waits hurt most on a loaded machine).
-        import faiss
-        import torch
+        import sys
 
-        torch.set_num_threads(cfg.threads)
+        import faiss
+
         faiss.omp_set_num_threads(cfg.threads)
+        if "torch" in sys.modules:   # torch only where the index needs it (a model, a torch backbone)
+            sys.modules["torch"].set_num_threads(cfg.threads)
         local = is_loopback(cfg.host)
         if not local and not cfg.token:
             log(f"zslr serve: WARNING: binding {cfg.host} without --token: anyone who can reach this machine can "
                 "search the index and read its images; give --token (or $ZSLR_SERVE_TOKEN)")
-        service = SearchService(cfg)
+        service = SearchService(cfg)   # opened, loaded and warmed up by a throw-away search: then ready
+        if "torch" in sys.modules:     # loaded with the index's model or backbone just now
+            sys.modules["torch"].set_num_threads(cfg.threads)
         app = create_app(service, token=cfg.token, loopback_only=local)
         info = service.info()
         host, port = sock.getsockname()[:2]

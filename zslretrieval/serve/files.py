@@ -11,6 +11,8 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
+import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,70 @@ def collection_roots(ix: Any, images_roots: tuple[str, ...]) -> tuple[Path, ...]
         return ()
     common = os.path.commonpath([os.path.dirname(p) for p in paths])
     return (Path(os.path.realpath(common)),)
+
+
+_HIDDEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_HIDDEN_LOCK = threading.Lock()
+
+
+def _inside(real: str, roots: tuple[Path, ...]) -> bool:
+    return any(real == str(r) or real.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots)
+
+
+def outside_ids(index: Any, roots: tuple[Path, ...]) -> frozenset[int]:
+    """Ids of ``ok`` catalog images whose file resolves outside ``roots`` (a link out of the collection).
+
+    Such a photo is never served (:func:`open_checked` refuses it), so the server keeps it out of
+    results too rather than list a hit whose image answers 404. Serving it instead would let one
+    symlink placed in a photo folder publish any file the server can read that happens to decode.
+
+    Cheap at a million photos: each distinct folder is resolved once and listed once with
+    ``os.scandir`` (whose entries know a symlink without a ``stat``); only the symlinked files are
+    resolved one by one. Computed once per opened index (the server's snapshot) and cached.
+    """
+    if not roots:
+        return frozenset()
+    with _HIDDEN_LOCK:
+        cached = _HIDDEN.get(index)
+    if cached is not None and cached[0] == roots:
+        return cached[1]
+    from sqlalchemy import select
+
+    from ..index.catalog import ImageRow
+
+    by_dir: dict[str, list[tuple[int, str]]] = {}
+    with index.catalog.session() as s:
+        for image_id, path in s.execute(select(ImageRow.id, ImageRow.path).where(ImageRow.status == "ok")):
+            d, name = os.path.split(path)
+            by_dir.setdefault(d, []).append((int(image_id), name))
+    hidden: set[int] = set()
+    for d, rows in by_dir.items():
+        real_dir = os.path.realpath(d)
+        try:
+            links = {e.name for e in os.scandir(d) if e.is_symlink()}
+        except OSError:     # folder gone or unreadable: nothing in it can be served or tested here
+            links = set()
+        dir_inside = _inside(real_dir, roots)
+        for image_id, name in rows:
+            if name in links:
+                inside = _inside(os.path.realpath(os.path.join(real_dir, name)), roots)
+            else:
+                inside = dir_inside
+            if not inside:
+                hidden.add(image_id)
+    out = frozenset(hidden)
+    with _HIDDEN_LOCK:
+        _HIDDEN[index] = (roots, out)
+    return out
+
+
+def without_ids(hits: list, ids: frozenset[int]) -> list:
+    """``hits`` (ranked ``query.Hit``) less those in ``ids``, ranked again 1, 2, ... (as if never indexed)."""
+    if not ids:
+        return hits
+    from dataclasses import replace
+
+    return [replace(h, rank=i) for i, h in enumerate((h for h in hits if h.id not in ids), 1)]
 
 
 def servable_row(index: Any, roots: tuple[Path, ...], image_id: int):

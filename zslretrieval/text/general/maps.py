@@ -91,14 +91,47 @@ def _fit_dem(t: np.ndarray, v: np.ndarray, hp: dict[str, Any], epochs: int, seed
     return model
 
 
-def _dem_predict(model: Dem, t: np.ndarray) -> np.ndarray:
-    """(n, 384) texts -> (n, D) DEM outputs (not unit-normalised)."""
+class DemArrays(NamedTuple):
+    """A fitted DEM (``models.dem.Dem`` with ``_dem``'s settings) as numpy arrays, for prediction with no
+    torch: ``y = relu(fusion x (t @ w1.T + b1)) @ w2.T + b2``, then a ReLU when ``relu_out``. w1 (H, 384),
+    b1 (H,), w2 (D, H), b2 (D,): the torch layers' own weights (``nn.Linear`` stores (out, in))."""
+
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+    fusion: float
+    relu_out: bool
+
+    @classmethod
+    def from_dem(cls, model: Dem) -> DemArrays:
+        """The arrays of a fitted one-modality DEM whose visual space is the raw one (no feature norm)."""
+        if len(model.branches) != 1 or model.hparams.feature_norm != "none":
+            raise CheckpointError(f"general model DEM: {len(model.branches)} modalities, feature_norm "
+                                  f"{model.hparams.feature_norm!r}; expected one text branch in the raw space")
+        def arr(x): return np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)   # noqa: E306
+        branch = model.branches[0]
+        return cls(arr(branch.weight), arr(branch.bias), arr(model.out.weight), arr(model.out.bias),
+                   float(model.fusion[0]), bool(model.relu_out))
+
+    def forward(self, t: np.ndarray) -> np.ndarray:
+        """(n, 384) texts -> (n, D) float32: ``Dem.embed_classes`` in numpy (equal to ~1e-6)."""
+        h = np.float32(self.fusion) * (np.asarray(t, np.float32) @ self.w1.T + self.b1)
+        o = np.maximum(h, 0.0) @ self.w2.T + self.b2
+        return (np.maximum(o, 0.0) if self.relu_out else o).astype(np.float32, copy=False)
+
+
+def _dem_predict(model: Dem | DemArrays, t: np.ndarray) -> np.ndarray:
+    """(n, 384) texts -> (n, D) DEM outputs (not unit-normalised): numpy for a loaded model's arrays,
+    torch for a DEM being fitted (the build's steps)."""
+    if isinstance(model, DemArrays):
+        return model.forward(t)
     import torch
     with torch.no_grad():
         return model.embed_classes(torch.from_numpy(np.ascontiguousarray(t, np.float32))).numpy()
 
 
-def _predict(mix: dict[str, float], ridge: np.ndarray | None, dem: Dem | None, nbr: Neighbours | None,
+def _predict(mix: dict[str, float], ridge: np.ndarray | None, dem: Dem | DemArrays | None, nbr: Neighbours | None,
              t: np.ndarray, exclude_self: bool = False) -> np.ndarray:
     """Unit (n, D): the unit outputs of the maps in ``mix`` for text embeddings t (n, 384), summed with
     their shares. ``nbr``: the neighbour map's inputs; ``exclude_self``: t are the known names."""

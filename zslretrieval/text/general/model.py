@@ -1,8 +1,14 @@
 """The model users get: ``GeneralModel`` (text -> unit query vectors in a backbone's raw feature space) and its file.
 
-``save``/``load`` write and read one ``.pt`` file: ``{"meta": json of meta(), "state": tensors}``, the
-``meta`` carrying ``FORMAT``; a file of another format, or one that does not load, is a
-``CheckpointError`` (``cache.py`` then rebuilds it). Where the file lives: ``cache.py``.
+``save``/``load`` write and read one numpy ``.npz`` file (no pickles, no torch): a JSON ``meta``
+entry (``meta()``, carrying ``FORMAT``), the 1000 ImageNet category names, and float32 arrays --
+the unit classifier rows (``known_protos``), the names' text embeddings (``known_text``), the ridge
+matrix and the DEM layers (``maps.DemArrays``) of the deployed map, and the reference vocabulary
+(the names' projected queries: derivable from ``known_text``, but the neighbour map over 1000 names
+takes 0.3 s idle and seconds on a busy machine, where reading its 5 MB takes milliseconds).
+Everything a query needs is in it, so loading imports neither torch, torchvision nor timm. A file
+of another format, or one that does not read, is a ``CheckpointError`` (``cache.py`` then looks
+further or rebuilds). Where the file lives: ``cache.py``.
 """
 from __future__ import annotations
 
@@ -24,14 +30,14 @@ from .anchors import EXACT_ANCHOR, apply_anchors, name_anchors
 from .glosses import ATTRIBUTE_TEMPLATE, prompt_embeddings, with_glosses
 from .imagenet import imagenet_categories, imagenet_head
 from .lexicon import glosses_of, imagenet_lemmas
-from .maps import Neighbours, _dem, _predict
+from .maps import DemArrays, Neighbours, _predict
 from .vectors import _unit
 
 if TYPE_CHECKING:
     from ...correction import ScoreCorrection
-    from ...models.dem import Dem
 
-FORMAT = "zslr-general-8"
+FORMAT = "zslr-general-9"   # 9: numpy .npz (was a torch .pt), names and unit classifier rows inside
+_DEM_KEYS = ("w1", "b1", "w2", "b2")
 
 
 @dataclasses.dataclass
@@ -43,7 +49,9 @@ class GeneralModel:
     (embeddings averaged). Neighbours ("nbr") use ``known_text`` (1000, 384), the ImageNet names'
     embeddings, and the unit classifier rows.
     ``reference`` (1000, D): the projected queries of the ImageNet names, the vocabulary against
-    which an index computes each image's hubness-correction terms (``correction``).
+    which an index computes each image's hubness-correction terms (``correction``); stored, or derived
+    from ``known_text`` through the maps on first use. ``categories``: the 1000 names in class order.
+    ``source``/``path``: where this copy came from ("built", "cache" or "shipped"; ``cache.py``).
     """
 
     backbone: str
@@ -55,11 +63,28 @@ class GeneralModel:
     hparams: dict[str, Any]
     selection: dict[str, Any]   # val/test figures of every method and candidate, split sizes, seed, timings
     ridge: np.ndarray | None = None   # (385, D) when the method uses ridge
-    dem: Dem | None = None             # a fitted models.dem.Dem when the method uses DEM
-    known_text: np.ndarray | None = None  # (1000, 384) ImageNet names' embeddings when the method uses "nbr"
+    dem: DemArrays | None = None       # the fitted DEM's layers when the method uses DEM
+    known_text: np.ndarray | None = None  # (1000, 384) the ImageNet names' embeddings (the chosen reading)
     known_protos: np.ndarray | None = None  # (1000, D) their unit prototypes (the backbone's head rows)
-    reference: np.ndarray | None = None
-    _classes: tuple[list[str], np.ndarray] | None = dataclasses.field(default=None, repr=False)
+    categories: list[str] | None = None     # the 1000 ImageNet names, class-index order
+    source: str = dataclasses.field(default="built", compare=False)
+    path: Path | None = dataclasses.field(default=None, compare=False)
+    _reference: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def reference(self) -> np.ndarray:
+        """(1000, D) the 1000 names' queries through the deployed map, each without itself as a
+        neighbour (the reference vocabulary of the correction); computed once from ``known_text``."""
+        if self._reference is None:
+            self._reference = _predict(self.hparams["mix"], self.ridge, self.dem, self._nbr(), self.known_text,
+                                       exclude_self=True)
+        return self._reference
+
+    def _categories(self) -> list[str]:
+        """The 1000 ImageNet names (stored in the model; torchvision's list for a model made without them)."""
+        if self.categories is None:
+            self.categories = imagenet_categories()
+        return self.categories
 
     @property
     def template(self) -> str:
@@ -82,9 +107,7 @@ class GeneralModel:
 
         Says what a query "looks like" to the backbone, in words a person can check.
         """
-        if self._classes is None:
-            self._classes = (imagenet_categories(), self._protos())
-        names, protos = self._classes
+        names, protos = self._categories(), self._protos()
         s = protos @ _unit(np.asarray(v, np.float32))
         top = np.argsort(-s, kind="stable")[:k]
         return [(names[i], float(s[i])) for i in top]
@@ -99,7 +122,7 @@ class GeneralModel:
     def _protos(self) -> np.ndarray:
         """(1000, D) unit classifier rows of the backbone (read once)."""
         if self.known_protos is None:
-            w, _, _ = imagenet_head(self.backbone)
+            w, _, _ = imagenet_head(self.backbone)   # a model made in memory without them (build time)
             self.known_protos = _unit(w).astype(np.float32)
         return self.known_protos
 
@@ -124,7 +147,7 @@ class GeneralModel:
         ``{"rule": "exact" | "hyponym", "weight": a, "classes": [names]}``, or {} where none applies."""
         if kind == "attribute":
             return [{} for _ in texts]
-        cats, out = imagenet_categories(), []
+        cats, out = self._categories(), []
         for classes, rule in (name_anchors(t, imagenet_lemmas(), hyponyms=self.anchor_lemmas) for t in texts):
             a = EXACT_ANCHOR if rule == "exact" else self.anchor_weight if rule == "hyponym" else 0.0
             out.append({"rule": rule, "weight": a, "classes": [cats[i] for i in classes]} if a else {})
@@ -178,49 +201,73 @@ class GeneralModel:
                 "feature_dim": self.feature_dim, "encoder": self.encoder, "method": self.method,
                 "templates": list(self.templates), "hparams": self.hparams, "selection": self.selection}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the model to ``path`` atomically (a reader never sees half a file)."""
-        import torch
-        state: dict[str, Any] = {}
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What :meth:`save` stores besides the meta: the names and the float32 arrays of the deployed map."""
+        out = {"categories": np.array(self._categories()),
+               "known_protos": np.ascontiguousarray(self._protos(), np.float32),
+               "known_text": np.ascontiguousarray(self.known_text, np.float32),
+               "reference": np.ascontiguousarray(self.reference, np.float32)}
         if self.ridge is not None:
-            state["ridge"] = torch.from_numpy(self.ridge)
+            out["ridge"] = np.ascontiguousarray(self.ridge, np.float32)
         if self.dem is not None:
-            state.update({f"dem.{k}": v.detach().cpu() for k, v in self.dem.state_dict().items()})
-        if self.reference is not None:
-            state["reference"] = torch.from_numpy(np.ascontiguousarray(self.reference, np.float32))
-        if self.known_text is not None:
-            state["known_text"] = torch.from_numpy(np.ascontiguousarray(self.known_text, np.float32))
+            out.update({f"dem.{k}": getattr(self.dem, k) for k in _DEM_KEYS})
+            out["dem.fusion"] = np.array(self.dem.fusion, np.float32)
+            out["dem.relu_out"] = np.array(self.dem.relu_out)
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model to ``path`` (an ``.npz``) atomically (a reader never sees half a file)."""
+        if self.known_text is None:
+            raise CheckpointError(f"general model of {self.backbone}: no known_text to save")
         buf = io.BytesIO()
-        torch.save({"meta": json.dumps(self.meta()), "state": state}, buf)
+        np.savez(buf, meta=np.array(json.dumps(self.meta())), **self.arrays())
         atomic_write(path, lambda f: f.write(buf.getvalue()))
         return Path(path)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> GeneralModel:
-        """Read a model :meth:`save` wrote; CheckpointError for a torn, foreign or other-format file."""
-        import torch
+    @staticmethod
+    def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+        """The ``meta`` record of a saved model alone (reads no array); CheckpointError if it does not read."""
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            meta = json.loads(obj["meta"])
-            state = obj["state"]
+            with np.load(path, allow_pickle=False) as z:
+                return json.loads(str(z["meta"]))
         except Exception as e:  # torn file, foreign file
             raise CheckpointError(f"{path}: not a readable general model ({type(e).__name__}: {e})") from e
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: general model format {meta.get('format')!r}, expected {FORMAT!r}")
-        m = cls(meta["backbone"], meta["backbone_weights"], int(meta["feature_dim"]), meta["encoder"], meta["method"],
-                list(meta["templates"]), meta["hparams"], meta["selection"])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, source: str = "cache") -> GeneralModel:
+        """Read a model :meth:`save` wrote; CheckpointError for a torn, foreign or other-format file."""
         try:
-            if "ridge" in state:
-                m.ridge = state["ridge"].numpy()
-            dem_state = {k[4:]: v for k, v in state.items() if k.startswith("dem.")}
-            if dem_state:
-                m.dem = _dem(m.feature_dim, {k: v for k, v in m.hparams.items() if k == "weight_decay"})
-                m.dem.load_state_dict(dem_state)
-                m.dem.eval()
-            if "reference" in state:
-                m.reference = state["reference"].numpy()
-            if "known_text" in state:
-                m.known_text = state["known_text"].numpy()
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("format") != FORMAT:
+                    raise CheckpointError(f"{path}: general model format {meta.get('format')!r}, expected {FORMAT!r}")
+                arrays = {k: z[k] for k in z.files if k != "meta"}
+        except CheckpointError:
+            raise
+        except Exception as e:  # torn file, foreign file
+            raise CheckpointError(f"{path}: not a readable general model ({type(e).__name__}: {e})") from e
+        try:
+            d = int(meta["feature_dim"])
+            m = cls(meta["backbone"], meta["backbone_weights"], d, meta["encoder"], meta["method"],
+                    list(meta["templates"]), meta["hparams"], meta["selection"], source=source, path=Path(path))
+            m.categories = [str(c) for c in arrays["categories"]]
+            m.known_protos, m.known_text, m._reference = (arrays["known_protos"], arrays["known_text"],
+                                                          arrays["reference"])
+            m.ridge = arrays.get("ridge")
+            if "dem.w1" in arrays:
+                m.dem = DemArrays(*(arrays[f"dem.{k}"] for k in _DEM_KEYS), float(arrays["dem.fusion"]),
+                                  bool(arrays["dem.relu_out"]))
+            want = {"categories": (1000,), "known_protos": (1000, d), "known_text": (1000, 384),
+                    "reference": (1000, d)}
+            if m.ridge is not None:
+                want["ridge"] = (385, d)
+            bad = [f"{k} {arrays[k].shape} (expected {v})" for k, v in want.items() if arrays[k].shape != v]
+            if m.dem is not None and (m.dem.w1.shape[1] != 384 or m.dem.w2.shape != (d, m.dem.w1.shape[0])):
+                bad.append(f"dem layers {m.dem.w1.shape}, {m.dem.w2.shape}")
+            missing = [f"no {k} arrays" for k in m.hparams["mix"]
+                       if (k == "ridge" and m.ridge is None) or (k == "dem" and m.dem is None)]
         except Exception as e:
             raise CheckpointError(f"{path}: general model state does not load ({type(e).__name__}: {e})") from e
+        if bad or missing:
+            raise CheckpointError(f"{path}: general model arrays do not fit: {', '.join(bad + missing)}")
         return m

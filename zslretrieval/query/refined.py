@@ -1,0 +1,157 @@
+"""Searches with more than a query: relevance feedback, filters and the relevance scale.
+
+:func:`run_refined` is :meth:`QueryEngine.run` with :class:`SearchOptions`: the queries are
+prepared and embedded exactly as in a plain search, then
+
+- feedback moves each query vector (``feedback.rocchio``) toward the marked right images and
+  away from the wrong ones, in the index's space;
+- a filter restricts the search to the allowed catalog ids (``filters.allowed_ids``): exactly
+  those images are scored (an exact pass over the subset), so the result is the true top-k of the
+  matching images, never a post-hoc cut of a global top-k;
+- every hit gets ``relevance`` (``calibration``): its score's z over the whole collection through
+  the logistic fitted on val classes; ``min_score`` drops hits below it.
+
+Scores are the engine's own (with the model card's score correction where the engine applies it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from .calibration import DEFAULT_LOGISTIC, Logistic, ScoreMoments, check_min_score, zscores
+from .feedback import Feedback, rocchio
+from .filters import SearchFilter, allowed_ids
+from .gallery import Gallery, gallery_of
+from .results import QueryResult, clamp_top_k
+
+if TYPE_CHECKING:
+    from .engine import QueryEngine
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What a search may add to its queries: ``feedback``, a ``filter``, a ``min_score`` cut-off on the
+    calibrated relevance, and ``relevance`` (attach it to every hit even without a cut-off)."""
+
+    feedback: Feedback | None = None
+    filter: SearchFilter | None = None
+    min_score: float | None = None
+    relevance: bool = False
+    logistic: Logistic = DEFAULT_LOGISTIC
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_score", check_min_score(self.min_score))
+
+    @property
+    def active_refine(self) -> bool:
+        """Whether anything beyond attaching the relevance is asked: feedback, a filter or a cut-off."""
+        return bool((self.feedback is not None and not self.feedback.empty)
+                    or (self.filter is not None and self.filter.active) or self.min_score is not None)
+
+    @property
+    def active(self) -> bool:
+        return self.active_refine or self.relevance
+
+
+def _moments(g: Gallery, engine: "QueryEngine", corrected: bool) -> ScoreMoments:
+    """The collection's score moments for raw or corrected scores, once per gallery."""
+    cache = g.__dict__.setdefault("_moments", {})
+    if corrected not in cache:
+        scale = offset = None
+        if corrected:
+            scale, offset = engine.terms.lookup(g.ids)
+        cache[corrected] = ScoreMoments(g.vectors, g.metric, scale, offset)
+    return cache[corrected]
+
+
+def refine_vectors(engine: "QueryEngine", xq: np.ndarray, feedback: Feedback) -> np.ndarray:
+    """(Q, E) query vectors moved by ``feedback`` (:func:`feedback.rocchio`) with the marked images'
+    index-space vectors; ids that are not entries of the index are refused by name."""
+    g = gallery_of(engine.index)
+    pos = g.vectors[g.rows(feedback.positive, "--more-like id")] if feedback.positive else np.zeros((0, g.vectors.shape[1]))
+    neg = g.vectors[g.rows(feedback.negative, "--less-like id")] if feedback.negative else np.zeros((0, g.vectors.shape[1]))
+    return rocchio(xq, pos, neg, feedback.weights, engine.metric)
+
+
+def search_allowed(engine: "QueryEngine", xq: np.ndarray, corrected: np.ndarray, allowed: np.ndarray,
+                   k: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` of each query among the ``allowed`` image ids only: D (Q, k') float32, I (Q, k') ids.
+
+    Every allowed image is scored (the engine's score, corrected for rows where ``corrected``),
+    so the result is exactly the highest-ranked matching images; ties keep id order.
+    """
+    g = gallery_of(engine.index)
+    rows = np.flatnonzero(np.isin(g.ids, allowed))
+    ids = g.ids[rows]
+    s = g.scores(xq, rows)
+    if corrected.any() and len(ids):
+        scale, offset = engine.terms.lookup(ids)
+        s[corrected] = s[corrected] * scale[None, :] + offset[None, :]
+    width = len(ids) if k is None else min(int(k), len(ids))
+    order = np.argsort(-s, axis=1, kind="stable")[:, :width]
+    return np.take_along_axis(s, order, axis=1).astype(np.float32), ids[order]
+
+
+def run_refined(engine: "QueryEngine", specs: list, k: int | None, options: SearchOptions,
+                general_weight: float | None = None) -> list[QueryResult]:
+    """:meth:`QueryEngine.run` with feedback, a filter and the relevance scale (module docstring)."""
+    if general_weight is not None:
+        raise InvalidInputError("--general-weight cannot be combined with feedback, filters or --min-score yet; "
+                                "leave one of them out")
+    k = clamp_top_k(k, len(specs), engine.index.ntotal)
+    prepared, descriptors = engine.prepare_all(specs)
+    xq = engine.embed(prepared, descriptors)
+    fb = options.feedback
+    if fb is not None and not fb.empty:
+        xq = refine_vectors(engine, xq, fb)
+        for p in prepared:
+            p.resolved["feedback"] = fb.describe()
+    fix = np.array([engine.corrects(p) for p in prepared], bool)
+    flt = options.filter
+    if flt is not None and flt.active:
+        D, I = search_allowed(engine, xq, fix, allowed_ids(engine.index, flt), k)
+        for p in prepared:
+            p.resolved["filter"] = flt.describe()
+    elif not fix.any() or fix.all():
+        D, I = engine.search_vectors(xq, k, corrected=bool(fix.any()))
+    else:   # some rows corrected, some not: one exact pass scoring each row its own way
+        D, I = search_allowed(engine, xq, fix, gallery_of(engine.index).ids, k)
+    for p, f in zip(prepared, fix):
+        if f:
+            p.resolved["correction"] = engine.terms.correction.describe()
+    results = engine.collect(prepared, D, I)
+    if options.min_score is not None or options.relevance:
+        g = gallery_of(engine.index)
+        for q, (res, f) in enumerate(zip(results, fix)):
+            mu, sd = _moments(g, engine, bool(f)).mean_std(xq[q:q + 1])
+            rel = options.logistic(zscores(np.array([[h.score for h in res.hits]], np.float64), mu, sd))[0]
+            for h, r in zip(res.hits, rel):
+                h.relevance = float(r)
+            if options.min_score is not None:
+                res.hits = [h for h in res.hits if h.relevance >= options.min_score]
+            res.resolved["relevance"] = {
+                "scale": f"sigmoid({options.logistic.a:.3g} z + {options.logistic.b:.3g}), z = score standardised "
+                         "over the collection for this query", "min_score": options.min_score}
+    return results
+
+
+def search_options(*, more_like: str | None = None, less_like: str | None = None, path_glob: str | None = None,
+                   folder: str | None = None, min_bytes: str | int | None = None, min_side: int | None = None,
+                   after: str | None = None, before: str | None = None, min_score: float | None = None,
+                   relevance: bool = False) -> SearchOptions:
+    """:class:`SearchOptions` from the strings a request or a command line carries (``"12,40"`` ids,
+    ``"200k"`` sizes, ISO dates), every value checked; blank strings count as not given."""
+    from .feedback import parse_ids
+    from .filters import parse_size
+
+    def given(v):
+        return None if v is None or (isinstance(v, str) and not v.strip()) else v
+
+    pos, neg = parse_ids(more_like, "more-like"), parse_ids(less_like, "less-like")
+    flt = SearchFilter(path_glob=given(path_glob), folder=given(folder), min_bytes=parse_size(given(min_bytes)),
+                       min_side=given(min_side), taken_after=given(after), taken_before=given(before))
+    return SearchOptions(feedback=Feedback(pos, neg) if pos or neg else None, filter=flt if flt.active else None,
+                         min_score=given(min_score), relevance=relevance)
