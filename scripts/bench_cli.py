@@ -138,7 +138,6 @@ def bench(args: argparse.Namespace) -> list[Row]:
            "ZSLR_CACHE": str(Path(args.cache) if args.cache else work / "cache"),
            "ZSLR_INDEXES": str(work / "indexes"), "XDG_CACHE_HOME": str(work / "xdg-cache"),
            "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)}
-    fresh = not (args.data or args.cache)
     t = args.timeout
     rows: list[Row] = []
     try:
@@ -148,7 +147,8 @@ def bench(args: argparse.Namespace) -> list[Row]:
         rows.append(Row("index", wall, rss, f"zslr index ({sum(1 for _ in _images(args.images))} images)"))
         text = ["query", "--index", "bench", "--text", args.text]
         wall, rss, _, err = run_process(zslr(*text), env, t)
-        rows.append(Row("text, first run", wall, rss, "fresh data/cache" if fresh else "given data/cache (not fresh)"))
+        rows.append(Row("text, first run", wall, rss, f"data folder {'given' if args.data else 'fresh'}, "
+                                                       f"cache {'given' if args.cache else 'fresh'}"))
         later = [run_process(zslr(*text), env, t)[:2] for _ in range(args.repeats)]
         walls, rsss = [w for w, _ in later], [r for _, r in later]
         rows.append(Row("text, later runs", statistics.median(walls), max(rsss),

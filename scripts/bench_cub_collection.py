@@ -6,6 +6,13 @@ index's model, asked by ``--class`` (its attribute vector), ranks *every* indexe
     zslr index CUB_200_2011/images --model cub-dem.pt --name cub     # all 11,788 photos
     python scripts/bench_cub_collection.py --index cub               # this script
 
+The photos' backbone features are already cached by ``zslr eval/train --dataset cub`` (the same
+ingestion, decode and forward that ``zslr index`` uses); ``--write-features F.npz`` writes them with
+the photos' absolute paths, labels and backbone, so that ``zslr index --features F.npz --model
+cub-dem.pt --name cub`` indexes the same 11,788 photos without a second backbone pass:
+
+    python scripts/bench_cub_collection.py --write-features cub-lite2.npz --backbone efficientnet-lite2
+
 For every class the model card lists as unseen, ``QueryEngine.run`` (the path of ``zslr query
 --class NAME``, with the score correction the card recorded, chosen on val classes) returns the full
 ranking of the collection; a photo is relevant when its class folder (the photo's parent folder, the
@@ -34,7 +41,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--show", type=int, default=3, help="classes whose top results are printed")
     p.add_argument("--top", type=int, default=5, help="results printed per shown class")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--write-features", metavar="NPZ", default=None,
+                   help="only write the cached photo features of --dataset (features, absolute paths, labels, "
+                        "backbone) for `zslr index --features`, then exit")
+    p.add_argument("--dataset", default="cub", help="with --write-features: the photo benchmark")
+    p.add_argument("--backbone", default=None, help="with --write-features: its backbone (default: the loader's)")
+    p.add_argument("--data-root", default=None, help="with --write-features: default $ZSLR_DATA")
     return p.parse_args(argv)
+
+
+def write_features(args: argparse.Namespace) -> int:
+    """The benchmark's photo features (from the feature cache, in the checked image order) as an .npz that
+    ``zslr index --features`` reads: one row per photo, its absolute path and class folder as label."""
+    from zslretrieval.data import load_dataset
+    from zslretrieval.data.photo_features import INDEX_FILE, read_image_index
+
+    ds = load_dataset(args.dataset, args.data_root, backbone=args.backbone)
+    info = ds.meta["features"]
+    if info.get("source") != "photos":
+        print(f"{args.dataset}: features are not from photos ({ds.meta.get('feature_source')}); nothing to index",
+              file=sys.stderr)
+        return 2
+    images_dir = Path(info["folder"])
+    index = read_image_index(Path(ds.meta["folder"]) / INDEX_FILE)
+    if len(index.images) != len(ds.features):
+        print(f"{len(index.images)} indexed photos but {len(ds.features)} feature rows", file=sys.stderr)
+        return 2
+    paths = np.array([str((images_dir / rel).resolve()) for rel in index.images])
+    labels = np.array([ds.class_names[int(c)] for c in ds.labels])
+    np.savez(args.write_features, features=ds.features.astype(np.float32), paths=paths, labels=labels,
+             backbone=np.array(ds.meta["backbone"]))
+    print(f"wrote {args.write_features}: {len(paths)} photos of {images_dir}, {ds.features.shape[1]}-d "
+          f"{ds.meta['backbone']} features ({ds.meta.get('feature_source')})")
+    return 0
 
 
 def average_precision(relevant: np.ndarray) -> float:
@@ -68,6 +107,8 @@ def measure(engine, classes: list[str], seen: set[str]) -> tuple[dict, list]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.write_features:
+        return write_features(args)
     from zslretrieval.query import open_engine
 
     engine = open_engine(args.index, args.index_root)

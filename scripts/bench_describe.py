@@ -52,6 +52,21 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# DEM's weights of its modality branches (models.dem fusion_weights), fused runs only: chosen by val top-1
+FUSION_WEIGHTS = ([1.0, 1.0], [1.0, 0.5], [1.0, 2.0])
+
+
+def select(protocol, ds, name, seed, mods):
+    """``select_and_train``; a fused DEM also chooses its branch weights on val (best val top-1)."""
+    if name != "dem" or len(mods) < 2:
+        return protocol.select_and_train(ds, name, seed=seed, modalities=mods)
+    tried = [protocol.select_and_train(ds, name, seed=seed, modalities=mods, hparams={"fusion_weights": w})
+             for w in FUSION_WEIGHTS]
+    for w, r in zip(FUSION_WEIGHTS, tried):
+        log(f"  dem fusion_weights {w}: val top-1 {r.selection['val_top1']:.4f}")
+    return max(tried, key=lambda r: r.selection["val_top1"])
+
+
 def ridge_baseline(ds, emb, photo, q, seed):
     """Sentence embedding -> its photo's raw feature (ridge, lam chosen on val), cosine ranking."""
     from zslretrieval.query.sentences import _Ridge, average_precision, sample_sentences
@@ -125,7 +140,7 @@ def main(argv=None) -> int:
         for name in args.models:
             for label, mods in MODALITIES.items():
                 t = time.perf_counter()
-                res = protocol.select_and_train(ds, name, seed=seed, modalities=mods)
+                res = select(protocol, ds, name, seed, mods)
                 m = protocol.evaluate(res.model, ds, ("top1", "map"), card=res.card)
                 row = {"model": name, "seed": seed, "semantics": label, "top1": m["top1"], "map": m["map"],
                        "val_top1": res.selection["val_top1"], "chosen": res.selection["chosen"],

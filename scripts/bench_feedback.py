@@ -88,8 +88,9 @@ def one_round(engine: QueryEngine, classes: list[str], marks: int, grid: list[Ro
             "right_marked": np.array(n_right)}
 
 
-def fit_relevance(engine: QueryEngine, classes: list[str]):
-    """The relevance logistic on the zero-shot z-scores of ``classes`` over the engine's gallery."""
+def zero_shot_z(engine: QueryEngine, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """z-scores (over the engine's gallery) of every image for each class's zero-shot query, and
+    whether the image is of that class: (z, relevant), pooled over the queries."""
     label = {r.id: r.label for r in engine.index.all_records()}
     res = engine.run([QuerySpec("class", c, "bench") for c in classes], None)
     g = gallery_of(engine.index)
@@ -104,8 +105,17 @@ def fit_relevance(engine: QueryEngine, classes: list[str]):
         s = np.array([[h.score for h in r.hits]])
         zs.append(zscores(s, mu[q:q + 1], sd[q:q + 1])[0])
         ys.append(np.array([label[h.id] == c for h in r.hits]))
-    z, y = np.concatenate(zs), np.concatenate(ys)
-    return fit_logistic(z, y), float(y.mean())
+    return np.concatenate(zs), np.concatenate(ys)
+
+
+def reliability(p: np.ndarray, y: np.ndarray, edges=(0.0, 0.05, 0.2, 0.4, 0.6, 0.8, 1.0001)) -> list[str]:
+    """Rows: a relevance band, how many results fall in it, their mean relevance and the share truly relevant."""
+    rows = [f"{'relevance':>13} {'results':>8} {'mean rel':>9} {'relevant':>9}"]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (p >= lo) & (p < hi)
+        if m.any():
+            rows.append(f"{lo:5.2f} .. {min(hi, 1):4.2f} {int(m.sum()):8d} {p[m].mean():9.3f} {y[m].mean():9.3f}")
+    return rows
 
 
 def main(argv=None) -> int:
@@ -155,7 +165,8 @@ def main(argv=None) -> int:
         eng_a = QueryEngine(idx_a)
         val_names = [names[c] for c in val_c]
         va = one_round(eng_a, val_names, args.marks, grid)
-        logistic, prior = fit_relevance(eng_a, val_names)
+        z_val, y_val = zero_shot_z(eng_a, val_names)
+        logistic, prior = fit_logistic(z_val, y_val), float(y_val.mean())
         idx_a.close()
         print(f"\nVAL ({len(val_names)} val classes, gallery {len(d.split_indices('val'))} val images, model A on "
               f"train classes): zero-shot mAP without the top {args.marks} = {np.nanmean(va['before']):.4f}; "
@@ -172,6 +183,7 @@ def main(argv=None) -> int:
         eng_b = QueryEngine(idx_b)
         test_names = [names[c] for c in d.split_classes("test_unseen")]
         te = one_round(eng_b, test_names, args.marks, [best])
+        z_te, y_te = zero_shot_z(eng_b, test_names)
         idx_b.close()
     before, after = te["before"], te["after"][best]
     print(f"\nTEST ({len(test_names)} unseen classes, gallery {len(d.split_indices('test_unseen'))} test_unseen images, "
@@ -182,6 +194,15 @@ def main(argv=None) -> int:
     print(f"{'gain (absolute)':24} {np.nanmean(after) - np.nanmean(before):+7.4f}")
     print(f"right among the top {args.marks}: mean {te['right_marked'].mean():.2f}; classes improved "
           f"{int((after > before).sum())}/{len(before)}; worse {int((after < before).sum())}  ({time.time() - t0:.0f}s)")
+    p_te = logistic(z_te)
+    print(f"\nRELEVANCE on TEST (zero-shot queries of the {len(test_names)} unseen classes x every test_unseen image; "
+          "logistic fitted on val): is a relevance of p right about p of the time, whatever the query?")
+    print("\n".join(reliability(p_te, y_te)))
+    per_q = p_te.reshape(len(test_names), -1) >= 0.5
+    yq = y_te.reshape(len(test_names), -1)
+    kept = per_q.sum(1)
+    print(f"relevance >= 0.5: {int(kept.sum())} results over {int((kept > 0).sum())}/{len(test_names)} queries, "
+          f"precision {yq[per_q].mean():.3f}, recall {yq[per_q].sum() / yq.sum():.3f}")
     out = {"dataset": d.name, "model": args.model, "seed": args.seed, "marks": args.marks,
            "features": d.meta.get("feature_source"), "chosen_hparams": sel["chosen"],
            "weights": dataclasses.asdict(best), "logistic": {"a": logistic.a, "b": logistic.b, "val_share": prior},

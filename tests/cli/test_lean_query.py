@@ -84,6 +84,15 @@ def test_text_class_and_attribute_queries_import_no_heavy_package(generated_inde
     assert many["heavy"] == [], many["heavy"]
 
 
+def test_image_query_after_indexing_runs_without_torch(generated_index):
+    # indexing exported the backbone's graph and its sidecar: a query by example reads both, no torch
+    photo = next((generated_index.parent / "imgs" / "green").glob("*.png"))
+    out = _probe("query", "--index", "lean", "--index-root", str(generated_index), "--image", str(photo), "--json")
+    first = json.loads(out["stdout"])["results"][0]
+    assert first["path"] == str(photo) and first["score"] == pytest.approx(1.0, abs=1e-5)   # its own stored vector
+    assert out["heavy"] == [], out["heavy"]
+
+
 def test_probe_sees_torch_when_a_query_needs_it(generated_index, monkeypatch):
     # the probe itself must be able to fail: an image query through the eager torch forward imports torch
     monkeypatch.setenv("ZSLR_CPU_FORWARD", "eager")

@@ -11,7 +11,7 @@ from zslretrieval.errors import IncompatibleError
 from zslretrieval.models.checkpoint import load_checkpoint, save_checkpoint
 from zslretrieval.protocol import select_and_train
 from zslretrieval.query.prepare import QueryPreparer
-from zslretrieval.query.sentences import (SentenceMap, average_precision, fit_sentence_map, query_scores,
+from zslretrieval.query.sentences import (ANCHORS, BETAS, LAMBDAS, SentenceMap, average_precision, fit_sentence_map, query_scores,
                                           sample_sentences, sentence_descriptor)
 from zslretrieval.query.spec import QuerySpec
 
@@ -45,7 +45,7 @@ def test_map_is_chosen_on_val_and_saved_with_the_checkpoint(trained):
     sel = smap.selection
     assert sel["n_fit_sentences"] == 3 * 3 * 3          # train photos only (3 classes x 3 photos x 3 sentences)
     assert sel["n_refit_sentences"] == 4 * 3 * 3        # then trainval (val class added)
-    assert len(sel["candidates"]) == 5 * 5 * 5 and sel["chosen"] in [
+    assert len(sel["candidates"]) == len(LAMBDAS) * len(BETAS) * len(ANCHORS) and sel["chosen"] in [
         {k: c[k] for k in ("lam", "beta", "gamma", "tau")} for c in sel["candidates"]]
     assert sel["val_map"] == max(c["val_map"] for c in sel["candidates"])
     model, card, _ = load_checkpoint(path)

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import IncompatibleError, InvalidInputError
 
-LAMBDAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+LAMBDAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # (gamma, tau) of the class anchors; (0, -) = the ridge alone
 ANCHORS = ((0.0, 0.05), (0.5, 0.02), (0.5, 0.05), (1.0, 0.02), (1.0, 0.05))

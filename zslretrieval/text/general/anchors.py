@@ -13,7 +13,9 @@ is a query whose positives are the val classes ending in it, the anchors being i
 the score is mAP over the val prototypes with the deployed correction. Because exocentric compounds
 ("sea cucumber" is no cucumber) also match, a must not lower the val top-1 of the plain held-out
 names either (``anchor_ok``). Chosen with a: whether a hyponym may end any lemma of a synset or only
-its first (``ANCHOR_LEMMAS``). Attribute words and free text with no lemma match are not anchored.
+its first (``ANCHOR_LEMMAS``). Attribute words are not anchored. A name with neither kind may be
+anchored through WordNet's hierarchy on its nearest ImageNet relatives (``hierarchy.py``, rule
+"hierarchy"), with a share, distance decay and reach chosen on val (``TREE_*``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from ...errors import InvalidInputError
 from . import lexicon
+from .hierarchy import tree_anchors
 from .lexicon import _name_keys
 from .vectors import _unit
 
@@ -33,6 +36,12 @@ ANCHOR_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)   # hyponym anchors' share, chosen 
 # house" = apiary) are rarely a synset's first lemma; exact matches always use every lemma.
 ANCHOR_LEMMAS = ("all", "first")
 EXACT_ANCHOR = 1.0   # an exact ImageNet name is its own classifier row (module docstring)
+# WordNet hierarchy anchors (``hierarchy.py``) for names with neither kind: (share, decay, max_up), chosen
+# on val names anchored on train classes (``build.choose_hierarchy``); share 0 first: it must earn its place
+TREE_SHARES = (0.0, 0.25, 0.5, 0.75)
+TREE_DECAYS = (0.5, 1.0)       # weight of a class = decay ** (its tree distance - the nearest class's)
+TREE_MAX_UP = (1, 2, 4, None)  # hypernym steps a name may climb to reach classes (None: any)
+TreeSetting = tuple[float, float, "int | None"]
 
 
 def name_anchors(text: str, lemmas: Sequence[Sequence[str]], known: Sequence[int] | None = None,
@@ -86,20 +95,28 @@ def _lemma_index(lemmas: Sequence[Sequence[str]]) -> tuple[dict[str, list[int]],
 
 
 def apply_anchors(pred: np.ndarray, texts: Sequence[str], protos: np.ndarray, weight: float,
-                  known: Sequence[int] | None = None,
-                  hyponyms: str = "all") -> tuple[np.ndarray, list[tuple[list[int], str | None]]]:
+                  known: Sequence[int] | None = None, hyponyms: str = "all",
+                  tree: TreeSetting | None = None) -> tuple[np.ndarray, list[tuple[list[int], str | None]]]:
     """(n, D) predicted queries of the names ``texts`` -> ``(unit (n, D) anchored, found)``: row i becomes
     ``unit((1 - a) x pred[i] + a x unit mean of protos[anchors])`` with a = ``EXACT_ANCHOR`` for an exact
     name and ``weight`` for hyponyms; rows without anchors (or a = 0) are unchanged. ``protos`` (1000, D)
-    unit class prototypes; ``found[i]`` = :func:`name_anchors` of ``texts[i]`` (``known``, ``hyponyms``)."""
+    unit class prototypes; ``found[i]`` = :func:`name_anchors` of ``texts[i]`` (``known``, ``hyponyms``).
+    With ``tree`` (share, decay, max_up) a name with neither takes WordNet hierarchy anchors
+    (``hierarchy.tree_anchors``: the mean is weighted by tree distance; rule "hierarchy")."""
     # read through the module, not a copied name, so a substituted table (tests' small ones) is the one used
     lemmas = lexicon.imagenet_lemmas()
     out = np.array(pred, np.float32, copy=True)
     found = [name_anchors(t, lemmas, known, hyponyms) for t in texts]
     for i, (classes, rule) in enumerate(found):
         a = EXACT_ANCHOR if rule == "exact" else float(weight) if rule == "hyponym" else 0.0
+        w = None
+        if rule is None and tree is not None and tree[0]:
+            classes, w, _ = tree_anchors(texts[i], known, tree[1], tree[2])
+            if classes:
+                a, found[i] = float(tree[0]), (classes, "hierarchy")
         if a:
-            anchor = _unit(np.asarray(protos)[classes].astype(np.float64).mean(0))  # rows first: no (1000, D) copy
+            # rows first: no (1000, D) copy
+            anchor = _unit(np.average(np.asarray(protos)[classes].astype(np.float64), axis=0, weights=w))
             out[i] = _unit((1.0 - a) * _unit(out[i].astype(np.float64)) + a * anchor)
     return out, found
 

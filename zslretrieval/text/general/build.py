@@ -33,7 +33,9 @@ classes and its correction. Candidates: ``ATTRIBUTE_TEMPLATES``. Glosses are not
 attribute words.
 
 Known-name anchors (``anchors.py``): the hyponym share and which lemmas a kind may end are chosen on
-val category words, anchored on train classes only.
+val category words, anchored on train classes only; the WordNet hierarchy anchors of names with
+neither (``hierarchy.py``) on val WordNet categories with no train class under them, anchored on
+train classes only.
 
 Baselines measured in the same run: ridge (closed form, text -> unit prototype) and ConSE
 (Norouzi et al. 2014, ``maps.py``).
@@ -52,7 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .anchors import ANCHOR_LEMMAS, ANCHOR_WEIGHTS, apply_anchors, category_queries
+from .anchors import (ANCHOR_LEMMAS, ANCHOR_WEIGHTS, TREE_DECAYS, TREE_MAX_UP, TREE_SHARES, apply_anchors,
+                      category_queries)
 from .glosses import ATTRIBUTE_TEMPLATES, GLOSS_WEIGHTS, TEMPLATES, gloss_embeddings, mix_glosses, prompt_embeddings
 from .heldout import category_map, heldout_retrieval, split_classes
 from .imagenet import imagenet_categories, imagenet_head
@@ -279,10 +282,54 @@ def choose_anchors(t: np.ndarray, data: HeldOutClasses, maps: TrainMaps, mix: di
     return anchor_rows, max((r for r in anchor_rows if r["anchor_ok"]), key=lambda r: r["val_map"])
 
 
+def choose_hierarchy(t: np.ndarray, data: HeldOutClasses, maps: TrainMaps, mix: dict[str, float], ptr: np.ndarray,
+                     corr: ScoreCorrection, tpls: tuple[str, ...], gloss: float, best_an: Row) -> tuple[list[Row], Row]:
+    """Step 8 chooses on val the WordNet hierarchy anchors (``hierarchy.py``): their share
+    (``TREE_SHARES``, 0 first), distance decay (``TREE_DECAYS``) and reach (``TREE_MAX_UP``). Queries
+    with known answers, as step 7's: every WordNet category with val classes under it and no train
+    class (``hierarchy.category_words``: "woodpecker" is to ImageNet what these are to the train
+    classes) is a word whose positives are those val classes, read as a user's word (prompt ``tpls``,
+    definitions at ``gloss``), anchored as deployed (step 7's exact and hyponym anchors; else its
+    nearest *train* relatives in WordNet) and scored by mAP over the val prototypes with the deployed
+    correction. The plain val names, anchored the same way, may not lose val top-1 (``tree_ok``). Best
+    val mAP among what may be chosen; ties: listed first, so share 0 must be beaten. Without WordNet
+    there are no such words and share 0 is chosen."""
+    from .hierarchy import category_words
+    tr, va, te, protos, names = data.tr, data.va, data.te, data.protos, data.names
+    parts = {}
+    for part, rows in (("val", va), ("test", te)):
+        cat = category_words(tr, rows)
+        words = list(cat)
+        qt = mix_glosses(prompt_embeddings(lambda tpl: data.encode(words, tpl), tpls),
+                         *gloss_embeddings(words, data.encode), gloss) if words else np.zeros((0, t.shape[1]))
+        parts[part] = (rows, words, [cat[w] for w in words], maps.predict(mix, qt) if words else None,
+                       maps.predict(mix, t[rows]))
+    grid = [(0.0, TREE_DECAYS[0], TREE_MAX_UP[0])] + [
+        (a, d, u) for a in TREE_SHARES if a for d in TREE_DECAYS for u in TREE_MAX_UP]
+    rows_out: list[Row] = []
+    for share, decay, up in grid:
+        r: Row = {"share": share, "decay": decay, "max_up": up}
+        for part, (rows, words, positives, pred_words, pred_names) in parts.items():
+            kw = {"known": tr, "hyponyms": best_an["lemmas"], "tree": (share, decay, up)}
+            if words:
+                q, found = apply_anchors(pred_words, words, protos, best_an["weight"], **kw)
+                r[f"{part}_map"] = round(category_map(q, positives, protos, rows, ptr, corr), 4)
+                r[f"{part}_tree_words"] = sum(rule == "hierarchy" for _, rule in found)
+            else:
+                r[f"{part}_map"], r[f"{part}_tree_words"] = 0.0, 0
+            r[f"{part}_queries"] = len(words)
+            q, found = apply_anchors(pred_names, [names[i] for i in rows], protos, best_an["weight"], **kw)
+            r[f"{part}_leaf_top1"] = heldout_retrieval(q, protos[rows], ptr, corr)["top1"]
+            r[f"{part}_tree_names"] = sum(rule == "hierarchy" for _, rule in found)
+        r["tree_ok"] = r["val_leaf_top1"] >= (rows_out[0] if rows_out else r)["val_leaf_top1"]
+        rows_out.append(r)
+    return rows_out, max((r for r in rows_out if r["tree_ok"]), key=lambda r: r["val_map"])
+
+
 def refit(name: str, weights_id: str, t: np.ndarray, protos: np.ndarray, mix: dict[str, float], method: str,
           tpls: tuple[str, ...], hp: dict[str, Any], best_r: Row, best_d: Row, best_n: Row, seed: int,
           sel: dict[str, Any], names: list[str]) -> GeneralModel:
-    """Step 8 chooses nothing: the maps of the chosen ``mix`` refit on all 1000 classes with their
+    """Step 9 chooses nothing: the maps of the chosen ``mix`` refit on all 1000 classes with their
     chosen settings (added to ``hp``); the reference = the 1000 names' queries, each without itself."""
     from ..encoder import encoder_id
     ridge = dem = None
@@ -362,8 +409,17 @@ def build_general_model(backbone: str = "efficientnet-lite0", *, seed: int = 0,
     say(f"anchors: hyponym share {best_an['weight']:g} over {best_an['lemmas']} lemmas (category-word val mAP "
         f"{best_an['val_map']:.3f} over {best_an['val_queries']} words; {anchor_rows[0]['val_map']:.3f} unanchored)")
 
+    tree_rows, best_t = choose_hierarchy(t, data, maps, mix, ptr, corr, tpls, gloss, best_an)
+    sel.update(hierarchy=tree_rows)
+    sel["best"]["hierarchy"] = best_t
+    say(f"hierarchy anchors: share {best_t['share']:g} decay {best_t['decay']:g} max_up {best_t['max_up']} "
+        f"(category-word val mAP {best_t['val_map']:.3f} over {best_t['val_queries']} words, "
+        f"{tree_rows[0]['val_map']:.3f} without; val names' top-1 {best_t['val_leaf_top1']:.3f}, "
+        f"{tree_rows[0]['val_leaf_top1']:.3f} without)")
+
     hp: dict[str, Any] = {"mix": mix, "gloss": gloss, "attribute_template": best_a["template"],
-                          "anchor": best_an["weight"], "anchor_lemmas": best_an["lemmas"]}
+                          "anchor": best_an["weight"], "anchor_lemmas": best_an["lemmas"],
+                          "tree": [best_t["share"], best_t["decay"], best_t["max_up"]]}
     model = refit(name, weights_id, t, protos, mix, method, tpls, hp, best_r, best_d, best_n, seed, sel, names)
     sel["build_seconds"] = round(time.perf_counter() - t0, 1)
     return model

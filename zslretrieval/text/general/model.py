@@ -27,6 +27,7 @@ from ...errors import CheckpointError, InvalidInputError
 from ...fileio import atomic_write
 from ..names import as_name
 from .anchors import EXACT_ANCHOR, apply_anchors, name_anchors
+from .hierarchy import tree_anchors
 from .glosses import ATTRIBUTE_TEMPLATE, prompt_embeddings, with_glosses
 from .imagenet import imagenet_categories, imagenet_head
 from .lexicon import glosses_of, imagenet_lemmas
@@ -36,7 +37,8 @@ from .vectors import _unit
 if TYPE_CHECKING:
     from ...correction import ScoreCorrection
 
-FORMAT = "zslr-general-9"   # 9: numpy .npz (was a torch .pt), names and unit classifier rows inside
+# 10: WordNet hierarchy anchors chosen in the build (hparams["tree"]); 9: numpy .npz (was a torch .pt)
+FORMAT = "zslr-general-10"
 _DEM_KEYS = ("w1", "b1", "w2", "b2")
 
 
@@ -142,15 +144,30 @@ class GeneralModel:
         """Which lemmas a hyponym may end ("all" or "first"), chosen on val with the share."""
         return str(self.hparams.get("anchor_lemmas", "all"))
 
+    @property
+    def tree_setting(self) -> tuple[float, float, int | None] | None:
+        """WordNet hierarchy anchors' (share, decay, max_up), chosen on val; None where the share is 0."""
+        tree = self.hparams.get("tree")
+        if not tree or not tree[0]:
+            return None
+        return float(tree[0]), float(tree[1]), None if tree[2] is None else int(tree[2])
+
     def anchors(self, texts: Sequence[str], kind: str = "name") -> list[dict[str, Any]]:
-        """Per text, the ImageNet classes its query is anchored on (``anchors.py``, known-name anchors):
-        ``{"rule": "exact" | "hyponym", "weight": a, "classes": [names]}``, or {} where none applies."""
+        """Per text, the ImageNet classes its query is anchored on (``anchors.py``, known-name anchors;
+        ``hierarchy.py``, WordNet relatives): ``{"rule": "exact" | "hyponym" | "hierarchy", "weight": a,
+        "classes": [names]}`` (hierarchy: also ``"via"``, e.g. "woodpecker -> piciform bird"), or {}."""
         if kind == "attribute":
             return [{} for _ in texts]
-        cats, out = self._categories(), []
-        for classes, rule in (name_anchors(t, imagenet_lemmas(), hyponyms=self.anchor_lemmas) for t in texts):
+        cats, out, tree = self._categories(), [], self.tree_setting
+        for t in texts:
+            classes, rule = name_anchors(t, imagenet_lemmas(), hyponyms=self.anchor_lemmas)
             a = EXACT_ANCHOR if rule == "exact" else self.anchor_weight if rule == "hyponym" else 0.0
-            out.append({"rule": rule, "weight": a, "classes": [cats[i] for i in classes]} if a else {})
+            extra: dict[str, Any] = {}
+            if rule is None and tree is not None:
+                classes, _, via = tree_anchors(t, None, tree[1], tree[2])
+                if classes:
+                    rule, a, extra = "hierarchy", tree[0], {"via": via}
+            out.append({"rule": rule, "weight": a, "classes": [cats[i] for i in classes], **extra} if a else {})
         return out
 
     def text_embeddings(self, texts: Sequence[str], kind: str = "name") -> np.ndarray:
@@ -192,7 +209,8 @@ class GeneralModel:
         v = self.text_to_visual(self.text_embeddings(texts, kind))
         if kind == "attribute":
             return v
-        return apply_anchors(v, texts, self._protos(), self.anchor_weight, hyponyms=self.anchor_lemmas)[0]
+        return apply_anchors(v, texts, self._protos(), self.anchor_weight, hyponyms=self.anchor_lemmas,
+                             tree=self.tree_setting)[0]
 
     # -- persistence --
     def meta(self) -> dict[str, Any]:
