@@ -46,7 +46,7 @@ def test_map_is_chosen_on_val_and_saved_with_the_checkpoint(trained):
     assert sel["n_fit_sentences"] == 3 * 3 * 3          # train photos only (3 classes x 3 photos x 3 sentences)
     assert sel["n_refit_sentences"] == 4 * 3 * 3        # then trainval (val class added)
     assert len(sel["candidates"]) == len(LAMBDAS) * len(BETAS) * len(ANCHORS) and sel["chosen"] in [
-        {k: c[k] for k in ("lam", "beta", "gamma", "tau")} for c in sel["candidates"]]
+        {k: c[k] for k in ("lam", "beta", "gamma", "tau", "scope")} for c in sel["candidates"]]
     assert sel["val_map"] == max(c["val_map"] for c in sel["candidates"])
     model, card, _ = load_checkpoint(path)
     back = SentenceMap.from_tensors(model.sentence_map)
@@ -54,7 +54,8 @@ def test_map_is_chosen_on_val_and_saved_with_the_checkpoint(trained):
     assert (back.lam, back.beta, back.gamma, back.tau, back.dims, back.encoder) == \
         (smap.lam, smap.beta, smap.gamma, smap.tau, smap.dims, smap.encoder)
     np.testing.assert_array_equal(back.class_sem, smap.class_sem)
-    assert back.class_text.shape == (6, text.DIM)
+    assert back.class_text.shape == (6, text.DIM) and back.scope == smap.scope
+    assert back.anchor_mask.tolist() == [c in ("005.Eps_bird", "006.Zeta_bird") for c in ds.class_names]
     d = back.descriptors(bag_of_words(["a red bird", "blue"]))
     assert d.shape == (2, 5 + text.DIM)
     np.testing.assert_allclose(np.linalg.norm(d[:, :5], axis=1), 1, atol=1e-5)   # each block unit, like training
@@ -101,3 +102,15 @@ def test_average_precision_and_sampling():
     pick = sample_sentences(np.array([1, 3]), photo, 3, seed=0)
     assert set(photo[pick[:2]]) == {1, 3} and set(photo[pick]) <= {1, 3} and len(set(pick)) == 3
     np.testing.assert_array_equal(pick, sample_sentences(np.array([1, 3]), photo, 3, seed=0))
+
+
+def test_unseen_scope_anchors_only_on_classes_the_model_was_not_trained_on(trained):
+    ds, smap, _ = trained
+    e = bag_of_words(["a red bird", "green and blue"])
+    w = SentenceMap(smap.W, smap.b, smap.modalities, smap.dims, class_text=smap.class_text, class_sem=smap.class_sem,
+                    gamma=1.0, tau=0.02, scope="unseen", anchor_mask=smap.anchor_mask).class_weights(e)
+    np.testing.assert_allclose(w.sum(1), 1, atol=1e-6)
+    assert np.all(w[:, ~smap.anchor_mask] == 0) and np.all(w[:, smap.anchor_mask] > 0)
+    everywhere = SentenceMap(smap.W, smap.b, smap.modalities, smap.dims, class_text=smap.class_text,
+                             class_sem=smap.class_sem, gamma=1.0, tau=0.02, scope="all").class_weights(e)
+    assert ds.class_names[int(np.argmax(everywhere[0]))] == "001.Alpha_bird"   # "red" reads like the red class

@@ -152,14 +152,22 @@ def test_real_wordnet_places_cub_names_among_imagenet_classes():
 
 
 @real
-def test_the_shipped_model_reports_hierarchy_anchors():
+def test_a_model_with_hierarchy_anchors_reports_and_applies_them():
+    """The shipped model with a hierarchy setting (val chose share 0 for it: see the build test) anchors a
+    category ImageNet lacks, reports it, and leaves exact names and leaves as they were."""
     model = gen.GeneralModel.load(gen.shipped_model_path("efficientnet-lite0"), source="shipped")
-    if model.tree_setting is None:
-        pytest.skip("val chose no hierarchy anchors for the shipped model")
-    got = model.anchors(["woodpecker", "tiger"])
-    assert got[0] == {"rule": "hierarchy", "weight": model.tree_setting[0], "classes": ["jacamar", "toucan"],
+    plain = model.embed_texts(["woodpecker", "tiger", "Belted Kingfisher"])
+    model.hparams["tree"] = [0.25, 1.0, 1]
+    assert model.tree_setting == (0.25, 1.0, 1)
+    got = model.anchors(["woodpecker", "tiger", "Belted Kingfisher"])
+    assert got[0] == {"rule": "hierarchy", "weight": 0.25, "classes": ["jacamar", "toucan"],
                       "via": "woodpecker -> piciform bird"}
-    assert got[1]["rule"] == "exact"
+    assert got[1]["rule"] == "exact" and got[2] == {}
+    tree = model.embed_texts(["woodpecker", "tiger", "Belted Kingfisher"])
+    protos = model.known_protos[[gen.imagenet_categories().index(c) for c in ("jacamar", "toucan")]]
+    want = gen._unit(0.75 * plain[0].astype(np.float64) + 0.25 * gen._unit(protos.astype(np.float64).mean(0)))
+    np.testing.assert_allclose(tree[0], want, atol=1e-5)
+    np.testing.assert_array_equal(tree[1:], plain[1:])
 
 
 @real

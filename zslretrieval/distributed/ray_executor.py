@@ -7,9 +7,13 @@ cluster) and returns only paths' metadata. The driver commits partitions in inpu
 catalog transaction stays the single commit point and a re-run after any crash redoes only the
 uncommitted partitions.
 
-Failures: an actor process that dies is restarted by Ray up to ``max_restarts`` times and its
-partition retried (encoding a partition is idempotent: the staged file is simply rewritten).
-Past that the run stops with :class:`WorkerLostError`; every partition committed so far stays.
+Failures: when an actor dies (its process, or the node under it), its partitions are resubmitted
+to the live actors (encoding a partition is idempotent: the staged file is simply rewritten) and a
+replacement actor is started, which joins when Ray can place it; each partition is retried and
+each actor replaced at most ``max_restarts`` times. Every retry is logged (``ray: worker H:PID
+lost ...; partition P retried``), kept in ``RayExecutor.retried`` and counted in ``describe()``
+(the executor named in ``zslr index``'s summary line). Past the limit the run stops with
+:class:`WorkerLostError`; every partition committed so far stays.
 
 GPUs: when the cluster has GPUs and the device is ``auto`` or ``cuda``, there is one actor per
 GPU (``num_gpus=1``), each with ``CPU / GPU`` cores for its JPEG decoder processes; otherwise one
@@ -33,6 +37,7 @@ from .base import EncodedPartition, EncodeOptions, Executor, WorkerLostError
 
 IN_FLIGHT_PER_ACTOR = 2      # a queued partition per actor hides the driver round trip
 REORDER_WINDOW = 4           # partitions per actor that may finish ahead of the next commit
+REPLACEMENT_WAIT_S = 300.0   # with no live worker left, how long a replacement may take to be placed
 
 
 def import_ray():
@@ -116,9 +121,17 @@ class RayExecutor(Executor):
         self.log = log or (lambda msg: None)
         self.startup_seconds = 0.0
         self.workers_info: list[tuple[str, str, str]] = []
+        self.retried: list[tuple[int, int, int, str, str]] = []   # (partition, start, stop, worker, why)
+        self.lost: list[str] = []                                  # workers ("host:pid") that died
+        self.replacements = 0
+        self._weights_id = None
 
     def describe(self) -> str:
-        return f"ray ({len(self.workers_info)} actor(s))" if self.workers_info else "ray"
+        if not self.workers_info:
+            return "ray"
+        faults = (f", {len(self.lost)} lost, {len(self.retried)} partition(s) retried, "
+                  f"{self.replacements} replacement(s)") if self.retried or self.lost else ""
+        return f"ray ({len(self.workers_info)} actor(s){faults})"
 
     def _plan(self, ray, opts: EncodeOptions) -> _Plan:
         res = ray.cluster_resources()
@@ -165,10 +178,17 @@ class RayExecutor(Executor):
             plan = self._plan(ray, opts)
             loader = BACKBONES.get(backbone.name)   # pickled by reference: workers import its module
             Worker = ray.remote(EncoderWorker)
-            actors = [Worker.options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=self.max_restarts,
-                                     max_task_retries=self.max_restarts)
-                      .remote(loader, None if opts.weights is None else str(opts.weights), plan.device, plan.threads,
-                              opts.batch_size, plan.workers) for _ in range(plan.actors)]
+
+            def new_actor():
+                # no restart by Ray itself: the scheduler resubmits a dead actor's partitions to live actors
+                # and starts a replacement, so a restart that cannot be placed (its node is gone) blocks nothing
+                return Worker.options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0,
+                                      max_task_retries=0).remote(
+                    loader, None if opts.weights is None else str(opts.weights), plan.device, plan.threads,
+                    opts.batch_size, plan.workers)
+
+            actors = [new_actor() for _ in range(plan.actors)]
+            self._weights_id = backbone.weights_id
             try:
                 self.workers_info = ray.get([a.info.remote() for a in actors])
             except ray.exceptions.RayError as e:
@@ -180,41 +200,84 @@ class RayExecutor(Executor):
             self.startup_seconds = time.perf_counter() - t0
             self.log(f"ray: {plan.actors} actor(s) on {plan.device} ready in {self.startup_seconds:.1f} s "
                      f"({len({w.split(':')[0] for w, _, _ in self.workers_info})} node(s))")
-            yield from self._schedule(ray, actors, paths, opts, store, token)
+            yield from self._schedule(ray, actors, new_actor, paths, opts, store, token)
         finally:
             for a in actors:
-                ray.kill(a)
+                try:
+                    ray.kill(a)
+                except Exception:  # noqa: BLE001 - an actor on a lost node may already be gone
+                    pass
             for p in store.folder.glob(f"{store.stage_prefix(token)}*"):
                 p.unlink(missing_ok=True)   # partitions encoded but never committed
             if started:
                 ray.shutdown()
 
-    def _schedule(self, ray, actors, paths, opts: EncodeOptions, store, token) -> Iterator[EncodedPartition]:
+    def _schedule(self, ray, actors, new_actor, paths, opts: EncodeOptions, store, token) -> Iterator[EncodedPartition]:
+        """Submit partitions to the pool and yield them in input order.
+
+        A partition whose actor dies (its process or its whole node) is resubmitted to a live actor,
+        at most ``max_restarts`` times; the dead actor leaves the pool and a replacement is started
+        (``max_restarts`` in all), joining when it is up (on a cluster that lost a node it may never
+        be placed: the survivors carry on). Each retry is logged and kept in ``self.retried``.
+        """
         from tqdm.auto import tqdm
 
         n = len(paths)
         parts = [(s, min(s + opts.chunk_size, n)) for s in range(0, n, opts.chunk_size)]
-        load = [0] * len(actors)
-        pending: dict = {}
+        pool = {k: a for k, a in enumerate(actors)}      # slot -> live actor
+        where = {k: w for k, (w, _, _) in enumerate(self.workers_info)}
+        load = {k: 0 for k in pool}
+        pending: dict = {}                                # future -> (partition, slot)
+        booting: dict = {}                                # info future -> (slot, actor)
         ready: dict[int, EncodedPartition] = {}
+        attempts = [0] * len(parts)
+        retry: list[int] = []                             # partitions to resubmit, before new ones
         nxt_submit = nxt_yield = 0
-        window = REORDER_WINDOW * len(actors)
+        lost_since = None
         with tqdm(total=n, unit="img", desc=opts.desc, disable=not opts.progress, file=sys.stderr,
                   dynamic_ncols=True) as bar:
             while nxt_yield < len(parts):
-                while nxt_submit < len(parts) and nxt_submit < nxt_yield + window:
-                    a = min(range(len(actors)), key=load.__getitem__)
-                    if load[a] >= IN_FLIGHT_PER_ACTOR:
+                window = REORDER_WINDOW * max(1, len(pool))
+                while pool:
+                    k = min(pool, key=load.__getitem__)
+                    if load[k] >= IN_FLIGHT_PER_ACTOR:
                         break
-                    s, e = parts[nxt_submit]
-                    f = actors[a].encode.remote(s, list(paths[s:e]), str(store.stage_path(token, nxt_submit)))
-                    pending[f] = (nxt_submit, a)
-                    load[a] += 1
-                    nxt_submit += 1
-                done, _ = ray.wait(list(pending), num_returns=1)
+                    if retry:
+                        i = retry.pop(0)
+                    elif nxt_submit < len(parts) and nxt_submit < nxt_yield + window:
+                        i, nxt_submit = nxt_submit, nxt_submit + 1
+                    else:
+                        break
+                    s, e = parts[i]
+                    pending[pool[k].encode.remote(s, list(paths[s:e]), str(store.stage_path(token, i)))] = (i, k)
+                    load[k] += 1
+                if not pool and not booting:
+                    raise WorkerLostError(f"every Ray worker was lost and no restart is left (max_restarts "
+                                          f"{self.max_restarts}); {nxt_yield} of {len(parts)} partition(s) were "
+                                          "committed; run the same command again to resume")
+                if not pool:   # only replacements that may never be placed (a lost node's resources)
+                    lost_since = lost_since or time.perf_counter()
+                    if time.perf_counter() - lost_since > REPLACEMENT_WAIT_S:
+                        raise WorkerLostError(f"no Ray worker alive and none placed in {REPLACEMENT_WAIT_S:.0f} s; "
+                                              f"{nxt_yield} of {len(parts)} partition(s) were committed; run the "
+                                              "same command again to resume")
+                done, _ = ray.wait(list(pending) + list(booting), num_returns=1, timeout=5.0)
                 for f in done:
-                    i, a = pending.pop(f)
-                    load[a] -= 1
+                    if f in booting:
+                        k, actor = booting.pop(f)
+                        try:
+                            w, _, wid = ray.get(f)
+                        except ray.exceptions.RayError as e:
+                            self.log(f"ray: replacement actor could not start: {_cause(e)}")
+                            continue
+                        if wid != self._weights_id:
+                            raise IncompatibleError(f"worker {w} loaded weights {wid!r}, the driver "
+                                                    f"{self._weights_id!r}; every node needs the same --weights file")
+                        pool[k], load[k], where[k], lost_since = actor, 0, w, None
+                        self.log(f"ray: replacement actor ready at {w}")
+                        continue
+                    i, k = pending.pop(f)
+                    load[k] = load.get(k, 1) - 1
                     try:
                         ready[i] = ray.get(f)
                     except ray.exceptions.RayTaskError as e:
@@ -222,10 +285,29 @@ class RayExecutor(Executor):
                             raise e.cause from None
                         raise
                     except ray.exceptions.RayError as e:
-                        raise WorkerLostError(
-                            f"a Ray worker died encoding paths {parts[i][0]}..{parts[i][1] - 1} "
-                            f"(after {self.max_restarts} restart(s)): {_cause(e)}; {nxt_yield} of {len(parts)} "
-                            f"partition(s) were committed; run the same command again to resume") from e
+                        attempts[i] += 1
+                        if attempts[i] > self.max_restarts:
+                            raise WorkerLostError(
+                                f"a Ray worker died encoding paths {parts[i][0]}..{parts[i][1] - 1} "
+                                f"(after {self.max_restarts} restart(s)): {_cause(e)}; {nxt_yield} of {len(parts)} "
+                                f"partition(s) were committed; run the same command again to resume") from e
+                        self.retried.append((i, parts[i][0], parts[i][1], where.get(k, "?"), _cause(e)))
+                        self.log(f"ray: worker {where.get(k, '?')} lost ({_cause(e)}); partition {i} (paths "
+                                 f"{parts[i][0]}..{parts[i][1] - 1}) retried on another worker")
+                        retry.append(i)
+                        retry.sort()
+                        if k in pool:
+                            self.lost.append(where.get(k, "?"))
+                            dead = pool.pop(k)
+                            try:
+                                ray.kill(dead, no_restart=True)
+                            except Exception:  # noqa: BLE001 - already gone is the usual case
+                                pass
+                            if self.replacements < self.max_restarts:
+                                self.replacements += 1
+                                actor = new_actor()
+                                actors.append(actor)   # killed at the end like the others
+                                booting[actor.info.remote()] = (len(actors) - 1, actor)
                 while nxt_yield in ready:
                     p = ready.pop(nxt_yield)
                     nxt_yield += 1

@@ -199,8 +199,27 @@ def index_images(cfg: IndexConfig) -> IndexReport:
         report.index_file, report.index_rebuilt, report.n_entries = w.sync_index(rebuild=cfg.rebuild)
         mm = w.manifest()
         report.n_ok, report.n_failed = mm.n_ok, mm.n_failed
+    if has_inputs:
+        _prepare_text_queries(log)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _prepare_text_queries(log: Callable[[str], None]) -> None:
+    """Export the sentence encoder's ONNX graph now (once per weight file), while torch is loaded for
+    the backbone anyway: the first ``zslr query --text`` then starts in about a second instead of
+    importing torch and transformers to export it. A missing encoder only leaves text queries to say so."""
+    from ..errors import ZslrError
+    from ..text.encoder import prepare_encoder
+
+    t = time.perf_counter()
+    try:
+        prepare_encoder()
+    except (ZslrError, ImportError, OSError) as e:
+        log(f"text queries not prepared: {e}")
+        return
+    if time.perf_counter() - t > 1.0:
+        log(f"prepared the text encoder for queries in {time.perf_counter() - t:.1f} s (once)")
 
 
 def _under(path: str, root: str) -> bool:

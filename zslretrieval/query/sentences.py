@@ -15,6 +15,8 @@ semantics), which the model then projects like any class descriptor:
 * class anchors: a share ``gamma`` of the descriptor is the mix of every class's descriptor weighted by
   ``softmax(cos(e, the class's mean description) / tau)`` -- the classes the text reads most like. Class
   descriptions are side information, like attribute rows, for unseen classes too (the CUB "sent" setting).
+  The anchors' scope is every class, or only the classes the model was not trained on (zero-shot retrieval's
+  candidate set, as in the per-class top-1 among unseen classes; at selection: the val classes).
 
 Chosen on the val classes (the protocol of ``protocol.selection``): the map is fitted on the sentences of
 the ``train`` photos, the model is refitted on ``train`` with its chosen hyper-parameters and epochs, and
@@ -32,10 +34,12 @@ import numpy as np
 
 from ..errors import IncompatibleError, InvalidInputError
 
-LAMBDAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
-BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-# (gamma, tau) of the class anchors; (0, -) = the ridge alone
-ANCHORS = ((0.0, 0.05), (0.5, 0.02), (0.5, 0.05), (1.0, 0.02), (1.0, 0.05))
+LAMBDAS = (0.1, 1.0, 10.0, 100.0)
+BETAS = (0.0, 0.5, 1.0)
+# (gamma, tau, scope) of the class anchors; gamma 0 = the ridge alone. Scope "unseen": only the classes the model
+# was not trained on (at selection: the val classes), the candidate set of zero-shot retrieval; "all": every class
+ANCHORS = ((0.0, 0.05, "all"),
+           *((g, t, scope) for scope in ("all", "unseen") for g, t in ((0.5, 0.02), (1.0, 0.01), (1.0, 0.02), (1.0, 0.05))))
 VAL_SENTENCES = 1000
 NEAREST = 5
 
@@ -68,10 +72,14 @@ class SentenceMap:
     class_sem: np.ndarray | None = None
     gamma: float = 0.0
     tau: float = 0.05
+    scope: str = "all"
+    anchor_mask: np.ndarray | None = None   # (C,) bool: the classes anchors may use (scope "unseen")
 
     def class_weights(self, e: np.ndarray) -> np.ndarray:
         """(n, C) softmax(cos(e, class mean description) / tau)."""
         z = (np.asarray(e, np.float32) @ self.class_text.T) / self.tau
+        if self.scope == "unseen" and self.anchor_mask is not None:
+            z = np.where(self.anchor_mask[None, :], z, -np.inf)
         z = np.exp(z - z.max(1, keepdims=True))
         return z / z.sum(1, keepdims=True)
 
@@ -93,7 +101,7 @@ class SentenceMap:
     def to_tensors(self) -> dict:
         import torch
         meta = {"modalities": self.modalities, "dims": self.dims, "beta": self.beta, "lam": self.lam,
-                "gamma": self.gamma, "tau": self.tau, "encoder": self.encoder, "selection": self.selection}
+                "gamma": self.gamma, "tau": self.tau, "scope": self.scope, "encoder": self.encoder, "selection": self.selection}
         blob = json.dumps(meta, sort_keys=True).encode()
         out = {"W": torch.from_numpy(np.ascontiguousarray(self.W, np.float32)),
                "b": torch.from_numpy(np.ascontiguousarray(self.b, np.float32)),
@@ -101,6 +109,8 @@ class SentenceMap:
         if self.class_text is not None:
             out["class_text"] = torch.from_numpy(np.ascontiguousarray(self.class_text, np.float32))
             out["class_sem"] = torch.from_numpy(np.ascontiguousarray(self.class_sem, np.float32))
+        if self.anchor_mask is not None:
+            out["anchor_mask"] = torch.from_numpy(np.asarray(self.anchor_mask, bool))
         return out
 
     @classmethod
@@ -111,7 +121,9 @@ class SentenceMap:
                    lam=float(meta["lam"]), encoder=meta.get("encoder", ""), selection=meta.get("selection", {}),
                    class_text=t["class_text"].numpy() if "class_text" in t else None,
                    class_sem=t["class_sem"].numpy() if "class_sem" in t else None,
-                   gamma=float(meta.get("gamma", 0.0)), tau=float(meta.get("tau", 0.05)))
+                   gamma=float(meta.get("gamma", 0.0)), tau=float(meta.get("tau", 0.05)),
+                   scope=meta.get("scope", "all"),
+                   anchor_mask=t["anchor_mask"].numpy().astype(bool) if "anchor_mask" in t else None)
 
 
 class _Ridge:
@@ -184,9 +196,9 @@ def refit_on_train(dataset, card, sem: np.ndarray, *, seed: int = 0, device: str
 
 
 def fit_sentence_map(dataset, card, *, train_model=None, seed: int = 0, lambdas: Sequence[float] = LAMBDAS,
-                     betas: Sequence[float] | None = None, anchors: Sequence[tuple[float, float]] = ANCHORS,
+                     betas: Sequence[float] | None = None, anchors: Sequence[tuple[float, float, str]] = ANCHORS,
                      n_val: int = VAL_SENTENCES, log=None) -> SentenceMap:
-    """Choose (lam, beta, gamma, tau) on the val classes and refit on trainval (module docstring).
+    """Choose (lam, beta, gamma, tau, scope) on the val classes and refit on trainval (module docstring).
 
     ``train_model``: the card's model fitted on ``train`` (refitted here when None).
     """
@@ -213,6 +225,7 @@ def fit_sentence_map(dataset, card, *, train_model=None, seed: int = 0, lambdas:
     # every class's mean description: side information like its attribute row (unseen classes included)
     class_text = class_descriptions(emb, texts.photo, dataset.labels, len(dataset.class_names))
     val_idx = dataset.split_indices("val")
+    val_mask = np.isin(np.arange(len(dataset.class_names)), dataset.split_classes("val"))
     q = sample_sentences(val_idx, texts.photo, n_val, seed)
     x_val = dataset.features[val_idx]
     rel = dataset.labels[val_idx][:, None] == slabels[q][None, :]
@@ -222,17 +235,21 @@ def fit_sentence_map(dataset, card, *, train_model=None, seed: int = 0, lambdas:
         W, b = ridge.solve(lam)
         pred = emb[q] @ W + b
         for beta in betas:
-            for gamma, tau in anchors:
+            for gamma, tau, scope in anchors:
                 smap = SentenceMap(W, b, mods, list(dims), beta=float(beta), lam=float(lam), class_text=class_text,
-                                   class_sem=sem, gamma=float(gamma), tau=float(tau))
+                                   class_sem=sem, gamma=float(gamma), tau=float(tau), scope=scope, anchor_mask=val_mask)
                 d = smap.descriptors(emb[q], ridge=pred)
                 ap = float(average_precision(query_scores(train_model, x_val, d), rel).mean())
                 table.append({"lam": float(lam), "beta": float(beta), "gamma": float(gamma), "tau": float(tau),
+                              "scope": scope,
                               "val_map": round(ap, 5)})
                 if ap > best[0]:
                     best = (ap, table[-1])
         log(f"sentence map: lam={lam:g} best val mAP so far {best[0]:.4f} ({best[1]})")
-    chosen = {k: best[1][k] for k in ("lam", "beta", "gamma", "tau")}
+    chosen = {k: best[1][k] for k in ("lam", "beta", "gamma", "tau", "scope")}
+    # at query time the not-trained classes are the unseen ones (the val ones were trained on at the refit)
+    seen = set(card.seen_classes)
+    unseen_mask = np.array([c not in seen for c in dataset.class_names])
     tv = rows_of("trainval")
     W, b = _Ridge(emb[tv], sem[slabels[tv]]).solve(chosen["lam"])
     selection = {"criterion": "mAP of single val-photo sentences over the val gallery (model refitted on train)",
@@ -240,7 +257,7 @@ def fit_sentence_map(dataset, card, *, train_model=None, seed: int = 0, lambdas:
                  "n_refit_sentences": int(tv.sum()), "candidates": table, "chosen": chosen,
                  "val_map": round(best[0], 5)}
     return SentenceMap(W, b, mods, list(dims), encoder=encoder_id(), selection=selection, class_text=class_text,
-                       class_sem=sem, **chosen)
+                       class_sem=sem, anchor_mask=unseen_mask, **chosen)
 
 
 def _embed_classes(model, s: np.ndarray) -> np.ndarray:
@@ -302,7 +319,7 @@ def sentence_descriptor(spec, tensors: dict, card, class_semantics, model=None) 
         how["reads_like"] = [{"name": card.class_names[int(j)], "cosine": round(float(cos[j]), 3)}
                              for j in np.argsort(-cos, kind="stable")[:3]]
     label = (f"{card.model} sentence map (ridge lam={smap.lam:g}, beta={smap.beta:g}, "
-             f"class anchors gamma={smap.gamma:g} tau={smap.tau:g})")
+             f"class anchors gamma={smap.gamma:g} tau={smap.tau:g} over {smap.scope} classes)")
     if how.get("nearest_attributes"):
         label += "; read as " + ", ".join(a["name"] for a in how["nearest_attributes"])
     if how.get("nearest_classes"):

@@ -157,6 +157,15 @@ def _load() -> TextEncoder:
     return TextEncoder(SentenceTransformerBackend(path), encoder_id(), backend="torch")
 
 
+def prepare_encoder() -> None:
+    """Export (once) and optimise the ONNX encoder graph now, so that the first text query needs
+    neither torch nor the export. ``zslr index`` calls this: it has torch loaded for the backbone
+    already. A no-op with the torch backend."""
+    if backend_name() == "onnx":
+        from .onnx_encoder import cached_graph
+        cached_graph(model_path())
+
+
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise InvalidInputError("encode_texts takes a list of strings, got a single string; wrap it in a list")

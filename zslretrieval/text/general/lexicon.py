@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -75,9 +77,29 @@ def label_descriptions(subset: str, why: str, detailed: bool = False) -> list[st
     return [f"{lem}: {d}" if detailed else lem for lem, d in _synset_entries(subset, why)]
 
 
+# Bump when the table wordnet_glosses builds changes shape or reading: part of its cache key.
+_GLOSS_TABLE_FORMAT = "glosses/v1"
+
+
 @functools.lru_cache(maxsize=1)
 def wordnet_glosses() -> dict[str, tuple[str, ...]]:
-    """Lower-case lemma -> the WordNet definitions of the ImageNet-21k synsets it names (timm's tables)."""
+    """Lower-case lemma -> the WordNet definitions of the ImageNet-21k synsets it names (timm's tables).
+
+    Parsing the 21k-synset tables costs 0.3-0.5 s, paid by every query process that reads a name; the
+    table is therefore kept as JSON in the text cache (``$ZSLR_CACHE/text``, else
+    ``<data root>/cache/text``) under a key of the source files' names, sizes and mtimes and the format,
+    so a changed timm never reuses a stale table. JSON, not pickle: a cache file is never trusted
+    with code.
+    """
+    folder = _timm_info_dir("reading names with their WordNet definitions")
+    cache = _gloss_cache_path(folder)
+    if cache is not None and cache.is_file():
+        try:
+            table = json.loads(cache.read_text(encoding="utf-8"))
+            if isinstance(table, dict):
+                return {k: tuple(v) for k, v in table.items()}
+        except (OSError, ValueError, TypeError):
+            pass  # torn or foreign: rebuilt below
     out: dict[str, list[str]] = {}
     # the synsets' lemmas and definitions, as label_descriptions("imagenet-21k") and its detailed form
     # ("<lemmas>: <definition>") give them, without formatting 21k strings only to split them again
@@ -89,7 +111,27 @@ def wordnet_glosses() -> dict[str, tuple[str, ...]]:
             key = _lemma_key(lemma)
             if key and definition not in out.setdefault(key, []):
                 out[key].append(definition)
+    if cache is not None:
+        from ...fileio import atomic_write
+        data = json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        try:
+            atomic_write(cache, lambda f: f.write(data))
+        except OSError:
+            pass  # an unwritable cache only costs the parse next time
     return {k: tuple(v) for k, v in out.items()}
+
+
+def _gloss_cache_path(folder: Path) -> Path | None:
+    from ...paths import resolve_cache_dir
+    stamp = [_GLOSS_TABLE_FORMAT]
+    for name in (_SYNSET_FILES["imagenet-21k"], _LEMMA_FILE, _DEFINITION_FILE):
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            return None
+        stamp.append(f"{name}|{st.st_size}|{st.st_mtime_ns}")
+    key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:24]
+    return resolve_cache_dir("text") / f"wordnet-glosses-{key}.json"
 
 
 def _lemma_key(words: str) -> str:
