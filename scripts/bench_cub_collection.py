@@ -2,14 +2,15 @@
 """Zero-shot retrieval over a whole photo collection through the engine: each unseen class of the
 index's model, asked by ``--class`` (its attribute vector), ranks *every* indexed photo.
 
-    zslr train --dataset cub --model dem --out cub-dem.pt           # a CUB-trained model (val-chosen)
-    zslr index CUB_200_2011/images --model cub-dem.pt --name cub     # all 11,788 photos
+    zslr train --dataset cub --backbone efficientnet-lite2 --model dem --out cub-dem.pt   # val-chosen
+    zslr index CUB_200_2011/images --backbone efficientnet-lite2 --model cub-dem.pt --name cub   # 11,788 photos
     python scripts/bench_cub_collection.py --index cub               # this script
 
 The photos' backbone features are already cached by ``zslr eval/train --dataset cub`` (the same
 ingestion, decode and forward that ``zslr index`` uses); ``--write-features F.npz`` writes them with
 the photos' absolute paths, labels and backbone, so that ``zslr index --features F.npz --model
-cub-dem.pt --name cub`` indexes the same 11,788 photos without a second backbone pass:
+cub-dem.pt --name cub`` indexes the same 11,788 photos without a second backbone pass (same figures;
+such an index holds features, not files, so ``zslr serve`` shows no thumbnails for it):
 
     python scripts/bench_cub_collection.py --write-features cub-lite2.npz --backbone efficientnet-lite2
 

@@ -162,8 +162,9 @@ def main(argv=None) -> int:
                     sent_rows.append(srow)
                     with open(args.raw, "a") as f:
                         f.write(json.dumps({"kind": "sentence", **srow}) + "\n")
-                    if label == "both" and (best is None or m["top1"] > best[0]):
-                        best = (m["top1"], res, smap, mods)
+                    # the demo index's model: the fused run with the best *val* top-1 (never test)
+                    if label == "both" and (best is None or res.selection["val_top1"] > best[0]):
+                        best = (res.selection["val_top1"], res, smap, mods)
 
     fn, lam = ridge_baseline(ds, emb, texts.photo, q, 0)
     u, a = sentence_aps(fn, ds, emb, texts.photo, q)

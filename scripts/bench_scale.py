@@ -255,6 +255,7 @@ def run_size(n: int, gen: SyntheticCub, work: Path, args) -> Row:
     npy, lst = write_features(gen, n, here / "input")
     row.t["draw + write input"] = time.perf_counter() - t0
 
+    faiss.omp_set_num_threads(os.cpu_count() or 1)   # ingest as `zslr index` runs: every core for FAISS builds
     prof = None
     if args.profile:
         import cProfile
@@ -289,6 +290,7 @@ def run_size(n: int, gen: SyntheticCub, work: Path, args) -> Row:
     row.info["disk_per_image"] = disk / n
     row.info["faiss_bytes"] = sum(p.stat().st_size for p in folder.glob("index-*.faiss"))
 
+    faiss.omp_set_num_threads(1)    # one query at a time, the server's default (--threads 1)
     # held-out queries: fresh draws (another seed), in index space as the engine puts them
     from zslretrieval.index.space import l2_normalize
 
@@ -421,7 +423,6 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)    # one query at a time, the server's default (--threads 1)
     gen = SyntheticCub(args.noise, args.seed, cub_features_file())
     work = args.work or Path(tempfile.mkdtemp(prefix="zslr-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)

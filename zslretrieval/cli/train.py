@@ -62,9 +62,10 @@ def _data_options(f):
                      help="With --images: CSV 'class,attr1,attr2,...'."),
         click.option("--unseen", default=None, type=click.Path(dir_okay=False),
                      help="With --images: file listing the held-out (unseen) classes, one per line."),
-        click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
+        click.option("--backbone", default=None,
                      help="Feature extractor for photos (--images, or a benchmark read from its photos); "
-                          "features are cached per backbone and photo content."),
+                          f"features are cached per backbone and photo content [default: the benchmark's "
+                          f"val-chosen one (CUB: efficientnet-lite2), else {DEFAULT_BACKBONE}]."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--device", default="cpu", show_default=True, help="torch device for training."),
         click.option("--hparam", "hparams", multiple=True, metavar="KEY=VALUE",

@@ -40,7 +40,7 @@ class DataConfig:
     images: str | None = None
     class_attributes: str | None = None
     unseen: str | None = None
-    backbone: str = DEFAULT_BACKBONE
+    backbone: str | None = None       # None: the benchmark's val-chosen one (data.xlsa17.PHOTO_BACKBONES), else the default
     seed: int = 0
     device: str = "cpu"
 
@@ -63,7 +63,8 @@ class DataConfig:
             return load_dataset(self.dataset, self.data_root, seed=self.seed, images=self.images,
                                 backbone=self.backbone, device=device)
         from ..data.custom import load_custom_dataset  # heavy (backbones); only for user folders
-        return load_custom_dataset(self.images, self.class_attributes, self.unseen, backbone=self.backbone,
+        return load_custom_dataset(self.images, self.class_attributes, self.unseen,
+                                   backbone=self.backbone or DEFAULT_BACKBONE,
                                    seed=self.seed, device=device)
 
 
