@@ -39,7 +39,9 @@ def test_bench_cli_quick_run_prints_the_table_against_its_baseline(tmp_path):
     base_wall = float(rows["baseline"][1])
     for name, cells in rows.items():
         wall, ratio = float(cells[1]), float(cells[2])
-        assert wall > 0 and abs(ratio - wall / base_wall) <= 0.051 + 0.01 * ratio, (name, cells)
+        # both walls are printed to 0.01 s: at sub-second walls that rounding, not the script, bounds the ratio
+        slack = 0.051 + 0.01 * ratio + 0.005 * (1 + ratio) / base_wall
+        assert wall > 0 and abs(ratio - wall / base_wall) <= slack, (name, cells)
         assert re.fullmatch(r"[+-]\d+\.\d\d", cells[3]), cells
     for name in ("text, first run", "text, later runs", "serve first search", "image, cold"):
         assert rows[name][7].endswith(("ok", "MISSED")), rows[name]   # the bound, judged
