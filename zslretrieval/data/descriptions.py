@@ -19,7 +19,6 @@ Sentence embeddings are cached once per (encoder id, sentences in order) in ``$Z
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -106,29 +105,20 @@ def default_cache_dir() -> Path:
 def sentence_embeddings(sentences: Sequence[str], *, cache_dir: str | Path | None = None) -> np.ndarray:
     """Unit sentence embeddings (S, 384) float32, from the cache when its key and shape match, else encoded
     (minutes for CUB's 117,880 on one core) and written atomically. A torn cache file is recomputed."""
-    from ..fileio import atomic_write
     from ..text import DIM, encode_texts, encoder_id
+    from ..text.encoder import cached_embeddings
 
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"{sentences_key(sentences, encoder_id())}.npy"
-    if path.is_file():
-        try:
-            e = np.load(path, allow_pickle=False)
-            if e.shape == (len(sentences), DIM) and e.dtype == np.float32 and np.all(np.isfinite(e)):
-                return e
-        except (OSError, ValueError):
-            pass  # torn or foreign file: recompute below
-    out = np.empty((len(sentences), DIM), np.float32)
-    for start in range(0, len(sentences), CHUNK):
-        out[start:start + CHUNK] = encode_texts(list(sentences[start:start + CHUNK]))
-        log.info("encoded %d / %d sentences", min(start + CHUNK, len(sentences)), len(sentences))
-    buf = io.BytesIO()
-    np.save(buf, out, allow_pickle=False)
-    try:
-        atomic_write(path, lambda f: f.write(buf.getvalue()))
-    except OSError as e:
-        log.info("cannot cache sentence embeddings in %s (%s); they are encoded again next time", folder, e)
-    return out
+
+    def encode_in_chunks() -> np.ndarray:
+        out = np.empty((len(sentences), DIM), np.float32)
+        for start in range(0, len(sentences), CHUNK):
+            out[start:start + CHUNK] = encode_texts(list(sentences[start:start + CHUNK]))
+            log.info("encoded %d / %d sentences", min(start + CHUNK, len(sentences)), len(sentences))
+        return out
+
+    return cached_embeddings(path, len(sentences), encode_in_chunks)
 
 
 def class_descriptions(embeddings: np.ndarray, photo: np.ndarray, photo_labels: np.ndarray,

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-# Widest long side kept, as a multiple of the short side (backbones.MAX_ASPECT; checked equal in tests).
+# Widest long side kept, as a multiple of the short side; the torch path (backbones) imports it from here.
 MAX_ASPECT = 4
 # Interpolations whose uint8 resize this module reproduces (torch's native uint8 kernels).
 FILTERS = ("bicubic", "bilinear")
@@ -103,8 +103,10 @@ def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
     return (new_long, short) if width <= height else (short, new_long)
 
 
-def limit_aspect(x: np.ndarray) -> np.ndarray:
-    """(C, H, W) -> centre crop whose long side is at most MAX_ASPECT x the short side."""
+def limit_aspect(x):
+    """(..., H, W) array or tensor -> centre crop whose long side is at most MAX_ASPECT x the short side.
+
+    Plain slicing, so the numpy query path and the torch ingestion path (``backbones``) share it."""
     h, w = x.shape[-2:]
     cap = MAX_ASPECT * max(1, min(h, w))
     if h > cap:

