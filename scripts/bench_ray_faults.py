@@ -31,7 +31,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,14 +42,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+from _procs import free_port  # noqa: E402
 CUB = REPO.parent / "data" / "CUB_200_2011" / "images"
 ENCODED = re.compile(r"encoded (\d+) image\(s\) in ([\d.]+) s \(([\d.]+) img/s, (.*)\)( after ([\d.]+) s start-up)?")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def list_photos(folder: Path, n: int, out: Path) -> list[str]:

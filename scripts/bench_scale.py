@@ -41,7 +41,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+from _procs import free_port, rss_mib  # noqa: E402
 
 PCA_RANK = 64
 CUB_GLOB = "features/*/features-efficientnet-lite0.npz"
@@ -61,16 +62,6 @@ CUB_GLOB = "features/*/features-efficientnet-lite0.npz"
 
 def pct(xs, p: float) -> float:
     return float(np.percentile(np.asarray(xs, float), p)) if len(xs) else float("nan")
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def du_bytes(folder: Path) -> int:
@@ -159,12 +150,6 @@ def timed_methods(cls, names: list[str], into: dict[str, float]):
     finally:
         for n, fn in saved.items():
             setattr(cls, n, fn)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_startup(folder: Path, work: Path, queries: np.ndarray, timeout: float) -> dict:
