@@ -48,6 +48,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import numpy as np
@@ -222,12 +223,18 @@ def main() -> int:
     ap.add_argument("--rss-interval", type=float, default=1.0, help="seconds between RSS samples")
     ap.add_argument("--top-k", type=int, default=24)
     ap.add_argument("--queries", type=int, default=32, help="distinct attribute queries the clients cycle through")
-    ap.add_argument("--add", type=int, default=40, help="images `zslr index` adds in the last phase")
+    ap.add_argument("--add", type=int, default=40, help="images `zslr index` adds in the last phase (0: no such phase)")
+    ap.add_argument("--in-place", action="store_true",
+                    help="serve --index itself, not a copy (a large index; only with --add 0: nothing is written)")
+    ap.add_argument("--uploads", type=Path, help="photos uploaded by image queries when the index's own paths are "
+                                                 "not files (a synthetic index) [default: the index's photos]")
     ap.add_argument("--max-index-seconds", type=float, default=600.0, help="give up on the writer after this")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    if not 1 <= args.clients <= 64 or not 0 < args.seconds <= 3600 or not 1 <= args.top_k <= 100 or args.add < 1:
-        ap.error("--clients in 1..64, --seconds in (0, 3600], --top-k in 1..100, --add >= 1")
+    if not 1 <= args.clients <= 64 or not 0 < args.seconds <= 3600 or not 1 <= args.top_k <= 100 or args.add < 0:
+        ap.error("--clients in 1..64, --seconds in (0, 3600], --top-k in 1..100, --add >= 0")
+    if args.in_place and (args.add or args.build_from is not None):
+        ap.error("--in-place serves the index as it is: give --add 0 and no --build-from")
     kinds_asked = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if not kinds_asked or set(kinds_asked) - {"attributes", "text", "class", "image"}:
         ap.error("--kinds: a comma list of attributes, text, class, image")
@@ -273,6 +280,8 @@ def main() -> int:
                 return 1
             print(f"bench: built {len(first)} photos into {folder} in {time.perf_counter() - t_b:.1f} s",
                   file=sys.stderr)
+        elif args.in_place:
+            folder = src.resolve()
         else:
             shutil.copytree(src, folder, ignore=shutil.ignore_patterns(".lock"))
 
@@ -293,7 +302,12 @@ def main() -> int:
                 t0 = time.perf_counter()
                 engine.run([specs[i]], args.top_k + 1)
                 full.append(time.perf_counter() - t0)
-        images = [r for r in ix.all_records() if os.path.isfile(r.path)]
+        if args.uploads is not None:   # a synthetic index has no files: upload real photos from here instead
+            images = [SimpleNamespace(path=str(p), label=None) for p in sorted(args.uploads.rglob("*"))
+                      if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        else:
+            images = [r for r in (ix.all_records() if ix.ntotal <= 200_000 else ix.records(ix.entry_ids()[1][:2000]))
+                      if os.path.isfile(r.path)]
         classes = list(engine.classes.names) if getattr(engine, "classes", None) else []
         uploads = [Path(r.path).read_bytes() for r in random.Random(args.seed).sample(images, k=min(16, len(images)))]
         ix.close()
@@ -340,6 +354,9 @@ def main() -> int:
         timed(args.seconds, steady, port, mix, args.top_k, server.pid, rss_interval=args.rss_interval)
         phases.append(steady)
 
+        new_entries, writer_seconds, pending = n_entries, None, []
+        if args.add == 0:
+            raise _NoWriterPhase
         # ---- while `zslr index` adds images: every answer is the old or the new state of its query
         before = [ranking(port, q, args.top_k) for q in queries]
         gen0 = before[0]["generation"]
@@ -399,6 +416,8 @@ def main() -> int:
                 writing.mixed += 1
                 writing.first_error = writing.first_error or f"query {qi}: generation {gen} answer is neither old nor new"
         new_entries = after[0]["entries"]
+    except _NoWriterPhase:
+        pass
     finally:
         if server is not None:
             server.send_signal(signal.SIGINT)
@@ -406,7 +425,7 @@ def main() -> int:
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 server.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)   # never the --in-place index: it is not under work
 
     # ---- report
     ms = 1000.0
@@ -445,7 +464,11 @@ def main() -> int:
     failed = [p for p in phases if p.errors or p.mixed]
     for p in failed:
         print(f"FAILED {p.name}: {p.errors} errors, {p.mixed} mixed; first: {p.first_error}")
-    return 1 if failed or new_entries == n_entries else 0
+    return 1 if failed or (args.add and new_entries == n_entries) else 0
+
+
+class _NoWriterPhase(Exception):
+    """--add 0: the load phases only."""
 
 
 if __name__ == "__main__":

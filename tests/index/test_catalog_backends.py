@@ -166,3 +166,43 @@ def test_v1_catalog_migrates_to_shard_checksums(tmp_path, catalog_db):
     index_features("toy", x + 1, paths, labels, root=tmp_path).close()  # every row replaced: a new, checksummed shard
     rep = check_index("toy", tmp_path)
     assert rep.current and rep.summary["shards"] == 3 and not any("schema version 2" in n for n in rep.notes), rep.notes
+
+
+def test_counters_follow_each_commit_without_a_recount(tmp_path, catalog_db):
+    """The manifest's counters are updated from each commit's own rows (no recount of the catalog per
+    commit); through adds, failures, a failure fixed, a replacement, a touch, a removal and a re-add they
+    equal a recount of the tables."""
+    from zslretrieval.features.pipeline import FileMeta
+    from zslretrieval.index.catalog import count_status
+
+    x, paths, labels = _features(n=6)
+    index_features("toy", x[:2], paths[:2], labels[:2], root=tmp_path, db=catalog_db).close()
+    folder = tmp_path / "toy"
+    rng = np.random.default_rng(0)
+
+    def meta(tag):
+        return FileMeta(sha256=tag * 8, size=10, mtime_ns=1)
+
+    def recount(w):
+        with w.catalog.session() as s:
+            m, c = s.get(Manifest, 1), count_status(s)
+            n_entries = len(s.scalars(select(IndexEntry.faiss_id)).all())
+            return ((m.n_ok, m.n_failed, m.n_removed, m.n_images, m.n_entries),
+                    (c["ok"], c["failed"], c["removed"], sum(c.values()), n_entries))
+
+    with IndexWriter(folder, "toy", catalog_db) as w:
+        steps = [
+            ([ChunkItem("p/a", "c", meta("a")), ChunkItem("p/b", "c", meta("b"))], [(ChunkItem("p/c", "c", meta("c")), "bad")]),
+            ([ChunkItem("p/c", "c", meta("c"))], []),                                  # the failure fixed
+            ([ChunkItem("p/a", "c", meta("A"))], []),                                  # replaced (new content)
+            ([ChunkItem("p/b", "c", meta("b"))], [(ChunkItem("p/d", None, None), "bad")]),  # touched + a new failure
+            ([], [(ChunkItem("p/a", "c", meta("a")), "now unreadable")]),             # ok -> failed
+        ]
+        for ok, failed in steps:
+            w.commit_chunk(ok, rng.standard_normal((len(ok), 8)).astype(np.float32), failed)
+            have, want = recount(w)
+            assert have == want
+        w.mark_removed(["p/b"])
+        w.commit_chunk([ChunkItem("p/b", "c", meta("b"))], rng.standard_normal((1, 8)).astype(np.float32), [])  # re-added
+        have, want = recount(w)
+        assert have == want == (4, 2, 0, 6, 4)

@@ -105,8 +105,17 @@ class FakeIndex:
     def all_records(self, status="ok"):
         return [r for r in self._records.values() if status is None or r.status == status]
 
+    def record_tuples(self, status="ok"):
+        return [(r.id, r.path, r.label, r.status) for r in self.all_records(status)]
+
     def raw_features(self):
         return self.ids.copy(), self.features.copy()
+
+    def entry_ids(self):
+        return self.ids.copy(), self.ids.copy()   # entry id = image id here
+
+    def entry_vectors(self, positions):
+        return self.embeddings[np.asarray(positions, np.int64)]
 
     def correction_terms(self):
         return None   # no score correction: rankings are the model's raw scores

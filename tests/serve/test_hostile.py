@@ -250,6 +250,34 @@ def test_query_slots_share_a_budget_and_refuse_after_the_wait():
         pass
 
 
+def test_query_slots_serve_in_arrival_order():
+    """A heavy search waiting for the whole budget is not overtaken by small ones that arrive later."""
+    import threading
+    import time
+
+    slots = QuerySlots(10, wait_s=10)
+    order, started = [], threading.Event()
+
+    def take(name, weight, hold_s):
+        with slots.hold(weight):
+            order.append(name)
+            time.sleep(hold_s)
+
+    with slots.hold(3):                  # a small search in flight
+        heavy = threading.Thread(target=take, args=("heavy", 10, 0.05))
+        heavy.start()
+        time.sleep(0.1)                  # heavy is waiting at the head of the queue
+        smalls = [threading.Thread(target=take, args=(f"small{i}", 1, 0)) for i in range(3)]
+        for t in smalls:
+            t.start()
+        time.sleep(0.1)
+        assert order == []               # 7 of 10 free, yet no small search overtook the heavy one
+    heavy.join(5)
+    for t in smalls:
+        t.join(5)
+    assert order[0] == "heavy" and sorted(order[1:]) == ["small0", "small1", "small2"]
+
+
 # ------------------------------------------------------------------------------- token and Host
 TOKEN_VARIANTS = [{}, {"authorization": "Bearer"}, {"authorization": "Bearer "}, {"authorization": "Bearer wrong"},
                   {"authorization": f"Bearer {TOKEN.upper()}"}, {"authorization": f"Bearer {TOKEN[:-1]}"},

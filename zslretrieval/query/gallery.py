@@ -1,19 +1,30 @@
-"""Every entry of an index in its search space, read once, for the searches that score a chosen set.
+"""Every entry of an index in its search space, for the searches that score a chosen set.
 
 Relevance feedback needs the marked images' vectors, a filtered search scores exactly the
 allowed images, and the relevance scale needs the collection's score moments: all read the
 index-space vectors (``index.space.to_index_space`` of the stored features, the same vectors the
 FAISS file holds) through one :class:`Gallery`, built on first use and kept per open index.
+
+Memory rule: a gallery keeps its vectors in memory only up to :data:`IN_MEMORY_BYTES` (50k x
+1280 float32); a bigger one keeps just its ids and reads vectors from the index's feature store
+when asked (``take``: a few rows; ``blocks``: :data:`BLOCK` rows at a time), so that a server of
+a million images does not hold a second copy of every vector beside the FAISS file. Both paths
+give the same vectors (tested by forcing the limit down).
 """
 from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from ..errors import InvalidInputError
 from .protocols import SearchableIndex
+
+IN_MEMORY_BYTES = 256 << 20     # vectors kept in memory up to this size (50k x 1280 float32)
+BLOCK = 8_192                   # rows per block when streamed from the feature store (40 MB at 1280-d)
+MOMENT_SAMPLE = 16_384          # rows the relevance scale's moments are estimated on past this size
 
 # id(index) -> (weak reference to it, its gallery): by identity, so unhashable index objects work too;
 # an entry goes when its index is collected
@@ -22,16 +33,63 @@ _LOCK = threading.Lock()
 
 
 class Gallery:
-    """Image ids (n,) ascending, their vectors (n, E) float32 in index space, and the metric."""
+    """Image ids (n,) ascending, their vectors (n, E) float32 in index space, and the metric.
 
-    def __init__(self, ids: np.ndarray, vectors: np.ndarray, metric: str):
-        order = np.argsort(ids, kind="stable")
-        self.ids = np.asarray(ids, np.int64)[order]
-        self.vectors = np.ascontiguousarray(np.asarray(vectors, np.float32)[order])
-        self.metric = metric
+    ``read(rows)`` -> (len(rows), E) float32 vectors of gallery rows ``rows`` (positions in ``ids``).
+    """
+
+    def __init__(self, ids: np.ndarray, metric: str, dim: int, read: Callable[[np.ndarray], np.ndarray], *,
+                 in_memory_bytes: int | None = None):
+        self.ids = np.asarray(ids, np.int64)
+        if len(self.ids) > 1 and not bool(np.all(np.diff(self.ids) > 0)):
+            raise ValueError("gallery ids must be ascending and unique")
+        self.metric, self.dim = metric, int(dim)
+        self._read = read
+        self._vectors: np.ndarray | None = None
+        if len(self.ids) * self.dim * 4 <= (IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes):
+            self._vectors = self._checked(np.arange(len(self.ids)))
+
+    @classmethod
+    def from_arrays(cls, ids: np.ndarray, vectors: np.ndarray, metric: str) -> "Gallery":
+        """A gallery of in-memory vectors (any id order; sorted here)."""
+        order = np.argsort(np.asarray(ids, np.int64), kind="stable")
+        x = np.ascontiguousarray(np.asarray(vectors, np.float32)[order])
+        return cls(np.asarray(ids, np.int64)[order], metric, x.shape[1], lambda rows: x[rows],
+                   in_memory_bytes=x.nbytes)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._vectors is not None
+
+    def _checked(self, rows: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(self._read(rows), np.float32)
+        if x.shape != (len(rows), self.dim):
+            raise ValueError(f"gallery read {x.shape}; expected ({len(rows)}, {self.dim})")
+        return x
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """All vectors (n, E): the in-memory copy, or every row read now (a big gallery: prefer :meth:`blocks`)."""
+        return self._vectors if self._vectors is not None else self.take(np.arange(len(self.ids)))
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Vectors (m, E) float32 of gallery rows ``rows``."""
+        rows = np.asarray(rows, np.int64)
+        if self._vectors is not None:
+            return self._vectors[rows]
+        return self._checked(rows) if len(rows) else np.zeros((0, self.dim), np.float32)
+
+    def blocks(self, rows: np.ndarray | None = None, size: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(rows of the block, their vectors) for ``rows`` (default all), ``size`` (:data:`BLOCK`) rows at a
+        time, in order."""
+        rows = np.arange(len(self.ids)) if rows is None else np.asarray(rows, np.int64)
+        size = BLOCK if size is None else int(size)
+        for i in range(0, len(rows), size):
+            r = rows[i:i + size]
+            yield r, self.take(r)
 
     def rows(self, ids, what: str = "image id") -> np.ndarray:
         """Positions of catalog image ``ids`` in the gallery; InvalidInputError naming any id it lacks."""
@@ -44,30 +102,56 @@ class Gallery:
                                     "results (the 'id' of each hit)")
         return pos
 
+    def sample_rows(self, cap: int | None = None) -> np.ndarray:
+        """Every row up to ``cap`` rows, else ``cap`` rows evenly spaced over the ids (a stratified sample:
+        ids follow indexing order, so every folder and every batch of the collection is represented)."""
+        n, cap = len(self.ids), MOMENT_SAMPLE if cap is None else int(cap)
+        if n <= cap:
+            return np.arange(n)
+        return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
+
     def scores(self, xq: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """(Q, E) queries x the gallery (or its ``rows``) -> (Q, m) float64 raw scores: inner product
         for "ip", negative squared distance for "l2" (what ``OpenIndex.search`` returns)."""
-        x = self.vectors if rows is None else self.vectors[rows]
         q = np.asarray(xq, np.float64)
-        s = q @ x.T.astype(np.float64)
-        if self.metric == "l2":
-            s = 2.0 * s - np.square(x.astype(np.float64)).sum(1)[None, :] - np.square(q).sum(1)[:, None]
-        return s
+        parts = []
+        for _, x in self.blocks(rows):
+            parts.append(block_scores(q, x, self.metric))
+        return np.concatenate(parts, axis=1) if parts else np.zeros((len(q), 0))
 
 
-def gallery_of(index: SearchableIndex) -> Gallery:
-    """The :class:`Gallery` of ``index``, built once per open index object (thread-safe)."""
+def block_scores(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
+    """(Q, E) float64 queries x (m, E) vectors -> (Q, m) float64 raw scores of ``metric``."""
+    x64 = x.astype(np.float64)
+    s = q @ x64.T
+    if metric == "l2":
+        s = 2.0 * s - np.square(x64).sum(1)[None, :] - np.square(q).sum(1)[:, None]
+    return s
+
+
+def gallery_of(index: SearchableIndex, *, in_memory_bytes: int | None = None) -> Gallery:
+    """The :class:`Gallery` of ``index``, built once per open index object (thread-safe).
+
+    Reads only the entry table here: vectors come from ``index.entry_vectors`` (all of them now
+    when they fit :data:`IN_MEMORY_BYTES`, else when asked).
+    """
     key = id(index)
     with _LOCK:
         hit = _CACHE.get(key)
     if hit is not None and hit[0]() is index:
         return hit[1]
-    from ..index.space import to_index_space
+    _, image_ids = index.entry_ids()
+    order = np.argsort(np.asarray(image_ids, np.int64), kind="stable")   # gallery row -> entry position
+    ref = weakref.ref(index)   # not the index itself: the cache must not keep a closed index alive
 
-    ids, raw = index.raw_features()
-    loaded = index.model()
-    x = to_index_space(np.asarray(raw, np.float32), loaded[0] if loaded is not None else None, index.manifest.metric)
-    g = Gallery(np.asarray(ids, np.int64), x, index.manifest.metric)
+    def read(rows: np.ndarray) -> np.ndarray:
+        ix = ref()
+        if ix is None:
+            raise RuntimeError("the index of this gallery was closed")
+        return ix.entry_vectors(order[rows])
+
+    g = Gallery(np.asarray(image_ids, np.int64)[order], index.manifest.metric, index.manifest.dim, read,
+                in_memory_bytes=in_memory_bytes)
     with _LOCK:
         _CACHE[key] = (weakref.ref(index, lambda _r, key=key: _CACHE.pop(key, None)), g)
     return g

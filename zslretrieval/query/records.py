@@ -1,6 +1,7 @@
 """Catalog records of ranked ids: the :class:`RecordTable` that turns a search's ids into hits."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -28,21 +29,34 @@ class RecordTable:
         # that id) or a dict for sparse ids; published in one assignment, so a server thread sees
         # either no table or all of it
         self.by_id: list | dict | None = None
+        self._loading = threading.Lock()
 
     def load(self) -> None:
-        """Read every "ok" image's record once."""
-        recs = self.index.all_records("ok")
-        top = max((int(r.id) for r in recs), default=-1)
-        if recs and min(int(r.id) for r in recs) >= 0 and top < 2 * len(recs) + 4096:
-            # ids are allocated in sequence: a list indexed by id (None in gaps) is one slot read per
-            # hit, where a dict reads its hash index, the entry and the key; after a gallery scan
-            # evicted them, each read is a cache miss (a third of the record step for 10 hits)
-            table: list | dict = [None] * (top + 1)
-            for r in recs:
-                table[int(r.id)] = (str(r.path), _label(r.label), r.status)
-        else:
-            table = {int(r.id): (str(r.path), _label(r.label), r.status) for r in recs}
-        self.by_id = table
+        """Read every "ok" image's record once (a second caller waits for the first's table)."""
+        with self._loading:
+            if self.by_id is not None:
+                return
+            recs = self.index.record_tuples("ok")
+            top = recs[-1][0] if recs else -1   # by id
+            if recs and recs[0][0] >= 0 and top < 2 * len(recs) + 4096:
+                # ids are allocated in sequence: a list indexed by id (None in gaps) is one slot read per
+                # hit, where a dict reads its hash index, the entry and the key; after a gallery scan
+                # evicted them, each read is a cache miss (a third of the record step for 10 hits)
+                table: list | dict = [None] * (top + 1)
+                for i, path, label, status in recs:
+                    table[i] = (path, label, status)
+            else:
+                table = {i: (path, label, status) for i, path, label, status in recs}
+            self.by_id = table
+
+    def load_in_background(self) -> threading.Thread | None:
+        """Start :meth:`load` in a daemon thread (a server's start-up: at a million images the table
+        takes seconds, and lookups go to the catalog until it is published); None if loaded."""
+        if self.by_id is not None:
+            return None
+        t = threading.Thread(target=self.load, name="zslr-records", daemon=True)
+        t.start()
+        return t
 
     def table(self) -> list | dict | None:
         """Image id -> (path, label, status) of every "ok" image once loaded, else None: ``table[id]``

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -70,7 +71,11 @@ class QuerySlots:
     waits up to ``wait_s`` for its share, then :class:`ServerBusyError`.
 
     Bounds the memory of concurrent requests by what one request at the per-request bounds needs,
-    however many arrive at once. Thread-safe; ``with slots.hold(weight): ...``.
+    however many arrive at once. First come, first served: a caller waits until every earlier
+    caller has its share, so a steady stream of small searches never starves a heavy one (an
+    image query needs the whole budget; without the queue it waited until the small ones happened
+    to leave none in flight, which under 16 clients was seconds: its p99 13x the median).
+    Thread-safe; ``with slots.hold(weight): ...``.
     """
 
     def __init__(self, budget: int = QUERY_BUDGET, wait_s: float = QUERY_WAIT_S):
@@ -79,15 +84,22 @@ class QuerySlots:
         self.budget, self.wait_s = budget, wait_s
         self._free = budget
         self._cond = threading.Condition()
+        self._queue: deque[object] = deque()   # waiting callers' tickets, in arrival order
 
     @contextmanager
     def hold(self, weight: int = 1) -> Iterator[None]:
         w = min(self.budget, max(1, int(weight)))
+        ticket = object()
         with self._cond:
-            if not self._cond.wait_for(lambda: self._free >= w, timeout=self.wait_s):
-                raise ServerBusyError(f"the server's search capacity ({self.budget} names) stayed busy for "
-                                      f"{self.wait_s:g} s; try again shortly")
-            self._free -= w
+            self._queue.append(ticket)
+            try:
+                if not self._cond.wait_for(lambda: self._queue[0] is ticket and self._free >= w, timeout=self.wait_s):
+                    raise ServerBusyError(f"the server's search capacity ({self.budget} names) stayed busy for "
+                                          f"{self.wait_s:g} s; try again shortly")
+                self._free -= w
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()   # the next in line may fit now
         try:
             yield
         finally:

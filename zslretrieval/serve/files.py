@@ -37,11 +37,11 @@ def collection_roots(ix: Any, images_roots: tuple[str, ...]) -> tuple[Path, ...]
         return ()   # benchmark features: catalog paths name dataset rows, not files
     if images_roots:
         return tuple(Path(os.path.realpath(Path(r).expanduser())) for r in images_roots)
-    paths = [r.path for r in ix.all_records(status="ok") if os.path.isabs(r.path)]
-    if not paths:
+    # folders, not paths: a collection has far fewer folders than photos (one Core select, no ORM rows)
+    dirs = {os.path.dirname(p) for _, p, _, _ in ix.record_tuples("ok") if os.path.isabs(p)}
+    if not dirs:
         return ()
-    common = os.path.commonpath([os.path.dirname(p) for p in paths])
-    return (Path(os.path.realpath(common)),)
+    return (Path(os.path.realpath(os.path.commonpath(sorted(dirs)))),)
 
 
 _HIDDEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

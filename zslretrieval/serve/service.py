@@ -97,15 +97,17 @@ class SearchService:
 
     def warm_up(self, snap: Snapshot) -> float:
         """Run one throw-away search of each kind ``snap`` answers (``snapshot.warm_up_specs``), so that
-        the text encoder, the general model and its per-image terms, the record table and the
-        relevance statistics are loaded before the server says it is ready. Seconds taken; a failure
+        the text encoder, the general model and its per-image terms and the relevance statistics
+        are loaded before the server says it is ready (the record table loads in the background). Seconds taken; a failure
         is logged, never raised (the same query from a client reports it)."""
         t0 = time.perf_counter()
         try:
             specs = warm_up_specs(snap)
             if specs:
                 self.search(specs, snapshot=snap)
-                snap.engine.records_table.table()   # the second lookup reads every record once
+            # the record table (every ok image's path and label) loads behind the ready line: seconds at a
+            # million images, and until it is published a search asks the catalog for its hits' rows
+            snap.engine.records_table.load_in_background()
         except Exception as e:
             log.info("warm-up search failed (%s: %s); the first search loads what it needs", type(e).__name__, e)
         took = time.perf_counter() - t0
