@@ -101,8 +101,10 @@ def test_moments_from_a_sample_are_close_to_the_whole_collection():
     q = rng.normal(size=(50, dim))
     mu, sd = ScoreMoments(x, "ip").mean_std(q)
     mu_s, sd_s = ScoreMoments(g.take(rows), "ip").mean_std(q)
-    assert np.max(np.abs(mu_s - mu) / sd) < 0.02       # means within 2 % of a standard deviation
-    assert np.max(np.abs(sd_s / sd - 1)) < 0.02         # standard deviations within 2 %
+    # sampling error of a mean over 8,192 scores: 1 / sqrt(8192) = 0.011 standard deviations; the worst
+    # of 50 queries stays under 3.5 times that. A shift of z by 0.04 moves relevance 0.5 by < 0.03.
+    assert np.max(np.abs(mu_s - mu) / sd) < 0.04
+    assert np.max(np.abs(sd_s / sd - 1)) < 0.03         # standard deviations within 3 %
 
 
 def test_record_table_loads_in_the_background(root):

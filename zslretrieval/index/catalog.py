@@ -31,10 +31,12 @@ several machines sharing one catalog, and two processes creating the same schema
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import (BigInteger, DateTime, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select,
                         text)
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -287,14 +289,23 @@ def refresh_counts(s: Session, m: Manifest) -> None:
     m.updated = utcnow()
 
 
-def entries_table(s: Session) -> tuple[list[int], list[int], list[int], list[int]]:
-    """All entries as parallel lists (faiss_id, image_id, shard_id, row), sorted by faiss_id."""
-    rows = s.execute(select(IndexEntry.faiss_id, IndexEntry.image_id, IndexEntry.shard_id, IndexEntry.row)
-                     .order_by(IndexEntry.faiss_id)).all()
-    if not rows:
-        return [], [], [], []
-    f, i, sh, r = zip(*rows)
-    return list(f), list(i), list(sh), list(r)
+def entries_table(s: Session) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All entries as parallel int64 arrays (faiss_id, image_id, shard_id, row), sorted by faiss_id.
+
+    Read through the driver's own cursor, inside the session's transaction: a million rows go
+    from plain tuples into one array, without SQLAlchemy's per-row objects (which were most of
+    a 2.6 s open of a million-image index).
+    """
+    q = select(IndexEntry.faiss_id, IndexEntry.image_id, IndexEntry.shard_id, IndexEntry.row).order_by(IndexEntry.faiss_id)
+    conn = s.connection()
+    cur = conn.connection.cursor()
+    try:
+        cur.execute(str(q.compile(dialect=conn.dialect)))
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    a = np.fromiter(itertools.chain.from_iterable(rows), np.int64, count=4 * len(rows)).reshape(-1, 4)
+    return a[:, 0].copy(), a[:, 1].copy(), a[:, 2].copy(), a[:, 3].copy()
 
 
 def chunked(items: Iterable, n: int = 500):

@@ -139,7 +139,7 @@ def check_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None 
         R(f"FAISS index file {ipath.name} for the manifest's settings is missing (derived: rebuilt from the feature store)")
     else:
         try:
-            index = read_index(ipath)
+            index = read_index(ipath, mmap=True)
         except RuntimeError as e:
             R(f"FAISS index {ipath.name} unreadable ({str(e).strip().splitlines()[-1]}); rebuilt from the feature store")
             index = None

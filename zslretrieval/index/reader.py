@@ -125,7 +125,7 @@ class OpenIndex:
         path = self.folder / index_file
         if not path.is_file():
             raise DataNotFoundError(f"index file missing: {path}; rebuild it with `zslr index --name {self.name} --rebuild`")
-        self.index = read_index(path)
+        self.index = read_index(path, mmap=True)   # a reader never adds to its index
         self._ntotal = int(self.index.ntotal)  # the reader never adds to its snapshot: read once, not per search
         apply_search_params(self.index, m.search_params)
         with self.catalog.session() as s:

@@ -31,7 +31,7 @@ def faiss_is_current(path: Path, fids: np.ndarray) -> bool:
     if not path.is_file():
         return False
     try:
-        have = index_ids(read_index(path))
+        have = index_ids(read_index(path, mmap=True))
     except RuntimeError:
         return False
     return len(have) == len(fids) and np.array_equal(np.sort(have), fids)
@@ -41,9 +41,9 @@ def sync_faiss(path: Path, m: Manifest, fids: np.ndarray, shard_ids: np.ndarray,
                vectors: VectorSource, *, rebuild: bool = False, seed: int = 0, built: Any = None) -> tuple[bool, int]:
     """Make ``path`` hold exactly the entries ``fids`` (with their store locations); returns (rebuilt?, ntotal).
 
-    ``built``: an index of the manifest's type already built from these entries by
-    :func:`build_index_from` with ``seed`` (``--index-type auto`` tuned it), written instead of a
-    second build when one is due and it holds exactly ``fids``. FAISS files of other settings and
+    ``built``: an index of the manifest's type already built from these entries (``--index-type
+    auto`` tuned it: :func:`build_index_from` with ``seed`` over all but its held-out queries, which
+    were added after), written instead of a second build when one is due and it holds exactly ``fids``. FAISS files of other settings and
     temp files in the folder are deleted afterwards.
     """
     index = None
@@ -72,7 +72,7 @@ def sync_faiss(path: Path, m: Manifest, fids: np.ndarray, shard_ids: np.ndarray,
                 _add_from_store(index, fids[missing], shard_ids[missing], rows[missing], vectors)
                 changed = True
     if index is None:
-        if built is not None and built.d == m.dim and np.array_equal(index_ids(built), fids):
+        if built is not None and built.d == m.dim and np.array_equal(np.sort(index_ids(built)), fids):
             index = built
         else:
             index = _build_from_store(m, fids, shard_ids, rows, vectors, seed)

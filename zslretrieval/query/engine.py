@@ -233,17 +233,7 @@ class QueryEngine:
         if self.terms is None and w is None:  # no score correction, no fusion: one plain search
             return self.collect(prepared, *self.search_vectors(xq, k))
         fix = np.array([self.corrects(p) for p in prepared], bool)
-        if not fix.any():
-            D, I = self.search_vectors(xq, k)
-        elif fix.all():
-            D, I = self.search_vectors(xq, k, corrected=True)
-        else:  # two batched searches, rows put back in query order
-            Dr, Ir = self.search_vectors(xq[~fix], k)
-            Dc, Ic = self.search_vectors(xq[fix], k, corrected=True)
-            width = max(Dr.shape[1], Dc.shape[1])
-            D, I = np.full((len(xq), width), -np.inf, np.float32), np.full((len(xq), width), -1, np.int64)
-            D[~fix, :Dr.shape[1]], I[~fix, :Ir.shape[1]] = Dr, Ir
-            D[fix, :Dc.shape[1]], I[fix, :Ic.shape[1]] = Dc, Ic
+        D, I = self.search_mixed(xq, k, fix)
         for p, f in zip(prepared, fix):
             if f:
                 p.resolved["correction"] = self.terms.correction.describe()
@@ -296,6 +286,19 @@ class QueryEngine:
             from ..correction.search import search_corrected
             return search_corrected(self.index.search, xq, k, self.terms, self.index.ntotal)
         return self.index.search(xq, k)
+
+    def search_mixed(self, xq: np.ndarray, k: int | None, corrected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search_vectors` where row ``q`` is ranked by corrected scores iff ``corrected[q]``: at most
+        two batched index searches, rows put back in query order (-inf / -1 pad the narrower one)."""
+        if not corrected.any() or corrected.all():
+            return self.search_vectors(xq, k, corrected=bool(corrected.any()))
+        Dr, Ir = self.search_vectors(xq[~corrected], k)
+        Dc, Ic = self.search_vectors(xq[corrected], k, corrected=True)
+        width = max(Dr.shape[1], Dc.shape[1])
+        D, I = np.full((len(xq), width), -np.inf, np.float32), np.full((len(xq), width), -1, np.int64)
+        D[~corrected, :Dr.shape[1]], I[~corrected, :Ir.shape[1]] = Dr, Ir
+        D[corrected, :Dc.shape[1]], I[corrected, :Ic.shape[1]] = Dc, Ic
+        return D, I
 
     def collect(self, prepared: list[Prepared], D: np.ndarray, I: np.ndarray) -> list[QueryResult]:
         """Attach catalog records to the ranked ids (:meth:`records.RecordTable.collect`)."""

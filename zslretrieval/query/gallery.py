@@ -24,7 +24,7 @@ from .protocols import SearchableIndex
 
 IN_MEMORY_BYTES = 256 << 20     # vectors kept in memory up to this size (50k x 1280 float32)
 BLOCK = 8_192                   # rows per block when streamed from the feature store (40 MB at 1280-d)
-MOMENT_SAMPLE = 16_384          # rows the relevance scale's moments are estimated on past this size
+MOMENT_SAMPLE = 8_192           # rows the relevance scale's moments are estimated on past this size
 
 # id(index) -> (weak reference to it, its gallery): by identity, so unhashable index objects work too;
 # an entry goes when its index is collected
@@ -46,6 +46,7 @@ class Gallery:
         self.metric, self.dim = metric, int(dim)
         self._read = read
         self._vectors: np.ndarray | None = None
+        self._sample: tuple[np.ndarray, np.ndarray] | None = None
         if len(self.ids) * self.dim * 4 <= (IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes):
             self._vectors = self._checked(np.arange(len(self.ids)))
 
@@ -109,6 +110,13 @@ class Gallery:
         if n <= cap:
             return np.arange(n)
         return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """(:meth:`sample_rows`, their vectors), read once per gallery (raw and corrected moments share it)."""
+        if self._sample is None:
+            rows = self.sample_rows()
+            self._sample = (rows, self.take(rows))
+        return self._sample
 
     def scores(self, xq: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """(Q, E) queries x the gallery (or its ``rows``) -> (Q, m) float64 raw scores: inner product

@@ -30,6 +30,7 @@ class RecordTable:
         # either no table or all of it
         self.by_id: list | dict | None = None
         self._loading = threading.Lock()
+        self.deferred = False   # loaded by load_in_background, never inside a lookup (a server's start-up)
 
     def load(self) -> None:
         """Read every "ok" image's record once (a second caller waits for the first's table)."""
@@ -52,6 +53,7 @@ class RecordTable:
     def load_in_background(self) -> threading.Thread | None:
         """Start :meth:`load` in a daemon thread (a server's start-up: at a million images the table
         takes seconds, and lookups go to the catalog until it is published); None if loaded."""
+        self.deferred = True
         if self.by_id is not None:
             return None
         t = threading.Thread(target=self.load, name="zslr-records", daemon=True)
@@ -66,7 +68,7 @@ class RecordTable:
         asks the catalog (:meth:`fetch`) for just its hits instead.
         """
         self.calls += 1
-        if self.by_id is None and self.calls >= 2:
+        if self.by_id is None and self.calls >= 2 and not self.deferred:
             self.load()
         return self.by_id
 

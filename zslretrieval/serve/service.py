@@ -56,17 +56,28 @@ class SearchService:
         self.cfg = cfg
         self.thumbnails = ThumbnailCache(Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir())
         self._image_slots = threading.BoundedSemaphore(IMAGE_QUERY_SLOTS)
-        self._snapshots = SnapshotWatcher(self._open(generation=1, previous=None), self._open,
-                                          interval=cfg.reload_interval, prepare=self._prepare)
-        if not self.snapshot.in_sync:
+        first = self._open(generation=1, previous=None)
+        self._snapshots = SnapshotWatcher(first, self._open, interval=cfg.reload_interval, prepare=self._prepare)
+        if not first.in_sync:
             log.warning("index %s: the FAISS file does not hold exactly the catalog's entries (a writer is "
                         "running, or one crashed; `zslr index --name %s` repairs it); serving it as it is",
-                        self.snapshot.index.name, self.snapshot.index.name)
+                        first.index.name, first.index.name)
+        # the first search after the ready line finds everything loaded. The backbone (torch and its
+        # weights where no cached graph exists yet: seconds) loads in a thread beside the warm-up of
+        # the other kinds (FAISS, ONNX Runtime and BLAS run without the GIL)
+        loader = None
         if cfg.preload:
-            self._preload_backbone(self.snapshot)
-        self.capabilities(self.snapshot)
+            loader = threading.Thread(target=self._preload_backbone, args=(first,), name="zslr-backbone", daemon=True)
+            loader.start()
+        try:
+            if cfg.warm_up:
+                self.warm_up(first, kinds=("text", "class", "attributes"), capabilities=self._capabilities_of(first))
+        finally:
+            if loader is not None:
+                loader.join()
+        self.capabilities(first)
         if cfg.warm_up:
-            self.warm_up(self.snapshot)   # the first search after the ready line finds everything loaded
+            self.warm_up(first, kinds=("image",))
 
     # ------------------------------------------------------------------ snapshots
     @property
@@ -95,14 +106,17 @@ class SearchService:
         if self.cfg.warm_up:
             self.warm_up(snap)
 
-    def warm_up(self, snap: Snapshot) -> float:
-        """Run one throw-away search of each kind ``snap`` answers (``snapshot.warm_up_specs``), so that
-        the text encoder, the general model and its per-image terms and the relevance statistics
-        are loaded before the server says it is ready (the record table loads in the background). Seconds taken; a failure
-        is logged, never raised (the same query from a client reports it)."""
+    def warm_up(self, snap: Snapshot, kinds: tuple[str, ...] | None = None,
+                capabilities: dict[str, bool] | None = None) -> float:
+        """Run one throw-away search of each kind ``snap`` answers (``snapshot.warm_up_specs``; only
+        ``kinds`` when given), so that the text encoder, the general model and its per-image terms and
+        the relevance statistics are loaded before the server says it is ready (the record table
+        loads in the background). Seconds taken; a failure is logged, never raised (the same query
+        from a client reports it)."""
         t0 = time.perf_counter()
+        snap.engine.records_table.deferred = True   # the table loads behind the ready line, not in a warm-up search
         try:
-            specs = warm_up_specs(snap)
+            specs = [s for s in warm_up_specs(snap, capabilities) if kinds is None or s.kind in kinds]
             if specs:
                 self.search(specs, snapshot=snap)
             # the record table (every ok image's path and label) loads behind the ready line: seconds at a
@@ -135,19 +149,21 @@ class SearchService:
         """
         snap = snap or self.snapshot
         if snap.capabilities is None:
-            from ..query import KINDS
+            snap.capabilities = self._capabilities_of(snap)
+        return snap.capabilities
 
-            e = snap.engine
-            if self.cfg.preload:   # the backbone was loaded at start, or there is none to load
-                image = e._backbone is not None
-            else:
-                image = snap.index.manifest.source == "images"
-            attrs = bool(e.supports("attributes"))
-            snap.capabilities = {
-                "attributes": attrs, "vector": attrs and e.model is not None and bool(e.vocabulary),
+    def _capabilities_of(self, snap: Snapshot) -> dict[str, bool]:
+        from ..query import KINDS
+
+        e = snap.engine
+        if self.cfg.preload:   # the backbone was loaded at start, or there is none to load
+            image = e._backbone is not None
+        else:
+            image = snap.index.manifest.source == "images"
+        attrs = bool(e.supports("attributes"))
+        return {"attributes": attrs, "vector": attrs and e.model is not None and bool(e.vocabulary),
                 "class": bool(e.supports("class")), "text": "text" in KINDS and bool(e.supports("text")),
                 "image": image}
-        return snap.capabilities
 
     def info(self) -> dict[str, Any]:
         snap = self.snapshot

@@ -164,12 +164,13 @@ class SnapshotWatcher:
 WARM_TEXT = "a photo"
 
 
-def warm_up_specs(snap: Snapshot) -> list:
+def warm_up_specs(snap: Snapshot, capabilities: dict[str, bool] | None = None) -> list:
     """One cheap query per kind ``snap`` answers (text, class, attributes; an image when its backbone is
-    loaded), to be run and thrown away before the server says it is ready."""
+    loaded), to be run and thrown away before the server says it is ready. ``capabilities``: what the
+    snapshot answers, when not yet its ``capabilities``."""
     from ..query import QuerySpec
 
-    caps = snap.capabilities or {}
+    caps = capabilities if capabilities is not None else snap.capabilities or {}
     e = snap.engine
     specs = []
     if caps.get("text"):
