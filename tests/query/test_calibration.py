@@ -21,7 +21,9 @@ from zslretrieval.query.refined import SearchOptions
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 @pytest.mark.parametrize("corrected", [False, True])
-def test_moments_equal_a_pass_over_the_collection(metric, corrected):
+@pytest.mark.parametrize("block", [1024, 7])   # one block, and many (the last one short)
+def test_moments_equal_a_pass_over_the_collection(metric, corrected, block, monkeypatch):
+    monkeypatch.setattr(ScoreMoments, "BLOCK", block)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 7)).astype(np.float32)
     q = rng.normal(size=(4, 7)).astype(np.float32)

@@ -43,8 +43,8 @@ def sync_faiss(path: Path, m: Manifest, fids: np.ndarray, shard_ids: np.ndarray,
 
     ``built``: an index of the manifest's type already built from these entries (``--index-type
     auto`` tuned it: :func:`build_index_from` with ``seed`` over all but its held-out queries, which
-    were added after), written instead of a second build when one is due and it holds exactly ``fids``. FAISS files of other settings and
-    temp files in the folder are deleted afterwards.
+    were added after), written instead of a second build when one is due and it holds exactly
+    ``fids``. FAISS files of other settings and temp files in the folder are deleted afterwards.
     """
     index = None
     if path.is_file() and not rebuild:
