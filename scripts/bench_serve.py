@@ -115,13 +115,14 @@ class Mix:
     kinds: list[str]
     classes: list[str] = field(default_factory=list)
     uploads: list[bytes] = field(default_factory=list)
+    check: str = "attributes"   # the kind of ``queries`` (class names when the model takes no attribute-only query)
 
     def request(self, rng: random.Random, top_k: int):
         """(kind, method, path, body, headers, attribute query index or None)."""
         kind = rng.choice(self.kinds)
-        if kind == "attributes":
+        if kind == self.check:
             qi = rng.randrange(len(self.queries))
-            return kind, "GET", "/api/search?" + urlencode({"attributes": self.queries[qi], "top_k": top_k}), None, {}, qi
+            return kind, "GET", "/api/search?" + urlencode({kind: self.queries[qi], "top_k": top_k}), None, {}, qi
         if kind == "text":
             return kind, "GET", "/api/search?" + urlencode({"text": rng.choice(TEXTS), "top_k": top_k}), None, {}, None
         if kind == "class":
@@ -195,9 +196,9 @@ def timed(stop_after: float, phase: Phase, port: int, queries, top_k, pid, check
     run_clients(port, queries, phase, top_k, stop, check, pid, rss_interval)
 
 
-def ranking(port: int, query: str, top_k: int) -> dict:
+def ranking(port: int, query: str, top_k: int, kind: str = "attributes") -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("GET", "/api/search?" + urlencode({"attributes": query, "top_k": top_k}))
+    conn.request("GET", "/api/search?" + urlencode({kind: query, "top_k": top_k}))
     r = conn.getresponse()
     data = json.loads(r.read())
     conn.close()
@@ -245,6 +246,7 @@ def main() -> int:
 
     import torch
 
+    from zslretrieval.errors import IncompatibleError
     from zslretrieval.index import open_index
     from zslretrieval.query import QueryEngine, QuerySpec
 
@@ -290,8 +292,18 @@ def main() -> int:
         engine = QueryEngine(ix)
         # the model's attribute names; a raw-feature index's general model embeds any attribute word
         queries = make_queries(list(engine.vocabulary.names) if engine.vocabulary else WORDS, args.queries, args.seed)
+        check_kind = "attributes"
+        try:
+            engine.prepare(QuerySpec("attributes", queries[0]))
+        except IncompatibleError as e:   # e.g. a model fusing attributes with descriptions: class queries instead
+            print(f"bench: no attribute-only queries on this index ({e}); the old/new check uses class queries",
+                  file=sys.stderr)
+            check_kind = "class"
+            kinds_asked = [k for k in kinds_asked if k != "attributes"]
+            names = list(engine.classes.names)
+            queries = [names[i] for i in random.Random(args.seed).sample(range(len(names)), k=min(args.queries, len(names)))]
         n_entries = ix.ntotal
-        specs = [QuerySpec("attributes", q) for q in queries]
+        specs = [QuerySpec(check_kind, q) for q in queries]
         xq = engine.embed([engine.prepare(s) for s in specs])
         raw, full = [], []
         for rep in range(5):
@@ -340,11 +352,11 @@ def main() -> int:
         c.close()
         kinds = [k for k in kinds_asked if caps.get(k) and (k != "class" or classes) and (k != "image" or uploads)]
         skipped = [k for k in kinds_asked if k not in kinds]
-        if "attributes" not in kinds:
-            print(f"bench: the index answers no attribute query (capabilities {caps}); the old/new check needs them",
+        if check_kind not in kinds:
+            print(f"bench: the index answers no {check_kind} query (capabilities {caps}); the old/new check needs them",
                   file=sys.stderr)
             return 1
-        mix = Mix(queries, kinds, classes, uploads)
+        mix = Mix(queries, kinds, classes, uploads, check_kind)
 
         phases = []
         one = Phase("1 client, sequential", 1)
@@ -358,7 +370,7 @@ def main() -> int:
         if args.add == 0:
             raise _NoWriterPhase
         # ---- while `zslr index` adds images: every answer is the old or the new state of its query
-        before = [ranking(port, q, args.top_k) for q in queries]
+        before = [ranking(port, q, args.top_k, check_kind) for q in queries]
         gen0 = before[0]["generation"]
         extra = work / "extra"
         from PIL import Image, ImageOps
@@ -407,10 +419,10 @@ def main() -> int:
             print(f"bench: zslr index failed (exit {writer.returncode}):\n"
                   f"{(work / 'writer.log').read_text()[-2000:]}", file=sys.stderr)
         deadline = time.time() + 30
-        while ranking(port, queries[0], args.top_k)["generation"] == gen0 and time.time() < deadline:
+        while ranking(port, queries[0], args.top_k, check_kind)["generation"] == gen0 and time.time() < deadline:
             time.sleep(0.2)
         for i, q in enumerate(queries):
-            after[i] = ranking(port, q, args.top_k)
+            after[i] = ranking(port, q, args.top_k, check_kind)
         for qi, gen, entries, ids in pending:
             if ids != ids_of(after[qi]) or entries != after[qi]["entries"]:
                 writing.mixed += 1
@@ -430,7 +442,7 @@ def main() -> int:
     # ---- report
     ms = 1000.0
     print(f"\nzslr serve benchmark: index {src if args.build_from is None else folder} ({n_entries} entries -> {new_entries} after adding {args.add}), "
-          f"top_k {args.top_k}, {len(queries)} attribute queries (seed {args.seed}), {os.cpu_count()} CPUs")
+          f"top_k {args.top_k}, {len(queries)} {check_kind} queries checked old/new (seed {args.seed}), {os.cpu_count()} CPUs")
     print(f"server start to first answer {startup:.1f} s; RSS {rss_start:.0f} MiB after start\n")
     print("search latency of one query, same index            p50 ms    p99 ms")
     print(f"  raw index search (OpenIndex.search)            {pct(raw, 50) * ms:8.3f}  {pct(raw, 99) * ms:8.3f}")

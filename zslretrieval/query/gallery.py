@@ -5,9 +5,9 @@ allowed images, and the relevance scale needs the collection's score moments: al
 index-space vectors (``index.space.to_index_space`` of the stored features, the same vectors the
 FAISS file holds) through one :class:`Gallery`, built on first use and kept per open index.
 
-Memory rule: a gallery keeps its vectors in memory only up to :data:`IN_MEMORY_BYTES` (50k x
-1280 float32); a bigger one keeps just its ids and reads vectors from the index's feature store
-when asked (``take``: a few rows; ``blocks``: :data:`BLOCK` rows at a time), so that a server of
+Memory rule: a gallery keeps its vectors in memory (read on first use by feedback or a filter)
+only up to :data:`IN_MEMORY_BYTES` (50k x 1280 float32); a bigger one keeps just its ids and reads
+vectors from the index's feature store when asked (``take``: a few rows; ``blocks``: :data:`BLOCK` rows at a time), so that a server of
 a million images does not hold a second copy of every vector beside the FAISS file. Both paths
 give the same vectors (tested by forcing the limit down).
 """
@@ -45,10 +45,9 @@ class Gallery:
             raise ValueError("gallery ids must be ascending and unique")
         self.metric, self.dim = metric, int(dim)
         self._read = read
-        self._vectors: np.ndarray | None = None
-        self._sample: tuple[np.ndarray, np.ndarray] | None = None
-        if len(self.ids) * self.dim * 4 <= (IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes):
-            self._vectors = self._checked(np.arange(len(self.ids)))
+        self._vectors: np.ndarray | None = None   # read on the first take/blocks, when in_memory
+        self._reading = threading.Lock()
+        self._keep = len(self.ids) * self.dim * 4 <= (IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes)
 
     @classmethod
     def from_arrays(cls, ids: np.ndarray, vectors: np.ndarray, metric: str) -> "Gallery":
@@ -63,7 +62,8 @@ class Gallery:
 
     @property
     def in_memory(self) -> bool:
-        return self._vectors is not None
+        """Whether the vectors are kept in memory once read (small galleries), rather than read per use."""
+        return self._keep
 
     def _checked(self, rows: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(self._read(rows), np.float32)
@@ -74,12 +74,16 @@ class Gallery:
     @property
     def vectors(self) -> np.ndarray:
         """All vectors (n, E): the in-memory copy, or every row read now (a big gallery: prefer :meth:`blocks`)."""
-        return self._vectors if self._vectors is not None else self.take(np.arange(len(self.ids)))
+        return self.take(np.arange(len(self.ids)))
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Vectors (m, E) float32 of gallery rows ``rows``."""
         rows = np.asarray(rows, np.int64)
-        if self._vectors is not None:
+        if self._keep:
+            if self._vectors is None:
+                with self._reading:   # two server threads asking at once read it once
+                    if self._vectors is None:
+                        self._vectors = self._checked(np.arange(len(self.ids)))
             return self._vectors[rows]
         return self._checked(rows) if len(rows) else np.zeros((0, self.dim), np.float32)
 
@@ -112,11 +116,12 @@ class Gallery:
         return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """(:meth:`sample_rows`, their vectors), read once per gallery (raw and corrected moments share it)."""
-        if self._sample is None:
-            rows = self.sample_rows()
-            self._sample = (rows, self.take(rows))
-        return self._sample
+        """(:meth:`sample_rows`, their vectors). Only those rows are read (the whole gallery is not
+        loaded for it): a server swapping in a grown index then holds no second full copy at once."""
+        rows = self.sample_rows()
+        if self._vectors is not None:
+            return rows, self._vectors[rows]
+        return rows, (self._checked(rows) if len(rows) else np.zeros((0, self.dim), np.float32))
 
     def scores(self, xq: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """(Q, E) queries x the gallery (or its ``rows``) -> (Q, m) float64 raw scores: inner product
@@ -140,8 +145,8 @@ def block_scores(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
 def gallery_of(index: SearchableIndex, *, in_memory_bytes: int | None = None) -> Gallery:
     """The :class:`Gallery` of ``index``, built once per open index object (thread-safe).
 
-    Reads only the entry table here: vectors come from ``index.entry_vectors`` (all of them now
-    when they fit :data:`IN_MEMORY_BYTES`, else when asked).
+    Reads only the entry table here: vectors come from ``index.entry_vectors`` when asked (all of
+    them at the first use when they fit :data:`IN_MEMORY_BYTES`, kept; else the rows asked).
     """
     key = id(index)
     with _LOCK:
