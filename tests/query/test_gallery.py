@@ -119,3 +119,16 @@ def test_record_table_loads_in_the_background(root):
         assert t.by_id is not None and t.load_in_background() is None
         for i, path, label, status in want:
             assert t.by_id[i] == (path, label, status)
+
+
+def test_moments_read_their_sample_without_loading_the_gallery(root):
+    folder, ds = root
+    with open_index("gal", root=folder) as ix:
+        engine = QueryEngine(ix)
+        spec = [QuerySpec("class", ds.class_names[ds.split_classes("test_unseen")[0]])]
+        engine.run(spec, 5, options=SearchOptions(relevance=True))
+        g = gallery_of(ix)
+        assert g.in_memory and g._vectors is None     # kept in memory only once feedback or a filter reads it
+        mom = ScoreMoments(g.view(np.arange(len(g))), g.metric)
+        ref = ScoreMoments(g.vectors, g.metric)
+        np.testing.assert_allclose(mom.cov, ref.cov, rtol=1e-10, atol=1e-12)

@@ -47,13 +47,15 @@ class ScoreMoments:
     ip: ``s' = scale * <x, q> + offset = <[scale x, offset], [q, 1]>``;
     l2: ``s' = scale * -(|x|^2 - 2<x, q> + |q|^2) + offset
              = <[2 scale x, offset - scale |x|^2, -scale], [q, 1, |q|^2]>``.
+
+    ``vectors``: (n, E) array, or rows read per slice (``query.gallery.RowView``).
     """
 
     BLOCK = 1024   # rows augmented at a time: memory is one block and the (E+2)^2 accumulator, not n x E float64
 
-    def __init__(self, vectors: np.ndarray, metric: str, scale: np.ndarray | None = None,
+    def __init__(self, vectors, metric: str, scale: np.ndarray | None = None,
                  offset: np.ndarray | None = None):
-        x = np.asarray(vectors)
+        x = vectors if hasattr(vectors, "shape") else np.asarray(vectors)   # an array, or rows read per slice
         n = len(x)
         sc = np.ones(n) if scale is None else np.asarray(scale, np.float64)
         off = np.zeros(n) if offset is None else np.asarray(offset, np.float64)

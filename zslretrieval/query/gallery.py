@@ -87,6 +87,14 @@ class Gallery:
             return self._vectors[rows]
         return self._checked(rows) if len(rows) else np.zeros((0, self.dim), np.float32)
 
+    def peek(self, rows: np.ndarray) -> np.ndarray:
+        """Vectors of ``rows`` without loading the gallery into memory for them (the kept copy when there
+        is one, else just those rows read)."""
+        rows = np.asarray(rows, np.int64)
+        if self._vectors is not None:
+            return self._vectors[rows]
+        return self._checked(rows) if len(rows) else np.zeros((0, self.dim), np.float32)
+
     def blocks(self, rows: np.ndarray | None = None, size: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(rows of the block, their vectors) for ``rows`` (default all), ``size`` (:data:`BLOCK`) rows at a
         time, in order."""
@@ -115,13 +123,10 @@ class Gallery:
             return np.arange(n)
         return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """(:meth:`sample_rows`, their vectors). Only those rows are read (the whole gallery is not
-        loaded for it): a server swapping in a grown index then holds no second full copy at once."""
-        rows = self.sample_rows()
-        if self._vectors is not None:
-            return rows, self._vectors[rows]
-        return rows, (self._checked(rows) if len(rows) else np.zeros((0, self.dim), np.float32))
+    def view(self, rows: np.ndarray) -> "RowView":
+        """The vectors of ``rows`` as a read-on-slice array (``len``, ``shape``, ``view[i:j]``): a consumer
+        working in blocks (``calibration.ScoreMoments``) then holds one block, not every row at once."""
+        return RowView(self, np.asarray(rows, np.int64))
 
     def scores(self, xq: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """(Q, E) queries x the gallery (or its ``rows``) -> (Q, m) float64 raw scores: inner product
@@ -131,6 +136,22 @@ class Gallery:
         for _, x in self.blocks(rows):
             parts.append(block_scores(q, x, self.metric))
         return np.concatenate(parts, axis=1) if parts else np.zeros((len(q), 0))
+
+
+class RowView:
+    """Rows of a :class:`Gallery`, read when sliced (see :meth:`Gallery.view`)."""
+
+    def __init__(self, gallery: Gallery, rows: np.ndarray):
+        self.gallery, self.rows = gallery, rows
+        self.shape = (len(rows), gallery.dim)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        if not isinstance(part, slice):
+            raise TypeError("a RowView is read by slices of rows")
+        return self.gallery.peek(self.rows[part])
 
 
 def block_scores(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:

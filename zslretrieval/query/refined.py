@@ -66,11 +66,12 @@ def _moments(g: Gallery, engine: "QueryEngine", corrected: bool) -> ScoreMoments
     """
     cache = g.__dict__.setdefault("_moments", {})
     if corrected not in cache:
-        rows, x = g.sample()
+        rows = g.sample_rows()
         scale = offset = None
         if corrected:
             scale, offset = engine.terms.lookup(g.ids[rows])
-        cache[corrected] = ScoreMoments(x, g.metric, scale, offset)
+        # read block by block as the moments are accumulated: one block of vectors in memory, not the sample
+        cache[corrected] = ScoreMoments(g.view(rows), g.metric, scale, offset)
     return cache[corrected]
 
 
