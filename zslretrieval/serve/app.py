@@ -284,6 +284,15 @@ def create_app(service: SearchService, *, token: str | None = None, loopback_onl
                 if weight >= HEAVY_WEIGHT:
                     release_memory()
 
+    def _run_work(fn):
+        # a swapped-in snapshot's warm-up: on the work threads, holding the whole budget like an image query
+        def held():
+            with slots.hold(IMAGE_WEIGHT):
+                return fn()
+        return workers.submit(held).result()
+
+    service.run_work = _run_work
+
     def _search(specs, *args):
         # the work runs on WORK_THREADS threads of its own, never on the web server's many pool threads
         return workers.submit(_work, specs, *args).result()
