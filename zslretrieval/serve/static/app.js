@@ -129,6 +129,19 @@ function describe(resolved, query) {
       why.append("; looks like ImageNet " +
         how.nearest_imagenet.map((c) => `${c.name} (${c.cosine.toFixed(2)})`).join(", "));
     }
+    // A model's sentence map: the attributes the text reads as, and the known classes nearest to it
+    // (unseen ones marked) and whose people-written descriptions it reads most like
+    if (how.nearest_attributes && how.nearest_attributes.length) {
+      why.append("; attributes " + how.nearest_attributes.map((a) => a.name).join(", "));
+    }
+    if (how.nearest_classes && how.nearest_classes.length) {
+      why.append("; nearest classes " + how.nearest_classes.slice(0, 3)
+        .map((c) => `${c.name}${c.seen === false ? " (unseen)" : ""} ${c.cosine.toFixed(2)}`).join(", "));
+    }
+    if (how.reads_like && how.reads_like.length) {
+      why.append("; reads like the descriptions of " +
+        how.reads_like.map((c) => `${c.name} ${c.cosine.toFixed(2)}`).join(", "));
+    }
   }
   const fb = resolved.feedback;
   if (fb) {
