@@ -4,6 +4,9 @@
 
     python scripts/bench_scale.py --n 20000 --n 100000           # the small run (a few minutes)
     python scripts/bench_scale.py --n 100000 --n 1000000 --work /big/tmp
+    # the same in two steps: ingest once (kept), then measure the kept indexes (again after a change)
+    python scripts/bench_scale.py --n 100000 --n 1000000 --work /big/tmp --ingest-only --keep
+    python scripts/bench_scale.py --n 100000 --n 1000000 --work /big/tmp --reuse --keep
     python scripts/bench_scale.py --quick                        # tiny sizes, the test's mode
 
 How the vectors are drawn (``SyntheticCub``): the cached efficientnet-lite0 features of the real
@@ -19,8 +22,9 @@ Per size, in one fresh index under ``--work``:
 - ingest: ``index_features_file`` (``zslr index --features F.npy --file-list L --index-type
   auto``), with the time inside the catalog commits (``IndexWriter.commit_chunk``), the FAISS sync
   (``IndexWriter.sync_index``) and the auto choice (``IndexWriter.choose_index_type``) split out;
-- the index type ``auto`` picked, and its recall@10 against the exact ranking (``OpenIndex.search``
-  with ``k=None``: exact from the feature store) on ``--queries`` held-out draws;
+- the index type ``auto`` picked, and its recall@10 against the exact ranking (a FAISS Flat index
+  of the same vectors, itself checked against ``OpenIndex.search(k=None)`` up to 200k images) on
+  ``--queries`` fresh draws;
 - query latency, one query at a time: the baseline raw FAISS search of the same vectors (a Flat
   index built here), ``OpenIndex.search`` (the chosen index), and ``QueryEngine.run`` of an
   attribute query and of a text query (the engine's whole path on a raw-feature index: resolve

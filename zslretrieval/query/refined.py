@@ -60,9 +60,9 @@ def _moments(g: Gallery, engine: "QueryEngine", corrected: bool) -> ScoreMoments
     """The collection's score moments for raw or corrected scores, once per gallery.
 
     Exact (every image) up to ``gallery.MOMENT_SAMPLE`` images; past that, estimated on that many
-    evenly spaced ones: a mean over 8,192 scores is within a few hundredths of a standard deviation of
-    the whole collection's, its standard deviation within 3 % (tested), and a million-image server then starts in seconds instead of a
-    pass over every vector (O(n E^2) and an n x E float64 copy).
+    evenly spaced ones: a mean over 8,192 scores is within a few hundredths of a standard deviation
+    of the whole collection's, its standard deviation within 3 % (tested), and a million-image
+    server starts in seconds instead of a pass over every vector (O(n E^2), an n x E float64 copy).
     """
     cache = g.__dict__.setdefault("_moments", {})
     if corrected not in cache:
