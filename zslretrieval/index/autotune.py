@@ -216,16 +216,13 @@ def _exact_truth(x: np.ndarray, q_rows: np.ndarray, metric: str, k: int) -> np.n
     return np.take_along_axis(part, np.argsort(-np.take_along_axis(s, part, 1), axis=1), 1)
 
 
-def _search_without_self(index, xq, q_rows, k_search, k, rr, score):
-    D, I = index.search(xq, k_search + 1)
-    if index.metric_type == faiss_module().METRIC_L2:
-        D = -D
-    self_hit = I == q_rows[:, None]
-    D, I = np.where(self_hit, -np.inf, D), np.where(self_hit, -1, I)
+def _search_held_out(index, xq, k, rr, score):
+    """Top-``k`` ids of held-out queries (never in the index being tuned) as ``OpenIndex.search`` finds
+    them: ``max(k, rr)`` candidates, re-scored exactly when ``rr`` (``rerank``)."""
+    D, I = index.search(xq, max(k, rr))
     if rr:
         return rerank(D, I, xq, score, k)
-    order = np.argsort(-D, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+    return D[:, :k], I[:, :k]
 
 
 def _search_param(index: Any, pname: str) -> int | None:
@@ -285,7 +282,7 @@ def choose_index(x: np.ndarray, metric: str = "ip", *, max_memory: int | None = 
             params = f"{pname}={v}" if pname else ""
             apply_search_params(index, params)
             t0 = time.perf_counter()
-            _, I = _search_without_self(index, xq, q_rows, max(k, rr), k, rr, score)
+            _, I = _search_held_out(index, xq, k, rr, score)
             ms = (time.perf_counter() - t0) * 1e3 / len(xq)
             r = recall_at(I, truth)
             full = ",".join(p for p in (params, f"rerank={rr}" if rr else "") if p)
