@@ -19,7 +19,7 @@ from zslretrieval.query import gallery as gallery_mod
 from zslretrieval.query.calibration import ScoreMoments
 from zslretrieval.query.feedback import Feedback
 from zslretrieval.query.filters import SearchFilter
-from zslretrieval.query.gallery import Gallery, gallery_of
+from zslretrieval.query.gallery import Gallery, block_scores, gallery_of
 from zslretrieval.query.records import RecordTable
 from zslretrieval.query.refined import SearchOptions
 
@@ -55,7 +55,8 @@ def test_streamed_gallery_reads_the_in_memory_vectors(root):
         assert [len(r) for r, _ in got][:-1] == [7] * (len(got) - 1)
         np.testing.assert_array_equal(np.concatenate([r for r, _ in got]), np.arange(len(mem)))
         q = np.random.default_rng(0).normal(size=(3, mem.dim))
-        np.testing.assert_allclose(streamed.scores(q), mem.scores(q), rtol=1e-12)
+        blockwise = np.concatenate([block_scores(q, x, mem.metric) for _, x in streamed.blocks(size=7)], axis=1)
+        np.testing.assert_allclose(blockwise, block_scores(q, mem.vectors, mem.metric), rtol=1e-12)
     # the index's own store path (gallery_of past the limit) gives the same vectors
     with open_index("gal", root=folder) as ix:
         g = gallery_of(ix, in_memory_bytes=0)
@@ -94,7 +95,7 @@ def test_moments_from_a_sample_are_close_to_the_whole_collection():
     n, dim = 60_000, 24
     centres = rng.normal(size=(40, dim))
     x = (centres[rng.integers(0, 40, n)] + 0.5 * rng.normal(size=(n, dim))).astype(np.float32)
-    g = Gallery.from_arrays(np.arange(n) * 3 + 1, x, "ip")
+    g = Gallery(np.arange(n) * 3 + 1, "ip", dim, lambda r: x[r])
     rows = g.sample_rows()
     assert len(rows) == gallery_mod.MOMENT_SAMPLE and rows[0] == 0 and rows[-1] == n - 1
     assert len(g.sample_rows(cap=n)) == n   # up to the cap: every image, exactly

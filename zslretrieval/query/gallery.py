@@ -49,14 +49,6 @@ class Gallery:
         self._reading = threading.Lock()
         self._keep = len(self.ids) * self.dim * 4 <= (IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes)
 
-    @classmethod
-    def from_arrays(cls, ids: np.ndarray, vectors: np.ndarray, metric: str) -> "Gallery":
-        """A gallery of in-memory vectors (any id order; sorted here)."""
-        order = np.argsort(np.asarray(ids, np.int64), kind="stable")
-        x = np.ascontiguousarray(np.asarray(vectors, np.float32)[order])
-        return cls(np.asarray(ids, np.int64)[order], metric, x.shape[1], lambda rows: x[rows],
-                   in_memory_bytes=x.nbytes)
-
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -127,15 +119,6 @@ class Gallery:
         """The vectors of ``rows`` as a read-on-slice array (``len``, ``shape``, ``view[i:j]``): a consumer
         working in blocks (``calibration.ScoreMoments``) then holds one block, not every row at once."""
         return RowView(self, np.asarray(rows, np.int64))
-
-    def scores(self, xq: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """(Q, E) queries x the gallery (or its ``rows``) -> (Q, m) float64 raw scores: inner product
-        for "ip", negative squared distance for "l2" (what ``OpenIndex.search`` returns)."""
-        q = np.asarray(xq, np.float64)
-        parts = []
-        for _, x in self.blocks(rows):
-            parts.append(block_scores(q, x, self.metric))
-        return np.concatenate(parts, axis=1) if parts else np.zeros((len(q), 0))
 
 
 class RowView:
