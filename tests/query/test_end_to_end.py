@@ -48,12 +48,18 @@ def catalog_backend(request):
         yield url
 
 
+def eszsl_checkpoint(root, seed):
+    """The synthetic dataset of ``seed`` and an ESZSL model fitted on its seen classes, saved as ``root/m.pt``:
+    (dataset, model, card, checkpoint path), the model most index fixtures here search with."""
+    ds = make_synthetic(seed=seed)
+    model, card = fit(ds, hparams={"gamma": 1.0, "lam": 1.0})
+    return ds, model, card, save_checkpoint(model, card, root / "m.pt", torch.from_numpy(ds.attributes))
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, catalog_backend):
     root = tmp_path_factory.mktemp("idx")
-    ds = make_synthetic(seed=3)
-    model, card = fit(ds, hparams={"gamma": 1.0, "lam": 1.0})
-    ckpt = save_checkpoint(model, card, root / "m.pt", torch.from_numpy(ds.attributes))
+    ds, model, card, ckpt = eszsl_checkpoint(root, seed=3)
     rows = np.sort(np.concatenate([ds.split_indices("test_seen"), ds.split_indices("test_unseen")]))
     ix = index_features("syn", ds.features[rows], [f"syn/test/{r}" for r in rows],
                         [ds.class_names[c] for c in ds.labels[rows]], model_checkpoint=ckpt, root=root,

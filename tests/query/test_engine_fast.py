@@ -55,15 +55,10 @@ def test_non_affine_projection_keeps_torch_exactly():
 @pytest.fixture(scope="module")
 def real_index(tmp_path_factory):
     """A 60-image index (FAISS + SQL catalog) under an ESZSL model fitted on synthetic data."""
-    from zslretrieval.data.synthetic import make_synthetic
-    from zslretrieval.models.checkpoint import save_checkpoint
-
-    from .test_end_to_end import fit
+    from .test_end_to_end import eszsl_checkpoint
 
     root = tmp_path_factory.mktemp("fast")
-    ds = make_synthetic(seed=5)
-    model, card = fit(ds, hparams={"gamma": 1.0, "lam": 1.0})
-    ckpt = save_checkpoint(model, card, root / "m.pt", torch.from_numpy(ds.attributes))
+    ds, _, _, ckpt = eszsl_checkpoint(root, seed=5)
     rows = np.sort(ds.split_indices("test_unseen"))[:60]
     ix = index_features("fast", ds.features[rows], [f"img/{r}.jpg" for r in rows],
                         [ds.class_names[c] for c in ds.labels[rows]], model_checkpoint=ckpt, root=root)

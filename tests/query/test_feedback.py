@@ -5,16 +5,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from tests.query.fakes import make_index
-from tests.query.test_end_to_end import fit
+from tests.query.test_end_to_end import eszsl_checkpoint
 from zslretrieval.cli import cli
-from zslretrieval.data.synthetic import make_synthetic
 from zslretrieval.errors import InvalidInputError
 from zslretrieval.ingest import index_features
-from zslretrieval.models.checkpoint import save_checkpoint
 from zslretrieval.query import QueryConfig, QueryEngine, QuerySpec, run_query
 from zslretrieval.query.feedback import DEFAULT_WEIGHTS, Feedback, RocchioWeights, parse_ids, rocchio
 from zslretrieval.query.gallery import gallery_of
@@ -84,9 +81,7 @@ def test_gallery_vectors_are_the_index_vectors():
 @pytest.fixture(scope="module")
 def real_index(tmp_path_factory):
     root = tmp_path_factory.mktemp("fb-idx")
-    ds = make_synthetic(seed=5)
-    model, card = fit(ds, hparams={"gamma": 1.0, "lam": 1.0})
-    ckpt = save_checkpoint(model, card, root / "m.pt", torch.from_numpy(ds.attributes))
+    ds, _, _, ckpt = eszsl_checkpoint(root, seed=5)
     rows = np.sort(ds.split_indices("test_unseen"))
     index_features("fb", ds.features[rows], [f"syn/test/{r}" for r in rows],
                    [ds.class_names[c] for c in ds.labels[rows]], model_checkpoint=ckpt, root=root).close()

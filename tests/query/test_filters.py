@@ -12,18 +12,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from sqlalchemy import update
 
-from tests.query.test_end_to_end import fit
+from tests.query.test_end_to_end import eszsl_checkpoint
 from zslretrieval.cli import cli
-from zslretrieval.data.synthetic import make_synthetic
 from zslretrieval.errors import InvalidInputError
 from zslretrieval.index import open_index
 from zslretrieval.index.catalog import ImageRow
 from zslretrieval.ingest import index_features
-from zslretrieval.models.checkpoint import save_checkpoint
 from zslretrieval.query import QueryConfig, QueryEngine, QuerySpec, run_query
 from zslretrieval.query.filters import SearchFilter, allowed_ids, parse_date, parse_size
 from zslretrieval.query.refined import SearchOptions
@@ -34,9 +31,7 @@ FOLDERS = ("/photos/2023/beach", "/photos/2024/beach", "/photos/2024/city", "/ar
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("filter-idx")
-    ds = make_synthetic(seed=3)
-    model, card = fit(ds, hparams={"gamma": 1.0, "lam": 1.0})
-    ckpt = save_checkpoint(model, card, root / "m.pt", torch.from_numpy(ds.attributes))
+    ds, _, _, ckpt = eszsl_checkpoint(root, seed=3)
     rows = np.sort(np.concatenate([ds.split_indices("test_seen"), ds.split_indices("test_unseen")]))
     paths = [f"{FOLDERS[i % len(FOLDERS)]}/img{r}.{'jpg' if i % 3 else 'png'}" for i, r in enumerate(rows)]
     ix = index_features("filt", ds.features[rows], paths, [ds.class_names[c] for c in ds.labels[rows]],

@@ -7,13 +7,10 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
-from tests.query.test_end_to_end import fit
-from zslretrieval.data.synthetic import make_synthetic
+from tests.query.test_end_to_end import eszsl_checkpoint
 from zslretrieval.index import open_index
 from zslretrieval.ingest import index_features
-from zslretrieval.models.checkpoint import save_checkpoint
 from zslretrieval.query import QueryEngine, QuerySpec
 from zslretrieval.query import gallery as gallery_mod
 from zslretrieval.query.calibration import ScoreMoments
@@ -27,9 +24,7 @@ from zslretrieval.query.refined import SearchOptions
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("gallery-idx")
-    ds = make_synthetic(seed=7)
-    model, card = fit(ds, hparams={"gamma": 1.0, "lam": 1.0})
-    ckpt = save_checkpoint(model, card, root / "m.pt", torch.from_numpy(ds.attributes))
+    ds, _, _, ckpt = eszsl_checkpoint(root, seed=7)
     rows = np.sort(np.concatenate([ds.split_indices("test_seen"), ds.split_indices("test_unseen")]))
     paths = [f"/photos/{'a' if i % 2 else 'b'}/img{r}.jpg" for i, r in enumerate(rows)]
     # small chunks: many feature shards, so a streamed read crosses shard boundaries
