@@ -1,11 +1,13 @@
-"""Process helpers the benchmark and probe scripts share: a free loopback port, a process's RSS.
+"""Process helpers the benchmark and probe scripts share: a free loopback port, a process's RSS, stopping a server.
 
 Imported by scripts/*.py with ``scripts/`` put on ``sys.path`` first (they are also loaded by file path
 from tests, where the folder is not on the path by itself).
 """
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 from pathlib import Path
 
 
@@ -25,3 +27,12 @@ def rss_mib(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """End a server the way Ctrl-C does (SIGINT: it shuts down cleanly); SIGKILL after ``timeout`` seconds."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -44,7 +44,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
-from _procs import free_port, rss_mib  # noqa: E402
+from _procs import free_port, rss_mib, stop  # noqa: E402
 
 PCA_RANK = 64
 CUB_GLOB = "features/*/features-efficientnet-lite0.npz"
@@ -200,11 +199,7 @@ def serve_startup(folder: Path, work: Path, queries: np.ndarray, timeout: float)
         res["rss_after"] = rss_mib(proc.pid)
         res["peak_rss"] = max(res["peak_rss"], res["rss_after"])
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout=30)
     return res
 
 

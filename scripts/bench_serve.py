@@ -39,7 +39,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -56,7 +55,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
-from _procs import free_port, rss_mib  # noqa: E402
+from _procs import free_port, rss_mib, stop  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -432,11 +431,7 @@ def main() -> int:
         pass
     finally:
         if server is not None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
         shutil.rmtree(work, ignore_errors=True)   # never the --in-place index: it is not under work
 
     # ---- report

@@ -23,7 +23,6 @@ import argparse
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
-from _procs import free_port  # noqa: E402
+from _procs import free_port, stop  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -192,11 +191,7 @@ def main() -> int:
             print(f"\nworst extra RSS over the baseline: {worst:.0f} MB (limit {args.max_extra_mb:.0f} MB)")
             return int(bad or worst > args.max_extra_mb)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
             log.close()
 
 
