@@ -146,3 +146,15 @@ def test_model_copy_checksum_mismatch(built, tmp_path):
     (model,) = folder.glob("model-*.pt")
     model.write_bytes(model.read_bytes() + b"tampered")
     _assert_real(root, "sha256 differs from the manifest's")
+
+
+def test_a_reader_refuses_an_unreadable_faiss_file_by_name(built):
+    """A read-only open (``zslr serve``) of a truncated FAISS file: ConsistencyError naming the file and the
+    repair, not FAISS's RuntimeError; a repairing open rebuilds it."""
+    root, folder = built
+    path = next(folder.glob("index-*.faiss"))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ConsistencyError, match=rf"{path.name} is unreadable .*zslr check --name toy --repair"):
+        open_index("toy", root, repair=False)
+    with open_index("toy", root) as ix:
+        assert ix.ntotal == N

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import select
 
-from ..errors import DataNotFoundError, InvalidInputError
+from ..errors import ConsistencyError, DataNotFoundError, InvalidInputError
 from .catalog import Catalog, ImageRow, entries_table
 from .layout import (FEATURES_DIR, WriteLock, catalog_url, index_file_name, index_folder, load_index_model,
                      require_index)
@@ -125,7 +125,12 @@ class OpenIndex:
         path = self.folder / index_file
         if not path.is_file():
             raise DataNotFoundError(f"index file missing: {path}; rebuild it with `zslr index --name {self.name} --rebuild`")
-        self.index = read_index(path, mmap=True)   # a reader never adds to its index
+        try:
+            self.index = read_index(path, mmap=True)   # a reader never adds to its index
+        except RuntimeError as e:   # FAISS's own message: which read failed, at which offset
+            why = str(e).splitlines()[-1].split("Error: ")[-1][:200]
+            raise ConsistencyError(f"index file {path} is unreadable ({why}); "
+                                   f"`zslr check --name {self.name} --repair` rebuilds it from the feature store") from None
         self._ntotal = int(self.index.ntotal)  # the reader never adds to its snapshot: read once, not per search
         apply_search_params(self.index, m.search_params)
         with self.catalog.session() as s:
